@@ -1,0 +1,37 @@
+"""Benchmark agent that only listens: the inbound-only CPU scenario.
+
+Why: with no greeting and callers that send only line noise, the server's steady-state work per call is the
+inbound path alone (WebSocket receive, Media Streams decode, μ-law decode, 8→16 kHz resampling, batched Silero
+VAD, segmenter/turn engine ticks). The reply handler exists because an agent must have one; noise never starts a
+turn, so it should never run during the benchmark.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+
+from telebridge import Agent, ConfigureSessionInput, LLMResponseHandlerInput, SessionConfig, VAD
+
+REPLY = "Sorry, I only listen."
+
+# Experiments: BENCH_VAD_SAMPLE_RATE=8000 runs Silero on the phone audio as is (no 8 -> 16 kHz resampling).
+VAD_SAMPLE_RATE = 8000 if os.environ.get("BENCH_VAD_SAMPLE_RATE") == "8000" else 16000
+
+
+async def configure_session(input: ConfigureSessionInput) -> SessionConfig:
+    return SessionConfig(
+        initial_messages=[{"role": "system", "content": "You are a benchmark agent that listens."}],
+        vad=VAD.Silero(sample_rate=VAD_SAMPLE_RATE),
+    )
+
+
+async def _reply() -> AsyncIterator[str]:
+    yield REPLY
+
+
+async def llm_response_handler(input: LLMResponseHandlerInput) -> AsyncIterator[str]:
+    return _reply()
+
+
+agent = Agent(id="bench-listener", configure_session=configure_session, llm_response_handler=llm_response_handler)

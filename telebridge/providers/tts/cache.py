@@ -1,0 +1,64 @@
+"""A phrase cache in front of any TTS engine.
+
+Phone agents repeat themselves: greetings, "are you still there?", goodbyes, confirmations. Synthesizing those
+once per process instead of once per call saves CPU under load and makes the greeting start sooner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from typing import Any
+
+import numpy as np
+
+
+class CachedTTS:
+    def __init__(self, engine: Any, *, max_entries: int = 256, max_chars: int = 300) -> None:
+        self.engine = engine
+        self.sample_rate: int = engine.sample_rate
+        self.max_entries = max_entries
+        self.max_chars = max_chars
+        self._cache: collections.OrderedDict[str, np.ndarray] = collections.OrderedDict()
+        self._inflight: dict[str, asyncio.Future[np.ndarray]] = {}
+        self.hits = 0
+        self.misses = 0
+
+    async def warmup(self) -> None:
+        warm = getattr(self.engine, "warmup", None)
+        if warm is not None:
+            await warm()
+
+    async def synthesize(self, text: str) -> np.ndarray:
+        key = " ".join(text.split())
+        if len(key) > self.max_chars:
+            return await self.engine.synthesize(text)
+        cached = self._cache.get(key)
+        if cached is not None:
+            self._cache.move_to_end(key)
+            self.hits += 1
+            return cached
+        pending = self._inflight.get(key)
+        if pending is not None:
+            self.hits += 1
+            return await asyncio.shield(pending)
+        self.misses += 1
+        future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
+        self._inflight[key] = future
+        try:
+            audio = await self.engine.synthesize(text)
+        except BaseException as exc:
+            if isinstance(exc, asyncio.CancelledError):
+                future.cancel()
+            else:
+                future.set_exception(exc)
+                future.exception()  # mark retrieved: waiters re-raise it themselves
+            raise
+        finally:
+            self._inflight.pop(key, None)
+        audio.setflags(write=False)
+        future.set_result(audio)
+        self._cache[key] = audio
+        if len(self._cache) > self.max_entries:
+            self._cache.popitem(last=False)
+        return audio

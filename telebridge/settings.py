@@ -1,0 +1,82 @@
+"""Service settings, read from the environment and an optional ``.env`` file.
+
+Every setting is listed in ``.env.example``. Secrets (the Twilio auth token, provider API keys) are only ever
+read from the environment and are held as :class:`~pydantic.SecretStr`, so they never show up in a repr or a
+log line.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import cached_property
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+log = logging.getLogger("telebridge.settings")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TELEBRIDGE_", env_file=".env", extra="ignore")
+
+    public_url: str | None = Field(
+        default=None,
+        description="The https:// base address Twilio reaches this service at (e.g. https://abc.ngrok.app). "
+        "Used to build the Media Streams wss:// URL and to validate signatures behind proxies.",
+    )
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    agent: str | None = Field(default=None, description="path/to/agent.py or package.module:attr")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    twilio_account_sid: str | None = Field(
+        default=None, validation_alias=AliasChoices("TWILIO_ACCOUNT_SID", "TELEBRIDGE_TWILIO_ACCOUNT_SID")
+    )
+    twilio_auth_token: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("TWILIO_AUTH_TOKEN", "TELEBRIDGE_TWILIO_AUTH_TOKEN")
+    )
+    validate_signatures: bool | None = Field(
+        default=None,
+        description="Validate X-Twilio-Signature on webhooks and the WebSocket upgrade. Defaults to on whenever "
+        "an auth token is set; turning it off must be explicit and is logged as a warning.",
+    )
+
+    max_calls: int = Field(default=50, ge=1, description="Concurrent calls per process; more are refused politely.")
+    speech_workers: int = Field(default=2, ge=1, le=32, description="Threads for STT/TTS inference.")
+    outbound_chunk_ms: int = Field(default=80, ge=20, le=500, description="Agent audio per media message.")
+    outbound_lead_ms: int = Field(default=120, ge=0, le=2000, description="How far ahead of playback we send.")
+    drain_timeout: float = Field(default=30.0, ge=0, description="On SIGTERM, seconds live calls may finish.")
+    twilio_api_base_url: str | None = Field(
+        default=None, description="Override Twilio's REST base URL (tests point it at a local fake)."
+    )
+
+    @field_validator("public_url")
+    @classmethod
+    def _strip_slash(cls, v: str | None) -> str | None:
+        if v is None or not v.strip():
+            return None
+        v = v.strip().rstrip("/")
+        if not v.startswith(("https://", "http://")):
+            raise ValueError("TELEBRIDGE_PUBLIC_URL must start with https:// (or http:// for local testing)")
+        return v
+
+    @cached_property
+    def signatures_enforced(self) -> bool:
+        """Whether requests must carry a valid Twilio signature."""
+        if self.validate_signatures is False:
+            return False
+        if self.validate_signatures is True and self.twilio_auth_token is None:
+            raise ValueError("TELEBRIDGE_VALIDATE_SIGNATURES=true needs TWILIO_AUTH_TOKEN")
+        return self.twilio_auth_token is not None
+
+    def auth_token(self) -> str | None:
+        return self.twilio_auth_token.get_secret_value() if self.twilio_auth_token else None
+
+    def log_security_posture(self) -> None:
+        if self.validate_signatures is False:
+            log.warning("Twilio signature validation is DISABLED (TELEBRIDGE_VALIDATE_SIGNATURES=false): anyone "
+                        "who finds this URL can place calls into your agent. Use only for local testing.")
+        elif not self.signatures_enforced:
+            log.warning("No TWILIO_AUTH_TOKEN set: Twilio signatures cannot be validated. Set it before "
+                        "exposing this service.")

@@ -1,0 +1,96 @@
+"""The Media Streams WebSocket: validates the upgrade, decodes frames, and hands them to the call."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import TYPE_CHECKING
+
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from ..pipeline.call import CallSession, custom_data_from_parameters
+from .stream import DtmfEvent, MarkEvent, MediaEvent, ProtocolIssue, StartEvent, StopEvent, StreamDecoder
+from .webhook import signature_ok
+
+if TYPE_CHECKING:
+    from ..settings import Settings
+
+log = logging.getLogger("telebridge.media")
+
+MAX_ISSUE_LOGS = 5  # per call; after that only counters grow
+
+
+async def media_stream(ws: WebSocket) -> None:
+    settings: Settings = ws.app.state.settings
+    runtime = ws.app.state.runtime
+    if not signature_ok(ws, settings, {}, websocket=True):
+        log.warning("rejected media stream upgrade: bad or missing X-Twilio-Signature")
+        await ws.close(code=1008)  # before accept(): the client gets HTTP 403
+        return
+    await ws.accept()
+    decoder = StreamDecoder()
+    session: CallSession | None = None
+    issues_logged = 0
+    receive = ws.receive
+
+    async def send(text: str) -> None:
+        await ws.send_text(text)
+
+    async def close(code: int, reason: str) -> None:
+        try:
+            await ws.close(code=code, reason=reason)
+        except Exception:  # already closed
+            pass
+
+    try:
+        while True:
+            message = await receive()
+            if message["type"] == "websocket.disconnect":
+                break
+            frame = message.get("text")
+            if frame is None:
+                frame = message.get("bytes") or b""
+            event = decoder.receive(frame)
+            if event is None:
+                continue
+            if type(event) is MediaEvent:
+                if session is not None:
+                    session.on_media(event.payload)
+            elif isinstance(event, MarkEvent):
+                if session is not None:
+                    session.on_mark(event.name)
+            elif isinstance(event, StartEvent):
+                info = event.start
+                custom = custom_data_from_parameters(info.call_sid, info.stream_sid, info.account_sid,
+                                                     dict(info.custom_parameters))
+                session = CallSession(
+                    runtime=runtime,
+                    agent=runtime.agent,
+                    call_id=info.call_sid or f"local-{uuid.uuid4().hex[:12]}",
+                    stream_sid=info.stream_sid,
+                    custom_data=custom,
+                    send=send,
+                    close=close,
+                )
+                runtime.register(session)
+                session.start()
+                log.info("call %s: stream %s started", session.call_id, info.stream_sid)
+            elif isinstance(event, DtmfEvent):
+                if session is not None:
+                    session.on_dtmf(event.digit)
+            elif isinstance(event, StopEvent):
+                break
+            elif isinstance(event, ProtocolIssue):
+                if issues_logged < MAX_ISSUE_LOGS:
+                    issues_logged += 1
+                    log.warning("media stream %s: %s (%s)", decoder.stream_sid or "?", event.kind, event.detail)
+    except WebSocketDisconnect:
+        pass
+    finally:
+        if session is not None:
+            await session.aclose()
+            runtime.unregister(session)
+            log.info("call %s: ended (%d frames, %d protocol issues)", session.call_id, decoder.stats.frames,
+                     sum(decoder.stats.issues.values()))
+        else:
+            log.info("media stream closed before start (%d frames)", decoder.stats.frames)

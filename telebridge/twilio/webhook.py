@@ -1,0 +1,85 @@
+"""HTTP webhooks Twilio calls: the inbound-call webhook and the stream status callback."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from starlette.requests import HTTPConnection, Request
+from starlette.responses import Response
+
+from ..logs import mask_number
+from .signature import public_url, url_from_forwarded, validate_signature
+from .twiml import connect_stream, say_and_hangup
+
+if TYPE_CHECKING:
+    from ..settings import Settings
+
+log = logging.getLogger("telebridge.webhook")
+
+MEDIA_PATH = "/twilio/media"
+STATUS_PATH = "/twilio/stream-status"
+
+# The webhook's caller fields that reach configure_session as custom_data (under Twilio's own names).
+CALLER_FIELDS = (
+    "From", "To", "CallSid", "AccountSid", "Direction", "CallerName", "ForwardedFrom",
+    "FromCity", "FromState", "FromZip", "FromCountry", "ToCity", "ToState", "ToZip", "ToCountry",
+)
+
+
+def request_url(conn: HTTPConnection, settings: Settings, *, websocket: bool = False) -> str:
+    """The URL Twilio used to reach us, as it signed it."""
+    query = conn.url.query
+    if settings.public_url:
+        return public_url(settings.public_url, conn.url.path, query, websocket=websocket)
+    return url_from_forwarded(conn.headers, conn.url.scheme, conn.headers.get("host", ""), conn.url.path, query, websocket)
+
+
+def external_url(conn: HTTPConnection, settings: Settings, path: str, *, websocket: bool = False) -> str:
+    """An address of ours as Twilio must dial it (from the public base URL, or the request's own host)."""
+    if settings.public_url:
+        return public_url(settings.public_url, path, "", websocket=websocket)
+    return url_from_forwarded(conn.headers, conn.url.scheme, conn.headers.get("host", ""), path, "", websocket)
+
+
+def signature_ok(conn: HTTPConnection, settings: Settings, params: dict[str, str], *, websocket: bool = False) -> bool:
+    if not settings.signatures_enforced:
+        return True
+    signature = conn.headers.get("x-twilio-signature", "")
+    token = settings.auth_token()
+    return bool(signature and token) and validate_signature(request_url(conn, settings, websocket=websocket), params, signature, token)
+
+
+async def voice_webhook(request: Request) -> Response:
+    settings: Settings = request.app.state.settings
+    form = await request.form()
+    params = {k: v for k, v in form.multi_items() if isinstance(v, str)}
+    if not signature_ok(request, settings, params):
+        log.warning("rejected /twilio/voice: bad or missing X-Twilio-Signature")
+        return Response("invalid Twilio signature", status_code=403, media_type="text/plain")
+    runtime = request.app.state.runtime
+    call_sid = params.get("CallSid", "")
+    if not runtime.accepting:
+        log.warning("refusing call %s: %s", call_sid, "draining" if runtime.draining else "at capacity")
+        return Response(say_and_hangup("Sorry, all our lines are busy right now. Please call back in a few minutes."),
+                        media_type="application/xml")
+    stream_url = external_url(request, settings, MEDIA_PATH, websocket=True)
+    status_url = external_url(request, settings, STATUS_PATH)
+    parameters = {k: params[k] for k in CALLER_FIELDS if params.get(k)}
+    twiml = connect_stream(stream_url, parameters, status_callback=status_url,
+                           allow_insecure=stream_url.startswith("ws://"))
+    log.info("call %s from %s: answering with a media stream", call_sid, mask_number(params.get("From")))
+    return Response(twiml, media_type="application/xml")
+
+
+async def stream_status(request: Request) -> Response:
+    settings: Settings = request.app.state.settings
+    form = await request.form()
+    params = {k: v for k, v in form.multi_items() if isinstance(v, str)}
+    if not signature_ok(request, settings, params):
+        return Response("invalid Twilio signature", status_code=403, media_type="text/plain")
+    event = params.get("StreamEvent", "")
+    level = logging.WARNING if event == "stream-error" else logging.INFO
+    log.log(level, "call %s stream %s: %s %s", params.get("CallSid", ""), params.get("StreamSid", ""), event,
+            params.get("StreamError", ""))
+    return Response(status_code=204)

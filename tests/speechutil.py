@@ -1,0 +1,107 @@
+"""Shared helpers for tests that need real speech: deterministic Piper audio and fuzzy matching.
+
+``synth`` uses the bundled Piper voice with noise disabled, so the same text always
+gives bit-identical audio and tests stay deterministic.  Results are cached per process
+(Piper takes ~1.5 s to load and ~0.05x real time to run).
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import re
+
+import numpy as np
+
+__all__ = [
+    "fuzzy_ratio",
+    "normalise_words",
+    "phone_line",
+    "resample",
+    "synth",
+    "synth_phone_16k",
+]
+
+PIPER_RATE = 22050
+
+
+def normalise_words(text: str) -> list[str]:
+    """Lower-case words without punctuation ("Hello, World!" → ["hello", "world"])."""
+    return re.findall(r"[a-z0-9']+", text.lower().replace("’", "'"))
+
+
+def fuzzy_ratio(a: str, b: str) -> float:
+    """Word-level similarity in [0, 1] (difflib ratio over normalised word lists)."""
+    wa, wb = normalise_words(a), normalise_words(b)
+    if not wa and not wb:
+        return 1.0
+    return difflib.SequenceMatcher(None, wa, wb, autojunk=False).ratio()
+
+
+def resample(x: np.ndarray, in_rate: int, out_rate: int) -> np.ndarray:
+    """Whole-signal resampling (the project's resampler, scipy as a fallback)."""
+    if in_rate == out_rate:
+        return x.astype(np.float32, copy=True)
+    try:
+        from telebridge.audio.resample import resample_once
+
+        return np.asarray(resample_once(x, in_rate, out_rate), dtype=np.float32)
+    except ImportError:  # pragma: no cover - only before the audio package exists
+        from math import gcd
+
+        from scipy.signal import resample_poly
+
+        g = gcd(in_rate, out_rate)
+        return resample_poly(x, out_rate // g, in_rate // g).astype(np.float32)
+
+
+def phone_line(x8k: np.ndarray) -> np.ndarray:
+    """What a caller's audio looks like after a μ-law phone leg (8 kHz float32 in/out)."""
+    try:
+        from telebridge.audio.g711 import ulaw_decode_float, ulaw_encode
+
+        return np.asarray(ulaw_decode_float(ulaw_encode(x8k.astype(np.float32))), dtype=np.float32)
+    except ImportError:  # pragma: no cover - only before the audio package exists
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            import audioop
+        pcm = (np.clip(x8k, -1.0, 1.0) * 32767).astype(np.int16).tobytes()
+        out = audioop.ulaw2lin(audioop.lin2ulaw(pcm, 2), 2)
+        return np.frombuffer(out, dtype=np.int16).astype(np.float32) / 32768.0
+
+
+@functools.cache
+def _voice():  # type: ignore[no-untyped-def]
+    from telebridge.providers.tts.piper import default_piper_voice, load_piper_voice
+
+    return load_piper_voice(default_piper_voice())
+
+
+@functools.cache
+def _synth_22k(text: str) -> np.ndarray:
+    from piper.config import SynthesisConfig
+
+    config = SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0, volume=0.8)
+    audio = np.concatenate([c.audio_float_array for c in _voice().synthesize(text, config)])
+    audio = audio.astype(np.float32)
+    audio.flags.writeable = False
+    return audio
+
+
+@functools.cache
+def _synth_cached(text: str, rate: int) -> np.ndarray:
+    audio = resample(_synth_22k(text), PIPER_RATE, rate)
+    audio.flags.writeable = False
+    return audio
+
+
+def synth(text: str, rate: int = 8000) -> np.ndarray:
+    """Deterministic Piper speech of ``text`` as float32 mono at ``rate`` (a fresh copy)."""
+    return _synth_cached(text, rate).copy()
+
+
+def synth_phone_16k(text: str) -> np.ndarray:
+    """Speech as the STT engine receives it: Piper → 8 kHz → μ-law → 16 kHz."""
+    return resample(phone_line(synth(text, 8000)), 8000, 16000)

@@ -1,0 +1,98 @@
+"""Embedded Piper TTS: sane audio, process-wide voice cache, and a Piper → Whisper round trip."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+from speechutil import fuzzy_ratio, phone_line, resample
+
+from telebridge.inference import InferencePool
+from telebridge.providers.stt.whisper import WhisperSTT
+from telebridge.providers.tts.base import TTSEngine, TTSError
+from telebridge.providers.tts.piper import PiperTTS
+
+SENTENCE = "Your table is booked for seven o'clock."
+
+
+@pytest.fixture(scope="module")
+def pool() -> Iterator[InferencePool]:
+    p = InferencePool("speech", 2, 16)
+    yield p
+    p.shutdown()
+
+
+@pytest.fixture(scope="module")
+def tts(pool: InferencePool) -> PiperTTS:
+    # noise off: bit-identical output on every run keeps these tests deterministic
+    return PiperTTS(pool=pool, noise_scale=0.0, noise_w_scale=0.0)
+
+
+def test_is_a_tts_engine(tts: PiperTTS) -> None:
+    assert isinstance(tts, TTSEngine)
+    assert tts.sample_rate == 22050
+
+
+def test_voice_is_shared_and_single_threaded(pool: InferencePool, tts: PiperTTS) -> None:
+    other = PiperTTS(pool=pool, length_scale=1.2)
+    assert other.voice is tts.voice
+    opts = tts.voice.session.get_session_options()
+    assert opts.intra_op_num_threads == 1 and opts.inter_op_num_threads == 1
+
+
+async def test_synthesizes_sensible_speech(tts: PiperTTS) -> None:
+    audio = await tts.synthesize(SENTENCE)
+    assert audio.dtype == np.int16 and audio.ndim == 1
+    seconds = len(audio) / tts.sample_rate
+    assert 1.0 < seconds < 4.0
+    rms = np.sqrt(np.mean(audio.astype(np.float64) ** 2))
+    assert rms > 1000  # clearly audible, not silence
+    assert np.abs(audio).max() <= int(0.9 * 32767) + 1  # headroom for resampling
+
+
+async def test_length_scale_slows_speech(pool: InferencePool, tts: PiperTTS) -> None:
+    slow = PiperTTS(pool=pool, length_scale=1.5, noise_scale=0.0, noise_w_scale=0.0)
+    normal, slower = await asyncio.gather(tts.synthesize(SENTENCE), slow.synthesize(SENTENCE))
+    assert len(slower) > 1.3 * len(normal)
+
+
+async def test_blank_text_gives_empty_audio(tts: PiperTTS) -> None:
+    for text in ["", "   ", "\n\t", "..."]:
+        out = await tts.synthesize(text)
+        assert out.dtype == np.int16 and out.size == 0
+
+
+async def test_multiple_sentences_concatenate(tts: PiperTTS) -> None:
+    a, b, both = await asyncio.gather(
+        tts.synthesize("Hello there."),
+        tts.synthesize("How are you today?"),
+        tts.synthesize("Hello there. How are you today?"),
+    )
+    assert len(both) == len(a) + len(b)
+
+
+async def test_concurrent_synthesis_is_consistent(tts: PiperTTS) -> None:
+    outs = await asyncio.gather(*(tts.synthesize(SENTENCE) for _ in range(4)))
+    for o in outs[1:]:
+        np.testing.assert_array_equal(o, outs[0])
+
+
+def test_missing_model_raises_at_construction(pool: InferencePool, tmp_path: Any) -> None:
+    with pytest.raises(TTSError, match="not found"):
+        PiperTTS(str(tmp_path / "nope.onnx"), pool=pool)
+    model = tmp_path / "voice.onnx"
+    model.write_bytes(b"")
+    with pytest.raises(TTSError, match="config not found"):
+        PiperTTS(str(model), pool=pool)
+
+
+async def test_round_trip_through_phone_line_to_whisper(pool: InferencePool, tts: PiperTTS) -> None:
+    text = "Thank you for calling. How can I help you today?"
+    audio = await tts.synthesize(text)
+    x = audio.astype(np.float32) / 32768.0
+    heard = resample(phone_line(resample(x, tts.sample_rate, 8000)), 8000, 16000)
+    result = await WhisperSTT(pool=pool).transcribe(heard)
+    assert fuzzy_ratio(result.text, text) >= 0.8, result.text
