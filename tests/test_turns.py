@@ -23,7 +23,7 @@ def kinds(actions):
 def user_says(engine, start, end, text, stt_delay=0.2):
     engine.speech_started(start)
     params = engine.params
-    actions = engine.speech_ended(end + params.min_silence_duration, AUDIO)
+    actions = engine.speech_ended(end, AUDIO)
     utt = next(a for a in actions if isinstance(a, Transcribe)).utterance_id
     return engine.transcript(utt, text, end + params.min_silence_duration + stt_delay)
 
@@ -32,7 +32,7 @@ def test_turn_ends_after_endpointing_delay_and_transcript():
     engine = TurnEngine(TurnParams(min_silence_duration=0.3, min_endpointing_delay=0.6))
     engine.speech_started(1.0)
     assert engine.state is State.USER_SPEAKING
-    actions = engine.speech_ended(2.3, AUDIO)  # voice ended at 2.0
+    actions = engine.speech_ended(2.0, AUDIO)  # reported at 2.3, voice ended at 2.0
     assert kinds(actions) == ["Notify", "Transcribe"]
     assert engine.transcript(actions[1].utterance_id, "what time do you open", 2.4) == []  # 0.4 s < 0.6 s
     assert engine.tick(2.55) == []
@@ -71,7 +71,7 @@ def test_short_noise_during_agent_speech_does_not_interrupt():
     greeting = engine.start_reply("")
     engine.reply_audio_started(greeting.turn_id)
     engine.speech_started(3.0)
-    engine.speech_ended(3.2 + 0.55, AUDIO)
+    engine.speech_ended(3.2, AUDIO)
     assert engine.tick(4.0) == []
     assert engine.state is State.RESPONDING
 

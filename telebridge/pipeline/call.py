@@ -40,6 +40,9 @@ PHONE_RATE = 8000
 STT_RATE = 16000
 MAX_EARLY_AUDIO_FRAMES = 50 * 10  # buffer up to 10 s of caller audio while configure_session runs
 CUT_OFF_MARK = "…"
+# Start transcribing once the caller has been quiet this long, before the VAD confirms the end of speech, so
+# STT runs during the endpointing wait. If the caller speaks again, the early transcript is discarded.
+EARLY_STT_AFTER = 0.2
 
 
 @dataclass(slots=True)
@@ -132,6 +135,9 @@ class CallSession:
         self._stt: Any = None
         self._tts: Any = None
         self._speech_end_wall: float | None = None
+        self._early_stt: asyncio.Task | None = None  # speculative transcript of the current utterance
+        self._early_stt_ready: asyncio.Task | None = None  # handed to the Transcribe action that follows
+        self.early_stt_used = 0
 
     # --- lifecycle ------------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -232,13 +238,22 @@ class CallSession:
         if self._closed or self._segmenter is None or self.engine is None:
             return
         self._now = end_time
+        segmenter = self._segmenter
         actions = []
-        for event in self._segmenter.push(prob, window, end_time):
+        for event in segmenter.push(prob, window, end_time):
             if isinstance(event, SpeechStarted):
                 actions += self.engine.speech_started(event.t)
             elif isinstance(event, SpeechEnded):
-                self._speech_end_wall = time.perf_counter() - (end_time - (event.t - self.engine.params.min_silence_duration))
+                self._speech_end_wall = time.perf_counter() - (end_time - event.t)
+                self._early_stt_ready, self._early_stt = self._early_stt, None
                 actions += self.engine.speech_ended(event.t, event.audio)
+        if segmenter.speaking:
+            quiet = segmenter.silence_duration
+            if quiet == 0.0 and self._early_stt is not None:
+                self._early_stt.cancel()  # the caller went on talking: that transcript is stale
+                self._early_stt = None
+            elif quiet >= EARLY_STT_AFTER and self._early_stt is None:
+                self._early_stt = self._spawn(self._stt_text(segmenter.snapshot()), "early-stt")
         actions += self.engine.tick(end_time)
         if actions:
             self._run_actions(actions)
@@ -249,7 +264,8 @@ class CallSession:
             if isinstance(action, Notify):
                 self._fire(action.event)
             elif isinstance(action, Transcribe):
-                self._spawn(self._transcribe(action.utterance_id, action.audio), f"stt{action.utterance_id}")
+                early, self._early_stt_ready = self._early_stt_ready, None
+                self._spawn(self._transcribe(action.utterance_id, action.audio, early), f"stt{action.utterance_id}")
             elif isinstance(action, StartReply):
                 self._start_reply(action.turn_id, action.text, greeting)
             elif isinstance(action, CancelReply):
@@ -261,19 +277,31 @@ class CallSession:
         if self.events is not None:
             self.events.fire(name, payload)
 
-    async def _transcribe(self, utterance_id: int, audio: np.ndarray) -> None:
-        assert self.config is not None and self.engine is not None
+    async def _stt_text(self, audio: np.ndarray) -> str:
+        assert self.config is not None
         if self.config.vad.sample_rate != STT_RATE:
             audio = resample_once(audio, self.config.vad.sample_rate, STT_RATE)
-        started = time.perf_counter()
         try:
             transcript = await self._stt.transcribe(audio)
-            text = transcript.text
         except asyncio.CancelledError:
             raise
         except Exception:
             log.exception("call %s: STT failed; the utterance is dropped", self.call_id)
-            text = ""
+            return ""
+        return transcript.text
+
+    async def _transcribe(self, utterance_id: int, audio: np.ndarray, early: asyncio.Task | None) -> None:
+        assert self.engine is not None
+        started = time.perf_counter()
+        text: str | None = None
+        if early is not None:
+            # Only silence followed the early snapshot, so its transcript is the whole utterance's.
+            await asyncio.wait({early})  # our own cancellation still propagates; early's does not
+            if not early.cancelled():
+                text = early.result()
+                self.early_stt_used += 1
+        if text is None:
+            text = await self._stt_text(audio)
         self._last_stt = time.perf_counter() - started
         log.debug("call %s: heard %r (%.0f ms STT)", self.call_id, text, 1000 * self._last_stt)
         self._run_actions(self.engine.transcript(utterance_id, text, self._now))

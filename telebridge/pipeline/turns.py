@@ -124,9 +124,9 @@ class TurnEngine:
             self.state = State.USER_SPEAKING
         return actions
 
-    def speech_ended(self, t: float, audio: np.ndarray) -> list[Action]:
-        voiced_end = t - self.params.min_silence_duration
-        self._voice_end = voiced_end
+    def speech_ended(self, voice_end: float, audio: np.ndarray) -> list[Action]:
+        """The VAD saw ``min_silence_duration`` of silence after speech that stopped at ``voice_end``."""
+        self._voice_end = voice_end
         self._speech_start = None
         utt = next(self._utterances)
         self._awaiting.add(utt)

@@ -484,6 +484,17 @@ class VadSegmenter:
         self._speech_samples = 0
         self._truncated = False
 
+    @property
+    def silence_duration(self) -> float:
+        """Seconds of silence since the caller's last speech window (0 when not speaking)."""
+        return self._silence_samples / self.params.sample_rate if self.speaking else 0.0
+
+    def snapshot(self) -> np.ndarray:
+        """The current utterance's audio so far (for transcribing before the end of speech is confirmed)."""
+        if not self._speech:
+            return np.zeros(0, np.float32)
+        return np.concatenate(self._speech).astype(np.float32, copy=False)
+
     def reset(self) -> None:
         """Forget everything (e.g. after barge-in handling or a stream restart)."""
         self.speaking = False
