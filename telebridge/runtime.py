@@ -37,6 +37,7 @@ class Runtime:
         self.finished: collections.deque[CallSession] = collections.deque(maxlen=64)
         self.draining = False
         self._engines: dict[tuple[str, str], Any] = {}
+        self._loading: dict[tuple[str, str], asyncio.Lock] = {}
         self._hub_task: asyncio.Task | None = None
 
     @property
@@ -47,8 +48,8 @@ class Runtime:
         self._hub_task = asyncio.get_running_loop().create_task(self.vad_hub.run(), name="vad-hub")
         if warmup:
             # Load the default local models now, not on the first caller's first words.
-            stt = self.stt_for(STT.Whisper())
-            tts = self.tts_for(TTS.Piper())
+            stt = await self.stt_for(STT.Whisper())
+            tts = await self.tts_for(TTS.Piper())
             for engine in (stt, tts):
                 warm = getattr(engine, "warmup", None)
                 if warm is not None:
@@ -72,29 +73,38 @@ class Runtime:
         self.finished.append(call)
 
     # --- engines --------------------------------------------------------------------------------------------
-    def stt_for(self, cfg: Any) -> Any:
-        key = ("stt", cfg.model_dump_json())
-        engine = self._engines.get(key)
-        if engine is None:
-            if cfg.provider != "whisper":
-                raise ValueError(f"STT provider {cfg.provider!r} has no client in this build")
-            from .providers.stt.whisper import WhisperSTT
+    # Loading a model takes a second or more: it happens in a worker thread (never on the event loop), once per
+    # distinct configuration, and every call using that configuration shares the result.
+    async def stt_for(self, cfg: Any) -> Any:
+        return await self._engine(("stt", cfg.model_dump_json()), lambda: self._make_stt(cfg))
 
-            engine = WhisperSTT(cfg.model, pool=self.speech_pool, language=cfg.language, beam_size=cfg.beam_size)
-            self._engines[key] = engine
+    async def tts_for(self, cfg: Any) -> Any:
+        return await self._engine(("tts", cfg.model_dump_json()), lambda: self._make_tts(cfg))
+
+    async def _engine(self, key: tuple[str, str], make: Any) -> Any:
+        engine = self._engines.get(key)
+        if engine is not None:
+            return engine
+        lock = self._loading.setdefault(key, asyncio.Lock())
+        async with lock:
+            engine = self._engines.get(key)
+            if engine is None:
+                engine = await asyncio.to_thread(make)
+                self._engines[key] = engine
         return engine
 
-    def tts_for(self, cfg: Any) -> Any:
-        key = ("tts", cfg.model_dump_json())
-        engine = self._engines.get(key)
-        if engine is None:
-            if cfg.provider != "piper":
-                raise ValueError(f"TTS provider {cfg.provider!r} has no client in this build")
-            from .providers.tts.piper import PiperTTS
+    def _make_stt(self, cfg: Any) -> Any:
+        if cfg.provider != "whisper":
+            raise ValueError(f"STT provider {cfg.provider!r} has no client in this build")
+        from .providers.stt.whisper import WhisperSTT
 
-            from .providers.tts.cache import CachedTTS
+        return WhisperSTT(cfg.model, pool=self.speech_pool, language=cfg.language, beam_size=cfg.beam_size)
 
-            engine = CachedTTS(PiperTTS(cfg.model, pool=self.speech_pool, speaker=cfg.speaker,
-                                        length_scale=cfg.length_scale, noise_scale=cfg.noise_scale))
-            self._engines[key] = engine
-        return engine
+    def _make_tts(self, cfg: Any) -> Any:
+        if cfg.provider != "piper":
+            raise ValueError(f"TTS provider {cfg.provider!r} has no client in this build")
+        from .providers.tts.cache import CachedTTS
+        from .providers.tts.piper import PiperTTS
+
+        return CachedTTS(PiperTTS(cfg.model, pool=self.speech_pool, speaker=cfg.speaker,
+                                  length_scale=cfg.length_scale, noise_scale=cfg.noise_scale))

@@ -156,3 +156,12 @@ def test_dial_without_caller_id_and_sip() -> None:
 def test_dial_refuses_loose_targets(number: str, caller_id: str | None) -> None:
     with pytest.raises(ValueError):
         dial(number, caller_id=caller_id)
+
+
+def test_connect_stream_fallback_message_follows_connect():
+    import xml.etree.ElementTree as ET
+
+    xml = connect_stream("wss://example.com/twilio/media", {"From": "+15551230001"}, fallback_message="Sorry & bye")
+    root = ET.fromstring(xml)
+    assert [child.tag for child in root] == ["Connect", "Say", "Hangup"]
+    assert root.find("Say").text == "Sorry & bye"

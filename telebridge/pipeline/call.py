@@ -157,8 +157,8 @@ class CallSession:
     async def _setup(self) -> None:
         try:
             self.config = await configure(self.agent, self.custom_data, call_id=self.call_id)
-            self._stt = self.runtime.stt_for(self.config.stt)
-            self._tts = self.runtime.tts_for(self.config.tts)
+            self._stt = await self.runtime.stt_for(self.config.stt)
+            self._tts = await self.runtime.tts_for(self.config.tts)
         except Exception as exc:
             log.error("call %s: cannot start the agent: %s", self.call_id, exc)
             await self._close(1011, "agent configuration failed")

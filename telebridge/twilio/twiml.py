@@ -49,6 +49,7 @@ def connect_stream(
     stream_name: str | None = None,
     *,
     allow_insecure: bool = False,
+    fallback_message: str | None = None,
 ) -> str:
     """``<Connect><Stream>``: a bidirectional media stream to ``stream_url``.
 
@@ -56,7 +57,8 @@ def connect_stream(
     drops query strings, so data travels as ``<Parameter>``s, which arrive in the ``start`` message's
     ``customParameters``. Parameters with empty values are skipped (Twilio would send them as empty strings
     at best; leaving them out keeps ``start`` small and meaningful). After the server closes the socket Twilio
-    runs the TwiML after ``</Connect>``; there is none, so the call ends.
+    runs the TwiML after ``</Connect>``: ``fallback_message`` (if given) is said there, so a caller whose
+    stream fails (e.g. the agent could not start) hears an apology instead of dead air; then the call ends.
     """
     schemes = {"wss", "ws"} if allow_insecure else {"wss"}
     _check_url(stream_url, "stream_url", schemes)
@@ -79,6 +81,9 @@ def connect_stream(
         if value is None or value == "":
             continue
         stream.parameter(name=name, value=_xml_text(value, f"parameter {name!r}"))
+    if fallback_message:
+        response.say(_xml_text(fallback_message, "fallback_message"))
+        response.hangup()
     return str(response.to_xml())
 
 

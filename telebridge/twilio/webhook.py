@@ -18,6 +18,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("telebridge.webhook")
 
 MEDIA_PATH = "/twilio/media"
+# Said by Twilio only if our stream ends abnormally (Twilio then runs the TwiML after </Connect>).
+FALLBACK_MESSAGE = "Sorry, we're having trouble connecting your call. Please try again later."
 STATUS_PATH = "/twilio/stream-status"
 
 # The webhook's caller fields that reach configure_session as custom_data (under Twilio's own names).
@@ -67,7 +69,7 @@ async def voice_webhook(request: Request) -> Response:
     status_url = external_url(request, settings, STATUS_PATH)
     parameters = {k: params[k] for k in CALLER_FIELDS if params.get(k)}
     twiml = connect_stream(stream_url, parameters, status_callback=status_url,
-                           allow_insecure=stream_url.startswith("ws://"))
+                           allow_insecure=stream_url.startswith("ws://"), fallback_message=FALLBACK_MESSAGE)
     log.info("call %s from %s: answering with a media stream", call_sid, mask_number(params.get("From")))
     return Response(twiml, media_type="application/xml")
 

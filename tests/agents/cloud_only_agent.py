@@ -1,0 +1,15 @@
+"""An agent that picks a cloud STT provider whose client is not in this build."""
+
+from telebridge import STT, VAD, Agent, SessionConfig
+
+
+async def configure_session(input):
+    return SessionConfig(initial_messages=[], vad=VAD.Silero(), stt=STT.Deepgram(api_key="dg-test"),
+                         first_message="You should never hear this.")
+
+
+async def llm_response_handler(input):
+    yield "never"
+
+
+agent = Agent(id="cloud-only", configure_session=configure_session, llm_response_handler=llm_response_handler)
