@@ -17,10 +17,14 @@ from telebridge.twilio.stream import twilio_connected, twilio_media, twilio_star
 
 
 
-def finished_call(server, call_sid: str):
-    for call in server.runtime.finished:
-        if call.call_id == call_sid:
-            return call
+async def finished_call(server, call_sid: str, timeout: float = 10.0):
+    """The server-side record of a call (it lands a moment after the simulator hangs up)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for call in list(server.runtime.finished):
+            if call.call_id == call_sid:
+                return call
+        await asyncio.sleep(0.05)
     raise AssertionError(f"call {call_sid} not found among finished calls")
 
 
@@ -48,7 +52,7 @@ async def test_full_call_greeting_question_answer(server, auth_token):
     greeting, *answer = call.agent_segments
     assert fuzzy_ratio(GREETING, greeting.text) > 0.8, greeting.text
 
-    record = finished_call(server, call.call_sid)
+    record = await finished_call(server, call.call_sid)
     said = [m["content"] for m in record.history if m["role"] == "assistant"]
     users = [m["content"] for m in record.history if m["role"] == "user"]
     assert users and fuzzy_ratio(users[0], "What are your opening hours?") > 0.7, users
@@ -138,7 +142,7 @@ async def test_ten_simultaneous_calls_all_get_answers(server, auth_token):
         for q in questions
     ])
     for q, call in zip(questions, calls):
-        record = finished_call(server, call.call_sid)
+        record = await finished_call(server, call.call_sid)
         roles = [m["role"] for m in record.history]
         assert roles.count("assistant") >= 2, (q, record.history)
         assert roles.count("user") >= 1, (q, record.history)

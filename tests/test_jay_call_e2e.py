@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from conftest import LiveServer
+from test_call_e2e import finished_call
 from fakes.openai_server import FakeOpenAI, TextReply, ToolCallReply, run_fake_openai
 from speechutil import fuzzy_ratio
 from telebridge.simulator import Say, simulate_call
@@ -37,7 +38,7 @@ async def test_jay_agent_file_runs_a_call_with_tools(jay_server, auth_token, mon
             end_when_quiet=1.5,
             transcribe=True,
         )
-    record = jay_server.runtime.finished[-1]
+    record = await finished_call(jay_server, call.call_sid)
     assert record.session_data["my_user_timezone"] == "Europe/Paris"
     roles = [m["role"] for m in record.history]
     assert roles[:2] == ["system", "assistant"], record.history  # system prompt, then the first_message

@@ -21,13 +21,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..agent import configure
-from ..audio.g711 import ulaw_decode_float, ulaw_encode
 from ..audio.resample import Resampler, resample_once
 from ..session import SessionConfig
 from .events import EventDispatcher
 from .llm import respond
-from .outbound import OutboundAudio
+from .observer import ConversationObserver
 from .sentences import SentenceChunker
+from .sink import AudioSink
 from .turns import CancelReply, Interrupt, Notify, StartReply, Transcribe, TurnEngine, TurnParams
 from .vad import SegmenterParams, SpeechEnded, SpeechStarted, VadSegmenter
 
@@ -38,7 +38,7 @@ log = logging.getLogger("telebridge.call")
 
 PHONE_RATE = 8000
 STT_RATE = 16000
-MAX_EARLY_AUDIO_FRAMES = 50 * 10  # buffer up to 10 s of caller audio while configure_session runs
+MAX_EARLY_AUDIO_SECONDS = 10.0  # buffer caller audio while configure_session runs
 CUT_OFF_MARK = "…"
 # Start transcribing once the caller has been quiet this long, before the VAD confirms the end of speech, so
 # STT runs during the endpointing wait. If the caller speaks again, the early transcript is discarded.
@@ -96,38 +96,38 @@ class CallSession:
         runtime: Runtime,
         agent: Any,
         call_id: str,
-        stream_sid: str,
         custom_data: dict[str, Any],
-        send: Callable[[str], Awaitable[None]],
+        sink: AudioSink,
         close: Callable[[int, str], Awaitable[None]],
+        input_rate: int = PHONE_RATE,
+        observer: ConversationObserver | None = None,
+        adjust_config: Callable[[SessionConfig], SessionConfig] | None = None,
     ) -> None:
         self.runtime = runtime
         self.agent = agent
         self.call_id = call_id
-        self.stream_sid = stream_sid
         self.custom_data = custom_data
-        self._send = send
         self._close = close
+        self.input_rate = input_rate
+        self.observer = observer or ConversationObserver()
+        self._adjust_config = adjust_config
         self.config: SessionConfig | None = None
         self.history: list[dict[str, Any]] = []
         self.session_data: dict[str, Any] = {}
         self.events: EventDispatcher | None = None
         self.metrics = CallMetrics()
         self._loop = asyncio.get_running_loop()
-        self._early: list[bytes] = []
+        self._early: list[np.ndarray] = []
+        self._early_samples = 0
         self._ready = False
         self._closed = False
         self._now = 0.0  # call clock: seconds of caller audio seen by the VAD
         self._tasks: set[asyncio.Task] = set()
         self._reply: _Reply | None = None
         self._replies: dict[int, _Reply] = {}
-        self.outbound = OutboundAudio(
-            stream_sid,
-            send,
-            chunk_ms=runtime.settings.outbound_chunk_ms,
-            lead_ms=runtime.settings.outbound_lead_ms,
-            on_turn_audible=self._on_turn_audible,
-        )
+        self.outbound = sink
+        sink.on_turn_audible = self._on_turn_audible
+        sink.on_turn_played = self._turn_played
         self._upsample: Resampler | None = None
         self._vad_stream: Any = None
         self._segmenter: VadSegmenter | None = None
@@ -157,6 +157,8 @@ class CallSession:
     async def _setup(self) -> None:
         try:
             self.config = await configure(self.agent, self.custom_data, call_id=self.call_id)
+            if self._adjust_config is not None:
+                self.config = self._adjust_config(self.config)
             self._stt = await self.runtime.stt_for(self.config.stt)
             self._tts = await self.runtime.tts_for(self.config.tts)
         except Exception as exc:
@@ -186,14 +188,14 @@ class CallSession:
                 interrupt_time_threshold=cfg.interrupt_time_threshold,
             )
         )
-        if vad.sample_rate != PHONE_RATE:
-            self._upsample = Resampler(PHONE_RATE, vad.sample_rate)
+        if vad.sample_rate != self.input_rate:
+            self._upsample = Resampler(self.input_rate, vad.sample_rate)
         self.outbound.start()
         self._vad_stream = self.runtime.vad_hub.open(vad.sample_rate, self._on_window)
         self._ready = True
         early, self._early = self._early, []
-        for payload in early:
-            self.on_media(payload)
+        for pcm in early:
+            self.on_audio(pcm)
         if cfg.first_message:
             self._run_actions([self.engine.start_reply("")], greeting=cfg.first_message)
 
@@ -210,26 +212,22 @@ class CallSession:
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.outbound.aclose()
-        if self._reply is not None and self.outbound.ledger.heard(self._reply.turn_id) > 0:
+        if self._reply is not None and self.outbound.heard(self._reply.turn_id) > 0:
             self._commit_cut_off(self._reply)
         if self.events is not None:
             await self.events.aclose()
 
     # --- inbound (hot path) ---------------------------------------------------------------------------------
-    def on_media(self, payload: bytes) -> None:
+    def on_audio(self, pcm: np.ndarray) -> None:
+        """Caller audio, float32 at ``input_rate``. Called for every frame: no awaits, no tasks."""
         if not self._ready:
-            if not self._closed and len(self._early) < MAX_EARLY_AUDIO_FRAMES:
-                self._early.append(payload)
+            if not self._closed and self._early_samples < MAX_EARLY_AUDIO_SECONDS * self.input_rate:
+                self._early.append(pcm)
+                self._early_samples += len(pcm)
             return
-        pcm = ulaw_decode_float(payload)
         if self._upsample is not None:
             pcm = self._upsample.process(pcm)
         self._vad_stream.feed(pcm)
-
-    def on_mark(self, name: str) -> None:
-        result = self.outbound.mark_echoed(name)
-        if result.turn_finished and result.turn_id is not None:
-            self._turn_played(result.turn_id)
 
     def on_dtmf(self, digit: str) -> None:
         log.info("call %s: DTMF %s", self.call_id, digit)
@@ -242,10 +240,12 @@ class CallSession:
         actions = []
         for event in segmenter.push(prob, window, end_time):
             if isinstance(event, SpeechStarted):
+                self._observe("user_speech_started", event.t)
                 actions += self.engine.speech_started(event.t)
             elif isinstance(event, SpeechEnded):
                 self._speech_end_wall = time.perf_counter() - (end_time - event.t)
                 self._early_stt_ready, self._early_stt = self._early_stt, None
+                self._observe("user_speech_stopped", event.t)
                 actions += self.engine.speech_ended(event.t, event.audio)
         if segmenter.speaking:
             quiet = segmenter.silence_duration
@@ -272,6 +272,12 @@ class CallSession:
                 self._drop_reply(action.turn_id)
             elif isinstance(action, Interrupt):
                 self._spawn(self._interrupt(action.turn_id), f"interrupt{action.turn_id}")
+
+    def _observe(self, hook: str, *args: Any) -> None:
+        try:
+            getattr(self.observer, hook)(*args)
+        except Exception:
+            log.exception("call %s: observer hook %s failed", self.call_id, hook)
 
     def _fire(self, name: str, payload: dict | None = None) -> None:
         if self.events is not None:
@@ -303,6 +309,8 @@ class CallSession:
         if text is None:
             text = await self._stt_text(audio)
         self._last_stt = time.perf_counter() - started
+        if text.strip():
+            self._observe("user_transcript", text.strip())
         log.debug("call %s: heard %r (%.0f ms STT)", self.call_id, text, 1000 * self._last_stt)
         self._run_actions(self.engine.transcript(utterance_id, text, self._now))
 
@@ -318,12 +326,13 @@ class CallSession:
             self._fire("on_user_message_added", {"message": message})
         self._reply = reply
         self._replies[turn_id] = reply
+        self._observe("reply_started", turn_id)
         reply.task = self._spawn(self._produce(reply, greeting), f"reply{turn_id}")
 
     async def _produce(self, reply: _Reply, greeting: str | None) -> None:
         """LLM text → sentences → TTS → 8 kHz μ-law → the sender, one sentence at a time."""
         assert self.config is not None
-        resampler = Resampler(self._tts.sample_rate, PHONE_RATE)
+        resampler = Resampler(self._tts.sample_rate, self.outbound.sample_rate)
         sentences: asyncio.Queue[str | None] = asyncio.Queue(maxsize=8)
 
         async def text_source() -> None:
@@ -367,13 +376,12 @@ class CallSession:
                 pcm = await self._tts.synthesize(sentence)
                 if "tts_first_audio" not in reply.timings:
                     reply.timings["tts_first_audio"] = time.perf_counter()
-                audio8k = resampler.process(pcm)
-                ulaw = ulaw_encode(audio8k)
-                if not ulaw:
+                n = self.outbound.enqueue(reply.turn_id, resampler.process(pcm))
+                if not n:
                     continue
-                reply.spans.append(_Span(reply.enqueued, reply.enqueued + len(ulaw), sentence))
-                reply.enqueued += len(ulaw)
-                self.outbound.enqueue(reply.turn_id, ulaw)
+                self._observe("reply_text", reply.turn_id, sentence, reply.enqueued)
+                reply.spans.append(_Span(reply.enqueued, reply.enqueued + n, sentence))
+                reply.enqueued += n
             await source  # surfaces LLM errors
         except asyncio.CancelledError:
             source.cancel()
@@ -422,7 +430,8 @@ class CallSession:
             self.history.append(message)
             self._fire("on_agent_message_added", {"message": message})
             self._fire("on_agent_stopped_speaking")
-        self.outbound.ledger.forget(turn_id)
+        self._observe("reply_done", turn_id, " ".join(s.text for s in reply.spans).strip())
+        self.outbound.forget_turn(turn_id)
         if self._reply is reply:
             self._reply = None
         if self.engine is not None:
@@ -453,30 +462,16 @@ class CallSession:
         if self._reply is reply:
             self._reply = None
         message = self._commit_cut_off(reply)
+        self._observe("reply_interrupted", turn_id, message["content"])
         self._fire("on_agent_interrupted", {"message": message})
         self._fire("on_agent_stopped_speaking")
 
     def _commit_cut_off(self, reply: _Reply) -> dict[str, str]:
         """Keep in the history only what the caller heard, marked as cut off."""
-        heard = heard_text(reply.spans, self.outbound.ledger.heard(reply.turn_id))
+        heard = heard_text(reply.spans, self.outbound.heard(reply.turn_id))
         already = " ".join(s.text for s in reply.spans[: reply.said_from])
         if already and heard.startswith(already):
             heard = heard[len(already) :].strip()
         message = {"role": "assistant", "content": (heard + CUT_OFF_MARK) if heard else CUT_OFF_MARK}
         self.history.append(message)
         return message
-
-
-def custom_data_from_parameters(call_sid: str, stream_sid: str, account_sid: str, params: dict[str, str]) -> dict[str, Any]:
-    """What ``configure_session`` receives as ``custom_data`` (documented in the README)."""
-    from ..twilio.webhook import CALLER_FIELDS
-
-    data: dict[str, Any] = {k: v for k, v in params.items() if k in CALLER_FIELDS}
-    data.setdefault("CallSid", call_sid)
-    data.setdefault("AccountSid", account_sid)
-    data["StreamSid"] = stream_sid
-    custom = {k: v for k, v in params.items() if k not in CALLER_FIELDS}
-    data.update(custom)
-    data["custom_parameters"] = custom
-    return data
-

@@ -16,8 +16,11 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+import numpy as np
+
+from ..audio.g711 import ulaw_encode
 from ..twilio.stream import encode_clear, encode_mark, encode_media
-from .ledger import EchoResult, MarkLedger
+from .ledger import MarkLedger
 
 log = logging.getLogger("telebridge.outbound")
 
@@ -50,7 +53,9 @@ class _Segment:
 
 
 class OutboundAudio:
-    """Per-call sender task. ``enqueue`` never blocks the caller; ``clear`` takes effect at once."""
+    """Twilio's :class:`~.sink.AudioSink`: a per-call sender task. ``enqueue`` never blocks; ``clear`` is immediate."""
+
+    sample_rate = SAMPLE_RATE
 
     def __init__(
         self,
@@ -60,6 +65,7 @@ class OutboundAudio:
         chunk_ms: int = 80,
         lead_ms: int = 120,
         on_turn_audible: Callable[[int], None] | None = None,
+        on_turn_played: Callable[[int], None] | None = None,
         clock: Callable[[], float] | None = None,
     ) -> None:
         self.stream_sid = stream_sid
@@ -69,7 +75,8 @@ class OutboundAudio:
         self.ledger = MarkLedger()
         self._queue: collections.deque[_Segment] = collections.deque()
         self._wake = asyncio.Event()
-        self._on_turn_audible = on_turn_audible
+        self.on_turn_audible = on_turn_audible
+        self.on_turn_played = on_turn_played
         self._audible: set[int] = set()
         self._closing: set[int] = set()  # turns whose last audio has been enqueued
         self._clock = clock or asyncio.get_running_loop().time
@@ -80,10 +87,16 @@ class OutboundAudio:
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name=f"outbound:{self.stream_sid}")
 
-    def enqueue(self, turn_id: int, ulaw: bytes) -> None:
+    def enqueue(self, turn_id: int, audio: np.ndarray) -> int:
+        """Queue float32 (or int16) audio at 8 kHz for the turn; returns the samples queued."""
+        ulaw = ulaw_encode(audio)
         if ulaw and not self.closed:
             self._queue.append(_Segment(turn_id, ulaw))
             self._wake.set()
+        return len(ulaw)
+
+    def heard(self, turn_id: int) -> int:
+        return self.ledger.heard(turn_id)
 
     def finish_turn(self, turn_id: int) -> bool:
         """No more audio will be enqueued for ``turn_id``. True if it has already played out entirely."""
@@ -92,21 +105,27 @@ class OutboundAudio:
             return False
         return self.ledger.close_turn(turn_id)
 
-    def mark_echoed(self, name: str) -> EchoResult:
-        return self.ledger.echoed(name)
+    def forget_turn(self, turn_id: int) -> None:
+        self.ledger.forget(turn_id)
+
+    def mark_echoed(self, name: str) -> None:
+        """Twilio echoed one of our marks: playback reached it (or it was flushed by our ``clear``)."""
+        result = self.ledger.echoed(name)
+        if result.turn_finished and result.turn_id is not None and self.on_turn_played:
+            self.on_turn_played(result.turn_id)
 
     def queued_samples(self, turn_id: int | None = None) -> int:
         return sum(len(s.audio) - s.pos for s in self._queue if turn_id is None or s.turn_id == turn_id)
 
-    async def clear(self) -> list[int]:
-        """Drop everything unsent, flush Twilio's buffer; returns turns that lost audio at Twilio's side."""
+    async def clear(self) -> None:
+        """Drop everything unsent and flush Twilio's buffer (its pending marks come back as flushed)."""
         self._queue.clear()
+        self._closing.clear()
         self.pacer.reset(self._clock())
-        affected = self.ledger.clear()
+        self.ledger.clear()
         if not self.closed:
             await self._send(encode_clear(self.stream_sid))
             self.sent_messages += 1
-        return affected
 
     def drop_turn(self, turn_id: int) -> None:
         """Forget unsent audio of one turn (without touching what Twilio already has)."""
@@ -139,8 +158,8 @@ class OutboundAudio:
                 self.sent_messages += 2
                 if seg.turn_id not in self._audible:
                     self._audible.add(seg.turn_id)
-                    if self._on_turn_audible:
-                        self._on_turn_audible(seg.turn_id)
+                    if self.on_turn_audible:
+                        self.on_turn_audible(seg.turn_id)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the socket went away under us: the call is over

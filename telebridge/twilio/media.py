@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import logging
 import uuid
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from ..pipeline.call import CallSession, custom_data_from_parameters
+from ..audio.g711 import ulaw_decode_float
+from ..pipeline.call import CallSession
+from ..pipeline.outbound import OutboundAudio
 from .stream import DtmfEvent, MarkEvent, MediaEvent, ProtocolIssue, StartEvent, StopEvent, StreamDecoder
-from .webhook import signature_ok
+from .webhook import CALLER_FIELDS, signature_ok
 
 if TYPE_CHECKING:
     from ..settings import Settings
@@ -18,6 +20,18 @@ if TYPE_CHECKING:
 log = logging.getLogger("telebridge.media")
 
 MAX_ISSUE_LOGS = 5  # per call; after that only counters grow
+
+
+def custom_data_from_parameters(call_sid: str, stream_sid: str, account_sid: str, params: dict[str, str]) -> dict[str, Any]:
+    """What ``configure_session`` receives as ``custom_data`` (documented in the README)."""
+    data: dict[str, Any] = {k: v for k, v in params.items() if k in CALLER_FIELDS}
+    data.setdefault("CallSid", call_sid)
+    data.setdefault("AccountSid", account_sid)
+    data["StreamSid"] = stream_sid
+    custom = {k: v for k, v in params.items() if k not in CALLER_FIELDS}
+    data.update(custom)
+    data["custom_parameters"] = custom
+    return data
 
 
 async def media_stream(ws: WebSocket) -> None:
@@ -30,6 +44,7 @@ async def media_stream(ws: WebSocket) -> None:
     await ws.accept()
     decoder = StreamDecoder()
     session: CallSession | None = None
+    sink: OutboundAudio | None = None
     issues_logged = 0
     receive = ws.receive
 
@@ -55,21 +70,22 @@ async def media_stream(ws: WebSocket) -> None:
                 continue
             if type(event) is MediaEvent:
                 if session is not None:
-                    session.on_media(event.payload)
+                    session.on_audio(ulaw_decode_float(event.payload))
             elif isinstance(event, MarkEvent):
-                if session is not None:
-                    session.on_mark(event.name)
+                if sink is not None:
+                    sink.mark_echoed(event.name)
             elif isinstance(event, StartEvent):
                 info = event.start
                 custom = custom_data_from_parameters(info.call_sid, info.stream_sid, info.account_sid,
                                                      dict(info.custom_parameters))
+                sink = OutboundAudio(info.stream_sid, send, chunk_ms=settings.outbound_chunk_ms,
+                                     lead_ms=settings.outbound_lead_ms)
                 session = CallSession(
                     runtime=runtime,
                     agent=runtime.agent,
                     call_id=info.call_sid or f"local-{uuid.uuid4().hex[:12]}",
-                    stream_sid=info.stream_sid,
                     custom_data=custom,
-                    send=send,
+                    sink=sink,
                     close=close,
                 )
                 runtime.register(session)

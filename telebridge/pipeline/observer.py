@@ -1,0 +1,26 @@
+"""Hooks for whoever wants to watch a conversation as it happens (the realtime API, recordings).
+
+The conversation loop calls these synchronously on the event loop; implementations must be quick and must not
+raise (they are guarded anyway).
+"""
+
+from __future__ import annotations
+
+
+class ConversationObserver:
+    def user_speech_started(self, t: float) -> None: ...
+
+    def user_speech_stopped(self, t: float) -> None: ...
+
+    def user_transcript(self, text: str) -> None:
+        """A final transcript of one utterance."""
+
+    def reply_started(self, turn_id: int) -> None: ...
+
+    def reply_text(self, turn_id: int, text: str, start_sample: int) -> None:
+        """A sentence of the reply, and where its audio starts in the turn (samples at the sink's rate)."""
+
+    def reply_done(self, turn_id: int, text: str) -> None:
+        """The reply played out entirely."""
+
+    def reply_interrupted(self, turn_id: int, heard_text: str) -> None: ...
