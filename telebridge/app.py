@@ -19,7 +19,8 @@ from .twilio.webhook import MEDIA_PATH, STATUS_PATH, stream_status, voice_webhoo
 
 async def health(request: Request) -> JSONResponse:
     runtime: Runtime = request.app.state.runtime
-    return JSONResponse({"ok": not runtime.draining, "calls": len(runtime.calls), "accepting": runtime.accepting})
+    body = {"ok": not runtime.draining, "calls": len(runtime.calls), "accepting": runtime.accepting}
+    return JSONResponse(body, status_code=503 if runtime.draining else 200)
 
 
 def create_app(settings: Settings | None = None, *, agent: Agent | None = None, warmup: bool = True) -> Starlette:

@@ -17,6 +17,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from .agent import AgentLoadError
     from .app import create_app
+    from .server import DrainingServer
     from .settings import Settings
 
     overrides = {k: v for k, v in {"agent": args.agent, "host": args.host, "port": args.port}.items() if v is not None}
@@ -34,11 +35,11 @@ def _serve(args: argparse.Namespace) -> int:
         log_config=None,
         ws="websockets-sansio" if _has_sansio_ws() else "websockets",
         ws_ping_interval=None,  # Twilio does not answer pings reliably; a dead call ends with its stream
-        timeout_graceful_shutdown=settings.drain_timeout,
+        timeout_graceful_shutdown=5,
         proxy_headers=True,
         forwarded_allow_ips="*",
     )
-    server = uvicorn.Server(config)
+    server = DrainingServer(config, settings.drain_timeout)
     server.run()
     return 0
 
