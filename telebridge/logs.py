@@ -53,3 +53,5 @@ def configure_logging(level: str = "info") -> None:
         lg = logging.getLogger(name)
         lg.handlers[:] = []
         lg.propagate = True
+    # faster-whisper logs every utterance's duration at INFO: noise at 50 calls.
+    logging.getLogger("faster_whisper").setLevel(max(logging.WARNING, root.level))
