@@ -55,7 +55,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 import numpy as np
 from pydantic import BaseModel
@@ -110,6 +110,7 @@ class WindowStats(BaseModel):
     agent_audio_ratio_min: float
     starved_ms_per_call_s: float
     marks_echoed: int
+    server_msgs_per_call_s: float  # frames the server sent (media + mark + clear), per call-second
 
 
 class DoneStats(BaseModel):
@@ -172,6 +173,7 @@ class LoadCall:
         self.win_starved = 0.0
         self.win_frames = 0
         self.win_marks = 0
+        self.win_msgs = 0
         self._started_receiving = False
         self.tasks: list[asyncio.Task[None]] = []
 
@@ -267,13 +269,20 @@ class LoadCall:
     async def receive(self) -> None:
         from websockets.exceptions import ConnectionClosed
 
-        from telebridge.twilio.stream import ServerClear, ServerMark, ServerMedia, TwilioProtocolError
-        from telebridge.twilio.stream import decode_server_message
+        from telebridge.twilio.stream import (
+            ServerClear,
+            ServerMark,
+            ServerMedia,
+            TwilioProtocolError,
+            decode_server_message,
+        )
 
         loop = asyncio.get_running_loop()
         try:
             async for frame in self.ws:
                 now = loop.time()
+                if self.window_open:
+                    self.win_msgs += 1
                 try:
                     msg = decode_server_message(frame, expected_stream_sid=self.stream_sid)
                 except TwilioProtocolError as exc:
@@ -314,6 +323,7 @@ class LoadCall:
         self.win_starved = 0.0
         self.win_frames = 0
         self.win_marks = 0
+        self.win_msgs = 0
         self.window_open = True
 
     def end_window(self) -> None:
@@ -370,7 +380,7 @@ class ProbeCall(LoadCall):
         self.pending.extend(frames)
         try:
             await asyncio.wait_for(self.onset_event.wait(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return None
         finally:
             self.end_frame = None
@@ -420,7 +430,7 @@ class Generator:
             try:
                 await call.open(http)
                 self.calls.append(call)
-            except Exception as exc:  # report, do not hide: a refused call changes the figures
+            except Exception as exc:  # noqa: BLE001 - report, do not hide: a refused call changes the figures
                 self.failures.append(f"call {i}: {type(exc).__name__}: {exc}")
 
         await asyncio.gather(*(one(i) for i in range(self.cfg.calls)))
@@ -454,6 +464,7 @@ class Generator:
             agent_audio_ratio_min=float(np.min(ratios)),
             starved_ms_per_call_s=1000 * starved / max(1e-9, len(self.calls) * window),
             marks_echoed=sum(c.win_marks for c in self.calls),
+            server_msgs_per_call_s=sum(c.win_msgs for c in self.calls) / max(1e-9, len(self.calls) * window),
         )
 
     async def run(self) -> None:
@@ -491,7 +502,7 @@ class Generator:
                     try:
                         lat = await self.probe(http)
                         self.emit("probe", latencies=lat)
-                    except Exception as exc:
+                    except Exception as exc:  # noqa: BLE001 - a failed probe is reported, the run goes on
                         self.emit("probe", latencies=[], error=f"{type(exc).__name__}: {exc}")
                 elif cmd == "stop":
                     await asyncio.gather(*(c.hangup() for c in self.calls), return_exceptions=True)
@@ -627,7 +638,7 @@ def thread_names(pid: int) -> dict[int, str]:
         return {}
     try:
         out = subprocess.run([spy, "dump", "--pid", str(pid), "--json", "--nonblocking"],
-                             capture_output=True, text=True, timeout=30)
+                             capture_output=True, text=True, timeout=30, check=False)
         return {int(t["os_thread_id"]): str(t.get("thread_name") or "?") for t in json.loads(out.stdout)
                 if t.get("os_thread_id") is not None}
     except (subprocess.SubprocessError, ValueError, KeyError, TypeError):
@@ -710,7 +721,7 @@ class HealthPoller:
             self._stop.wait(self.interval)
         conn.close()
 
-    def __enter__(self) -> HealthPoller:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
@@ -972,8 +983,11 @@ def summarise_profile(stats_path: Path, seconds: float, top: int = 22) -> str:
     busy = sum(tt for _, (_, _, tt, _, _) in raw.items()) - waiting
     if busy <= 0:
         return "profile: no samples"
-    lines = [f"cProfile of the event-loop thread over {seconds:.0f} s: busy {busy:.2f} s "
-             f"({100 * busy / seconds:.0f}% of one core, incl. profiler overhead), waiting in epoll {waiting:.2f} s"]
+    head = (
+        f"cProfile of the event-loop thread over {seconds:.0f} s: busy {busy:.2f} s "
+        f"({100 * busy / seconds:.0f}% of one core, incl. profiler overhead), waiting in epoll {waiting:.2f} s"
+    )
+    lines = [head]
     lines.append("  SELF time (tottime), % of busy time | calls/s | µs per call:")
     by_self = sorted(raw.items(), key=lambda kv: kv[1][2], reverse=True)
     shown = 0
@@ -1016,7 +1030,7 @@ def print_report(rows: list[Row], baseline: dict[int, float]) -> None:
     print()
     print("Server CPU per second of call audio (user+sys of the server process over the window)")
     head = (f"{'scenario':9} {'N':>3} {'CPU ms/call-s':>13} {'x base':>7} {'calls/core':>10} {'gen late p99':>12} "
-            f"{'agent audio':>12} {'target':>7} {'Pipecat':>8}")
+            f"{'agent audio (duplex), msg/s':>30} {'target':>7} {'Pipecat':>8}")
     print(head)
     print("-" * len(head))
     for r in rows:
@@ -1026,11 +1040,12 @@ def print_report(rows: list[Row], baseline: dict[int, float]) -> None:
         ratio_audio = "-"
         if r.stats and r.scenario == "duplex":
             ratio_audio = f"{r.stats.agent_audio_ratio_mean:.2f} (min {r.stats.agent_audio_ratio_min:.2f})"
+            ratio_audio += f", {r.stats.server_msgs_per_call_s:.1f}/s"
         late = f"{r.stats.late_p99_ms:9.1f} ms" if r.stats else "-"
         target = f"{TARGET_MS[r.scenario]:5.1f}" if r.scenario in TARGET_MS else "-"
         pipecat = f"{PIPECAT_MS[r.scenario]:6.1f}" if r.scenario in PIPECAT_MS else "-"
         print(f"{r.scenario:9} {r.n:3d} {ms:13.2f} {ratio:>7} {1000 / max(ms, 1e-9):10.0f} {late:>12} "
-              f"{ratio_audio:>12} {target:>7} {pipecat:>8}")
+              f"{ratio_audio:>30} {target:>7} {pipecat:>8}")
     print("(target and Pipecat 1.14 figures: ms per call-second, from the issue; 'x base' = ratio to the bare "
           "Starlette/uvicorn WebSocket sink at the same N)")
     print()
@@ -1049,7 +1064,7 @@ def print_report(rows: list[Row], baseline: dict[int, float]) -> None:
         print(f"{r.scenario:9} {r.n:3d} {r.group_ms('loop'):6.2f} {r.group_ms('vad'):6.2f} {r.group_ms('speech'):7.2f} "
               f"{r.group_ms('native'):7.2f} {r.group_ms('other'):6.2f} "
               f"{f'{h50:.1f}/{h99:.1f}/{hmax:.0f}':>23} {starved:>8} {r.vad_drops:9d} {late_max:>9} "
-              f"{gen_pct:7.0f}% {100 * other / max(1e-9, r.window_s):9.0f}%")
+              f"{gen_pct:7.0f}% {max(0.0, 100 * other / max(1e-9, r.window_s)):9.0f}%")
     print("(loop = event-loop thread: WebSocket I/O, decoding, μ-law/resampling, segmenter, pacing; vad = batched "
           "Silero thread; speech = Whisper/Piper workers; native = ONNX Runtime/CTranslate2 pools; "
           "starved = agent playback gaps per call-second; other load = CPU used by other processes on the box, "
@@ -1142,7 +1157,7 @@ def main() -> None:
             try:
                 row = run_scenario(scenario, n, ramp=ramp, window=window, probe=not args.no_probe,
                                    profile_s=profile_s, workdir=workdir, server_env=server_env)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - one failed run must not lose the others' figures
                 print(f"  {scenario} N={n} FAILED: {type(exc).__name__}: {exc} (logs in {workdir})", flush=True)
                 continue
             rows.append(row)

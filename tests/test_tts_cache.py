@@ -41,3 +41,15 @@ async def test_failures_are_not_cached():
         with pytest.raises(RuntimeError):
             await tts.synthesize("Hi.")
     assert engine.calls == 2
+
+
+async def test_a_cancelled_waiter_does_not_cancel_the_others():
+    engine = CountingTTS()
+    tts = CachedTTS(engine)
+    first = asyncio.ensure_future(tts.synthesize("Shared phrase."))
+    second = asyncio.ensure_future(tts.synthesize("Shared phrase."))
+    await asyncio.sleep(0)
+    first.cancel()
+    audio = await second
+    assert len(audio) == len("Shared phrase.") and engine.calls == 1
+    assert first.cancelled()

@@ -11,7 +11,13 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator
 
-from telebridge import Agent, ConfigureSessionInput, LLMResponseHandlerInput, SessionConfig, VAD
+from telebridge import (
+    VAD,
+    Agent,
+    ConfigureSessionInput,
+    LLMResponseHandlerInput,
+    SessionConfig,
+)
 
 REPLY = "Sorry, I only listen."
 

@@ -13,7 +13,13 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator
 
-from telebridge import Agent, ConfigureSessionInput, LLMResponseHandlerInput, SessionConfig, VAD
+from telebridge import (
+    VAD,
+    Agent,
+    ConfigureSessionInput,
+    LLMResponseHandlerInput,
+    SessionConfig,
+)
 
 SENTENCES = (
     "Thank you for calling the benchmark line, where every call is important to us.",
@@ -25,6 +31,16 @@ SENTENCES = (
 )
 REPEATS = 4  # six sentences of ~5 s each, four times over: about two minutes of speech
 MONOLOGUE = " ".join(SENTENCES * REPEATS)
+# Experiments: BENCH_TALKER_UNIQUE=1 makes every sentence of every call different (like LLM replies), so no phrase
+# cache can help and the full TTS cost shows.
+UNIQUE = os.environ.get("BENCH_TALKER_UNIQUE") == "1"
+
+
+def monologue(call_sid: str) -> str:
+    if not UNIQUE:
+        return MONOLOGUE
+    tag = " ".join(call_sid[-4:].upper())
+    return " ".join(f"{s[:-1]}, for caller {tag}, part {i + 1}." for i, s in enumerate(SENTENCES * REPEATS))
 
 # Experiments: BENCH_VAD_SAMPLE_RATE=8000 runs Silero on the phone audio as is (no 8 -> 16 kHz resampling).
 VAD_SAMPLE_RATE = 8000 if os.environ.get("BENCH_VAD_SAMPLE_RATE") == "8000" else 16000
@@ -34,7 +50,7 @@ async def configure_session(input: ConfigureSessionInput) -> SessionConfig:
     return SessionConfig(
         initial_messages=[{"role": "system", "content": "You are a benchmark agent that talks."}],
         vad=VAD.Silero(sample_rate=VAD_SAMPLE_RATE),
-        first_message=MONOLOGUE,
+        first_message=monologue(str((input.get("custom_data") or {}).get("CallSid", ""))),
         allow_interruptions=False,
     )
 

@@ -20,7 +20,7 @@ class CachedTTS:
         self.max_entries = max_entries
         self.max_chars = max_chars
         self._cache: collections.OrderedDict[str, np.ndarray] = collections.OrderedDict()
-        self._inflight: dict[str, asyncio.Future[np.ndarray]] = {}
+        self._inflight: dict[str, asyncio.Task[np.ndarray]] = {}
         self.hits = 0
         self.misses = 0
 
@@ -38,26 +38,23 @@ class CachedTTS:
             self._cache.move_to_end(key)
             self.hits += 1
             return cached
-        pending = self._inflight.get(key)
-        if pending is not None:
+        task = self._inflight.get(key)
+        if task is not None:
             self.hits += 1
-            return await asyncio.shield(pending)
-        self.misses += 1
-        future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
-        self._inflight[key] = future
+        else:
+            self.misses += 1
+            # The synthesis runs in its own task: one caller hanging up must not cancel it for the others.
+            task = asyncio.get_running_loop().create_task(self._synthesize(key, text), name=f"tts-cache:{key[:24]}")
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())  # no "never retrieved" noise
+            self._inflight[key] = task
+        return await asyncio.shield(task)
+
+    async def _synthesize(self, key: str, text: str) -> np.ndarray:
         try:
             audio = await self.engine.synthesize(text)
-        except BaseException as exc:
-            if isinstance(exc, asyncio.CancelledError):
-                future.cancel()
-            else:
-                future.set_exception(exc)
-                future.exception()  # mark retrieved: waiters re-raise it themselves
-            raise
         finally:
             self._inflight.pop(key, None)
         audio.setflags(write=False)
-        future.set_result(audio)
         self._cache[key] = audio
         if len(self._cache) > self.max_entries:
             self._cache.popitem(last=False)
