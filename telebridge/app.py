@@ -11,10 +11,14 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route, WebSocketRoute
 
 from .agent import Agent
+from .health import health_endpoint
+from .realtime.handler import PATH as REALTIME_PATH
+from .realtime.handler import realtime_endpoint
 from .runtime import Runtime
 from .settings import Settings
 from .twilio.media import media_stream
 from .twilio.webhook import MEDIA_PATH, STATUS_PATH, stream_status, voice_webhook
+from .voices.http import create_voice, list_voices
 
 
 async def health(request: Request) -> JSONResponse:
@@ -44,6 +48,11 @@ def create_app(settings: Settings | None = None, *, agent: Agent | None = None, 
             Route(STATUS_PATH, stream_status, methods=["POST"]),
             WebSocketRoute(MEDIA_PATH, media_stream),
             Route("/healthz", health),
+            # Unmute's session API (the seed): health, voices and cloning, the realtime WebSocket.
+            Route("/v1/health", health_endpoint, methods=["GET"]),
+            Route("/v1/voices", list_voices, methods=["GET"]),
+            Route("/v1/voices", create_voice, methods=["POST"]),
+            WebSocketRoute(REALTIME_PATH, realtime_endpoint),
         ],
         lifespan=lifespan,
     )

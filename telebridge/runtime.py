@@ -16,6 +16,7 @@ from .config import STT, TTS
 from .inference import InferencePool
 from .pipeline.vad import SileroModel, VadHub
 from .settings import Settings
+from .voices.store import VoiceStore
 
 if TYPE_CHECKING:
     from .pipeline.call import CallSession
@@ -39,6 +40,12 @@ class Runtime:
         self._engines: dict[tuple[str, str], Any] = {}
         self._loading: dict[tuple[str, str], asyncio.Lock] = {}
         self._hub_task: asyncio.Task | None = None
+        # Named voices (voices file + clones): realtime sessions pick one, agents name one in TTS.Piper(voice=...).
+        self.voices = VoiceStore(settings.voices_file, settings.voice_store_dir)
+        self._cloner: Any = None
+        from .recording import Recorder
+
+        self.recorder = Recorder(settings.recordings_dir)
 
     @property
     def accepting(self) -> bool:
@@ -79,7 +86,31 @@ class Runtime:
         return await self._engine(("stt", cfg.model_dump_json()), lambda: self._make_stt(cfg))
 
     async def tts_for(self, cfg: Any) -> Any:
+        cfg = self.resolve_tts(cfg)
         return await self._engine(("tts", cfg.model_dump_json()), lambda: self._make_tts(cfg))
+
+    def resolve_tts(self, cfg: Any) -> Any:
+        """``TTS.Piper(voice="name")`` → that voice's own TTS configuration (raises ``UnknownVoice``)."""
+        name = getattr(cfg, "voice", None) if getattr(cfg, "provider", None) == "piper" else None
+        if not name:
+            return cfg
+        resolved = self.voices.tts_for(name)
+        if getattr(resolved, "provider", None) == "piper" and getattr(resolved, "voice", None):
+            raise ValueError(f"voice {name!r} names another voice ({resolved.voice!r}); voices do not chain")
+        return resolved
+
+    @property
+    def cloner(self) -> Any:
+        """Derives Piper voices from uploaded samples (see :mod:`telebridge.voices.cloning`)."""
+        if self._cloner is None:
+            from .voices.cloning import PiperCloner
+
+            async def transcribe(audio16k: Any) -> str:
+                stt = await self.stt_for(STT.Whisper())
+                return str((await stt.transcribe(audio16k)).text)
+
+            self._cloner = PiperCloner(self.voices, run_blocking=self.speech_pool.run, transcribe=transcribe)
+        return self._cloner
 
     async def _engine(self, key: tuple[str, str], make: Any) -> Any:
         engine = self._engines.get(key)
@@ -106,5 +137,14 @@ class Runtime:
         from .providers.tts.cache import CachedTTS
         from .providers.tts.piper import PiperTTS
 
-        return CachedTTS(PiperTTS(cfg.model, pool=self.speech_pool, speaker=cfg.speaker,
-                                  length_scale=cfg.length_scale, noise_scale=cfg.noise_scale))
+        if cfg.pitch == 1.0:
+            return CachedTTS(PiperTTS(cfg.model, pool=self.speech_pool, speaker=cfg.speaker,
+                                      length_scale=cfg.length_scale, noise_scale=cfg.noise_scale))
+        from .providers.tts.piper import default_piper_voice, load_piper_voice
+        from .voices.pitch import PitchedTTS, pitched_rate
+
+        base_rate = int(load_piper_voice(cfg.model or default_piper_voice()).config.sample_rate)
+        rate = pitched_rate(base_rate, cfg.pitch)
+        inner = PiperTTS(cfg.model, pool=self.speech_pool, speaker=cfg.speaker,
+                         length_scale=cfg.length_scale * rate / base_rate, noise_scale=cfg.noise_scale)
+        return CachedTTS(PitchedTTS(inner, rate))

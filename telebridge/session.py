@@ -8,6 +8,10 @@ Names, types and defaults follow jay_ai 0.8.0. Three deliberate differences, all
   and LiveKit's (``min_interruption_duration``, ``min_interruption_words``), since Jay's docs use both.
 * ``max_endpointing_delay``: how long to wait when the transcript looks unfinished (a trailing "and", no
   final punctuation) before ending the caller's turn anyway.
+* Phone-call behaviour Jay never had (all optional, listed under "telebridge extensions" in ``SessionConfig``):
+  pause-then-confirm barge-in, backchannels, the echo guard, DTMF, silence check-ins, a call-length cap and the
+  built-in ``end_call`` / ``transfer_call`` tools. Their defaults keep a Jay agent's behaviour unchanged except
+  where a phone line needs more care (a false interruption resumes; an hour-long call is ended politely).
 
 Messages are TypedDicts, not models, so agent code keeps writing plain dict literals and OpenAI clients take
 them as they are; ``SessionConfig`` still validates them through a ``TypeAdapter``.
@@ -16,9 +20,12 @@ them as they are; ``SessionConfig`` still validates them through a ``TypeAdapter
 from __future__ import annotations
 
 import difflib
+import inspect
+import re
+from collections.abc import Callable
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, TypeAdapter, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
 from typing_extensions import NotRequired, Required, TypedDict
 
 from telebridge.config.stt import AzureSTT, DeepgramSTT, OpenAISTT, WhisperSTT
@@ -82,6 +89,15 @@ def reject_unknown_fields(model: str, data: Any, known: set[str]) -> Any:
     return data
 
 
+# Acknowledgements that never interrupt the agent (whole utterances made only of these, in any repetition).
+DEFAULT_BACKCHANNELS: tuple[str, ...] = (
+    "uh-huh", "uh huh", "mm-hmm", "mm-hm", "mhm", "mm", "hmm", "hm", "yeah", "yep", "yup", "okay", "ok", "right",
+    "alright", "all right", "sure", "i see", "got it", "gotcha", "cool", "oh", "ah", "aha", "wow",
+)
+BUILTIN_TOOL_NAMES = ("end_call", "transfer_call")
+_DTMF_KEYS = "0123456789*#"
+_TRANSFER_TARGET = re.compile(r"\+[1-9][0-9]{1,14}|sips?:[^\s]+")
+
 # Alternative spelling -> canonical field name.
 _ALIASES = {"min_interruption_duration": "interrupt_time_threshold", "min_interruption_words": "interrupt_word_threshold"}
 
@@ -117,6 +133,83 @@ class SessionConfig(BaseModel):
         3.0, ge=0, description="Longest wait for a caller whose transcript looks unfinished (telebridge extension)."
     )
     max_nested_function_calls: int = Field(1, ge=0, description="Tool rounds one caller turn may chain.")
+
+    # --- telebridge extensions: phone-call behaviour ------------------------------------------------------------
+    false_interruption_timeout: float = Field(
+        1.5, ge=0,
+        description="After pausing for caller speech, how long to wait for words before resuming where the caller "
+        "stopped hearing (a cough, a backchannel, echo).",
+    )
+    backchannel_words: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_BACKCHANNELS),
+        description="Utterances made only of these never interrupt the agent and are not answered while it talks.",
+    )
+    echo_guard: bool = Field(
+        True, description="Ignore caller audio that is the agent's own voice echoing back (speakerphones, line echo)."
+    )
+    silence_timeout: float | None = Field(
+        None, gt=0, description="Seconds of silence after which the agent checks in (None: never)."
+    )
+    max_silence_reprompts: int = Field(
+        2, ge=0, description="Check-ins without an answer before the agent says goodbye and hangs up."
+    )
+    silence_reprompt: str = Field("Are you still there?", min_length=1)
+    silence_goodbye: str = Field("I haven't heard from you, so I'll end the call now. Goodbye!", min_length=1)
+    max_call_duration: float | None = Field(
+        3600.0, gt=0, description="Seconds after which the call is ended politely (None: no limit)."
+    )
+    max_duration_goodbye: str = Field(
+        "I'm sorry, we've reached the time limit for this call. Thank you for calling, goodbye!", min_length=1
+    )
+    dtmf_interrupt_digit: str | None = Field(
+        None, description="A keypad key that stops the agent at once while it speaks (e.g. \"*\")."
+    )
+    dtmf_terminator: str | None = Field("#", description="A key that ends a run of digits at once.")
+    dtmf_inter_digit_timeout: float = Field(
+        1.5, gt=0, description="Digits pressed within this many seconds of each other form one message."
+    )
+    on_dtmf: Callable[..., Any] | None = Field(
+        None, exclude=True,
+        description="async handler(input) called for every key press with session_data, call_id and digit.",
+    )
+    builtin_tools: list[Literal["end_call", "transfer_call"]] = Field(
+        default_factory=list, description="Built-in tools the agent may call (see telebridge.tools)."
+    )
+    transfer_targets: dict[str, str] = Field(
+        default_factory=dict,
+        description="Where transfer_call may send the caller: name -> E.164 number or sip: URI. Nothing else is dialled.",
+    )
+    goodbye_message: str = Field("Goodbye!", min_length=1, description="Said by end_call if the agent said nothing.")
+    transfer_message: str = Field(
+        "Please hold while I transfer your call.", min_length=1,
+        description="Said by transfer_call if the agent said nothing.",
+    )
+
+    @field_validator("dtmf_interrupt_digit", "dtmf_terminator")
+    @classmethod
+    def _one_key(cls, value: str | None) -> str | None:
+        if value is not None and (len(value) != 1 or value not in _DTMF_KEYS):
+            raise ValueError(f"must be one keypad key (0-9, * or #), got {value!r}")
+        return value
+
+    @field_validator("transfer_targets")
+    @classmethod
+    def _dialable_targets(cls, targets: dict[str, str]) -> dict[str, str]:
+        for name, number in targets.items():
+            if not name.strip():
+                raise ValueError("transfer target names must not be blank")
+            if not _TRANSFER_TARGET.fullmatch(number):
+                raise ValueError(f"transfer target {name!r} must be an E.164 number or a sip: URI, got {number!r}")
+        return targets
+
+    @field_validator("on_dtmf")
+    @classmethod
+    def _async_handler(cls, fn: Callable[..., Any] | None) -> Callable[..., Any] | None:
+        if fn is not None and not (
+            inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None))
+        ):
+            raise ValueError("on_dtmf must be an async function (`async def`)")
+        return fn
 
     @model_validator(mode="before")
     @classmethod

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from functools import cached_property
+from pathlib import Path
 from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
@@ -50,6 +51,31 @@ class Settings(BaseSettings):
     twilio_api_base_url: str | None = Field(
         default=None, description="Override Twilio's REST base URL (tests point it at a local fake)."
     )
+
+    # --- realtime API, voices, recording (issue 4) ---
+    voices_file: Path | None = Field(
+        default=None, description="YAML or JSON file mapping voice names to TTS configurations (GET /v1/voices)."
+    )
+    voice_store_dir: Path = Field(
+        default=Path("voices"), description="Directory where cloned voices are persisted (one JSON file each)."
+    )
+    max_voice_file_size_mb: float = Field(
+        default=4.0,
+        gt=0,
+        validation_alias=AliasChoices("MAX_VOICE_FILE_SIZE_MB", "TELEBRIDGE_MAX_VOICE_FILE_SIZE_MB"),
+        description="Largest accepted voice-cloning upload (POST /v1/voices), in MB (10^6 bytes).",
+    )
+    recordings_dir: Path | None = Field(
+        default=None, description="Where conversations that consent are recorded (JSON Lines); unset = never record."
+    )
+    realtime_chunk_ms: int = Field(default=40, ge=10, le=500, description="Agent audio per response.audio.delta.")
+    realtime_lead_ms: int = Field(default=300, ge=0, le=5000, description="How far ahead of real time audio is sent.")
+
+    @field_validator("voices_file", "recordings_dir", mode="before")
+    @classmethod
+    def _empty_path_is_none(cls, v: object) -> object:
+        """``TELEBRIDGE_RECORDINGS_DIR=`` (as in .env.example) means unset, not the current directory."""
+        return None if isinstance(v, str) and not v.strip() else v
 
     @field_validator("public_url")
     @classmethod

@@ -20,7 +20,14 @@ call:
 The caller follows a script (:class:`Say`, :class:`Play`, :class:`Dtmf`, :class:`Hangup`). The script runs in
 order; ``at`` is the earliest time an action may fire and ``after_agent_quiet`` makes it wait until the agent
 has spoken since the caller's previous action and then been silent that long — "greeting, question, answer"
-without guessing latencies. The result (:class:`SimulatedCall`) holds what the caller heard and sent on one
+without guessing latencies. ``after_agent_speech`` fires once the caller has heard that many seconds of agent
+audio since their previous action: barge-ins and backchannels land mid-reply, whatever the reply's latency.
+
+The line can be made realistic: ``echo`` (a :class:`LineEcho`: the caller's microphone picks up what they hear,
+attenuated and delayed, as a speakerphone or a poor hybrid does), ``line_noise_dbfs`` (steady noise under
+everything the caller sends) and :func:`noise_burst` (a cough-like burst to :class:`Play`). With ``twilio_api``
+(a :class:`TwilioApiHook`, e.g. a local fake of Twilio's REST API) the call can be hung up or redirected the way
+Twilio does it after a REST update: ``stop`` on the stream, then the socket closes. The result (:class:`SimulatedCall`) holds what the caller heard and sent on one
 8 kHz timeline, a timeline of events, the agent's speech bursts (transcribed with Whisper if asked) and every
 protocol error.
 
@@ -40,7 +47,7 @@ import sys
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Final, Literal, TypeAlias
+from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, TypeAlias
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
@@ -75,6 +82,10 @@ __all__ = [
     "Dtmf",
     "Hangup",
     "Action",
+    "LineEcho",
+    "noise_burst",
+    "CallHandle",
+    "TwilioApiHook",
     "TimelineEvent",
     "AgentSegment",
     "SimulatedCall",
@@ -110,11 +121,15 @@ FloatArray: TypeAlias = npt.NDArray[np.float32]
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def _check_timing(at: float | None, after_agent_quiet: float | None) -> None:
+def _check_timing(at: float | None, after_agent_quiet: float | None, after_agent_speech: float | None = None) -> None:
     if at is not None and not (math.isfinite(at) and at >= 0):
         raise ValueError(f"at must be a finite time >= 0, got {at!r}")
     if after_agent_quiet is not None and not (math.isfinite(after_agent_quiet) and after_agent_quiet > 0):
         raise ValueError(f"after_agent_quiet must be > 0 seconds, got {after_agent_quiet!r}")
+    if after_agent_speech is not None and not (math.isfinite(after_agent_speech) and after_agent_speech > 0):
+        raise ValueError(f"after_agent_speech must be > 0 seconds, got {after_agent_speech!r}")
+    if after_agent_quiet is not None and after_agent_speech is not None:
+        raise ValueError("use after_agent_quiet or after_agent_speech, not both")
 
 
 @dataclass(frozen=True)
@@ -124,9 +139,10 @@ class Say:
     at: float | None
     text: str
     after_agent_quiet: float | None = None
+    after_agent_speech: float | None = None
 
     def __post_init__(self) -> None:
-        _check_timing(self.at, self.after_agent_quiet)
+        _check_timing(self.at, self.after_agent_quiet, self.after_agent_speech)
         if not self.text.strip():
             raise ValueError("Say needs some text")
 
@@ -139,9 +155,10 @@ class Play:
     audio: FloatArray
     after_agent_quiet: float | None = None
     text: str | None = None
+    after_agent_speech: float | None = None
 
     def __post_init__(self) -> None:
-        _check_timing(self.at, self.after_agent_quiet)
+        _check_timing(self.at, self.after_agent_quiet, self.after_agent_speech)
         arr = np.asarray(self.audio, dtype=np.float32)
         if arr.ndim != 1:
             raise ValueError("Play audio must be mono (1-D)")
@@ -155,9 +172,10 @@ class Dtmf:
     at: float | None
     digit: str
     after_agent_quiet: float | None = None
+    after_agent_speech: float | None = None
 
     def __post_init__(self) -> None:
-        _check_timing(self.at, self.after_agent_quiet)
+        _check_timing(self.at, self.after_agent_quiet, self.after_agent_speech)
         if len(self.digit) != 1 or self.digit not in _DTMF_DIGITS:
             raise ValueError(f"DTMF digit must be one of 0-9 * #, got {self.digit!r}")
 
@@ -168,12 +186,78 @@ class Hangup:
 
     at: float | None = None
     after_agent_quiet: float | None = None
+    after_agent_speech: float | None = None
 
     def __post_init__(self) -> None:
-        _check_timing(self.at, self.after_agent_quiet)
+        _check_timing(self.at, self.after_agent_quiet, self.after_agent_speech)
 
 
 Action: TypeAlias = Say | Play | Dtmf | Hangup
+
+
+@dataclass(frozen=True)
+class LineEcho:
+    """The caller's line echoes what they hear back to the server: ``gain_db`` down, ``delay`` seconds late."""
+
+    gain_db: float = -20.0
+    delay: float = 0.2
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.gain_db) and self.gain_db <= 0):
+            raise ValueError(f"gain_db must be <= 0, got {self.gain_db!r}")
+        if not (0 <= self.delay <= 2.0):
+            raise ValueError(f"delay must be within 0..2 s, got {self.delay!r}")
+
+
+def noise_burst(
+    duration: float = 0.3, dbfs: float = -12.0, *, seed: int = 0, rate: int = RATE, voiced: bool = False
+) -> FloatArray:
+    """A cough-like burst: band-limited noise (or a breathy 120 Hz buzz) with a sharp attack and fast decay.
+
+    Peak level ``dbfs``; ``duration`` seconds. Speech detectors mostly (and rightly) ignore it; it is the
+    "caller coughs over the agent" of the scenario suite.
+    """
+    from scipy.signal import butter, lfilter
+
+    rng = np.random.default_rng(seed)
+    n = max(1, int(duration * rate))
+    t = np.arange(n) / rate
+    x = rng.standard_normal(n)
+    if voiced:
+        pulses = np.zeros(n)
+        pulses[:: max(1, rate // 120)] = 8.0
+        x = pulses + x
+    b, a = butter(2, [250 / (rate / 2), min(3000 / (rate / 2), 0.99)], "band")
+    x = lfilter(b, a, x)
+    x *= (1 - np.exp(-t / 0.006)) * np.exp(-t / max(duration / 3, 1e-3))
+    peak = float(np.max(np.abs(x))) or 1.0
+    return (x / peak * 10 ** (dbfs / 20)).astype(np.float32)
+
+
+class CallHandle:
+    """Twilio's control over one live simulated call: what a REST update does to it. Thread-safe."""
+
+    def __init__(self, call_sid: str, account_sid: str, loop: asyncio.AbstractEventLoop, session: _Session) -> None:
+        self.call_sid = call_sid
+        self.account_sid = account_sid
+        self._loop = loop
+        self._session = session
+
+    def complete(self) -> None:
+        """``Status=completed``: Twilio hangs up; the stream gets ``stop`` and closes."""
+        self._loop.call_soon_threadsafe(self._session.rest_update, "completed", None)
+
+    def redirect(self, twiml: str) -> None:
+        """New TwiML (e.g. ``<Dial>``): the ``<Connect><Stream>`` ends and Twilio runs ``twiml`` instead."""
+        self._loop.call_soon_threadsafe(self._session.rest_update, "twiml", twiml)
+
+
+class TwilioApiHook(Protocol):
+    """Something playing Twilio's REST API for simulated calls (tests use a local fake of the real API)."""
+
+    def call_started(self, handle: CallHandle) -> None: ...
+
+    def call_ended(self, call_sid: str) -> None: ...
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -217,11 +301,17 @@ class SimulatedCall:
     """Things real Twilio would object to that did not stop the simulation (e.g. a ws:// stream URL)."""
     close_code: int | None = None
     close_reason: str = ""
-    ended_by: Literal["hangup", "duration", "quiet", "server"] = "hangup"
+    ended_by: Literal["hangup", "duration", "quiet", "server", "rest"] = "hangup"
     stream_url: str = ""
     custom_parameters: dict[str, str] = field(default_factory=dict)
     max_tick_lateness: float = 0.0
     """Worst delay of a 20 ms tick behind its deadline (real time only): how faithful the pacing was."""
+    caller_audio: FloatArray = field(default_factory=lambda: np.zeros(0, np.float32))
+    """The caller's own sound (script audio) on the same timeline, without the line's echo and noise."""
+    redirect_twiml: str | None = None
+    """TwiML a REST update told Twilio to run instead of the stream (e.g. a transfer's ``<Dial>``)."""
+    agent_samples_played: int = 0
+    """Server audio the caller heard (silence padding excluded), in samples."""
 
     @property
     def duration(self) -> float:
@@ -499,8 +589,21 @@ class _Session:
         end_when_quiet: float | None,
         realtime: bool,
         custom_parameters: Mapping[str, str],
+        echo: LineEcho | None = None,
+        line_noise_dbfs: float | None = None,
+        noise_seed: int = 0,
     ) -> None:
         self.ws = ws
+        self.echo = echo
+        self._echo_line = (
+            np.zeros(int(round(echo.delay * RATE)) + FRAME, np.float32) if echo is not None else None
+        )
+        self._echo_gain = np.float32(10 ** (echo.gain_db / 20)) if echo is not None else np.float32(0)
+        self._noise_level = 10 ** (line_noise_dbfs / 20) if line_noise_dbfs is not None else 0.0
+        self._noise_rng = np.random.default_rng(noise_seed)
+        self.caller_clean: list[FloatArray] = []
+        self._agent_talk = 0.0  # seconds of agent audio heard since the caller's previous action
+        self.rest: tuple[str, str | None] | None = None
         self.custom_parameters = dict(custom_parameters)
         self.stream_sid = stream_sid
         self.call_sid = call_sid
@@ -516,7 +619,7 @@ class _Session:
         self.protocol_errors: list[str] = []
         self.heard: list[FloatArray] = []
         self.sent: list[FloatArray] = []
-        self.ended_by: Literal["hangup", "duration", "quiet", "server"] = "duration"
+        self.ended_by: Literal["hangup", "duration", "quiet", "server", "rest"] = "duration"
         self.max_lateness = 0.0
         self._seq = 0
         self._lock = asyncio.Lock()
@@ -619,9 +722,14 @@ class _Session:
                 await asyncio.sleep(0)
             if self._server_closed.is_set():
                 break
+            if self.rest is not None:
+                self.ended_by = "rest"
+                return
             self._now = now
-            await self._play_tick(i, now)
-            payload = ulaw_encode(self.caller.take(FRAME))
+            heard = await self._play_tick(i, now)
+            clean = self.caller.take(FRAME)
+            self.caller_clean.append(clean)
+            payload = ulaw_encode(self._line(clean, heard))
             self.sent.append(ulaw_decode_float(payload))  # what went on the wire, μ-law quantized
             await self._send(
                 lambda seq, p=payload, c=i + 1, ts=i * 20: twilio_media(self.stream_sid, p, c, ts, seq)
@@ -635,12 +743,32 @@ class _Session:
             i += 1
         self.ended_by = "server"
 
-    async def _play_tick(self, i: int, now: float) -> None:
+    def _line(self, clean: FloatArray, heard: FloatArray) -> FloatArray:
+        """What the caller's line carries: their own sound, plus the echo of what they hear, plus noise."""
+        out = clean
+        if self._echo_line is not None:
+            line = self._echo_line
+            line[:-FRAME] = line[FRAME:].copy()
+            line[-FRAME:] = heard
+            out = out + self._echo_gain * line[:FRAME]
+        if self._noise_level:
+            out = out + (self._noise_rng.standard_normal(FRAME) * self._noise_level).astype(np.float32)
+        return out.astype(np.float32, copy=False)
+
+    def rest_update(self, kind: str, twiml: str | None) -> None:
+        """Twilio's REST API changed the call (see :class:`CallHandle`); the tick loop ends the stream."""
+        if self.rest is None:
+            self.rest = (kind, twiml)
+            self._event(self._clock(), "twilio", "rest-update", kind if twiml is None else f"{kind}: {twiml}")
+
+    async def _play_tick(self, i: int, now: float) -> FloatArray:
         before = self.buffer.played_samples
         played, marks = self.buffer.advance(FRAME)
         audio = ulaw_decode_float(played)
         self.heard.append(audio)
         real = self.buffer.played_samples > before
+        if real and now - TICK >= self._caller_ref - _EPS:
+            self._agent_talk += (self.buffer.played_samples - before) / RATE
         if real and not self._agent_playing:
             self._event(i * TICK, "agent", "media-start")
         self._agent_playing = real
@@ -649,6 +777,7 @@ class _Session:
         for name in marks:
             await self._send(lambda seq, n=name: twilio_mark(self.stream_sid, n, seq))
             self._event(now, "twilio", "mark", name)
+        return audio
 
     # -- the script ---------------------------------------------------------------------------------------------
 
@@ -667,6 +796,8 @@ class _Session:
                 break
             if action.after_agent_quiet is not None and (busy or not self._agent_quiet(now, action.after_agent_quiet)):
                 break
+            if action.after_agent_speech is not None and (busy or self._agent_talk < action.after_agent_speech - _EPS):
+                break
             index = self._next_action
             self._next_action += 1
             if await self._fire(index, action, now):
@@ -683,6 +814,7 @@ class _Session:
         return False
 
     async def _fire(self, index: int, action: Action, now: float) -> bool:
+        self._agent_talk = 0.0
         if isinstance(action, (Say, Play)):
             start = now + self.caller.queued / RATE
             audio = self.audio[index]
@@ -739,6 +871,10 @@ async def simulate_call(
     tts: PiperTTS | None = None,
     stt: WhisperSTT | None = None,
     http_timeout: float = 15.0,
+    echo: LineEcho | None = None,
+    line_noise_dbfs: float | None = None,
+    noise_seed: int = 0,
+    twilio_api: TwilioApiHook | None = None,
 ) -> SimulatedCall:
     """Place one simulated inbound call against the telebridge server at ``url`` (e.g. http://127.0.0.1:8000).
 
@@ -746,6 +882,7 @@ async def simulate_call(
     sends only the TwiML's). ``public_url``, when the server validates webhooks against its public base URL,
     is what the webhook signature is computed over (and sent as X-Forwarded-Proto/Host). ``realtime=False``
     drops the 20 ms pacing (a virtual clock drives playback): only for fake servers in tests.
+    ``echo``, ``line_noise_dbfs`` (seeded by ``noise_seed``) and ``twilio_api``: see the module docstring.
     """
     if not (math.isfinite(duration) and duration > 0):
         raise ValueError("duration must be > 0")
@@ -822,10 +959,17 @@ async def simulate_call(
         end_when_quiet=end_when_quiet,
         realtime=realtime,
         custom_parameters=start_params,
+        echo=echo,
+        line_noise_dbfs=line_noise_dbfs,
+        noise_seed=noise_seed,
     )
+    if twilio_api is not None:
+        twilio_api.call_started(CallHandle(call_sid, account_sid, asyncio.get_running_loop(), session))
     try:
         await session.run()
     finally:
+        if twilio_api is not None:
+            twilio_api.call_ended(call_sid)
         if ws.close_code is None:
             await ws.close()
 
@@ -860,6 +1004,9 @@ async def simulate_call(
         stream_url=target.url,
         custom_parameters=start_params,
         max_tick_lateness=session.max_lateness,
+        caller_audio=np.concatenate(session.caller_clean) if session.caller_clean else np.zeros(0, np.float32),
+        redirect_twiml=session.rest[1] if session.rest is not None else None,
+        agent_samples_played=session.buffer.played_samples,
     )
 
 

@@ -12,7 +12,7 @@ import json
 import os
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, Secret, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, Secret, SecretStr, field_validator, model_serializer
 
 from telebridge.config.stt import ProviderModel, api_key_field, env_str
 
@@ -266,6 +266,29 @@ class PiperTTS(ProviderModel):
     speaker: int | None = Field(None, ge=0, description="Speaker index for multi-speaker voices.")
     length_scale: float = Field(1.0, ge=0.5, le=2.0, description="Above 1 speaks slower, below 1 faster.")
     noise_scale: float | None = Field(None, ge=0.0, description="None keeps the voice's own setting.")
+    pitch: float = Field(
+        1.0,
+        ge=0.7,
+        le=1.4,
+        description="Pitch factor (telebridge extension): audio is replayed faster by this factor and the speech "
+        "slowed to match, so the speaking rate stays set by length_scale. Cloned voices use it.",
+    )
+    voice: str | None = Field(
+        None,
+        description="A voice from the voice store (the voices file or a cloned voice, e.g. 'cloned_voice_ab12'); "
+        "when set, that voice's settings replace the ones above.",
+    )
+
+    @model_serializer(mode="wrap")
+    def _omit_unset_extensions(self, handler: Any) -> Any:
+        """Dump ``pitch``/``voice`` only when used, so configs written before they existed dump unchanged."""
+        data = handler(self)
+        if isinstance(data, dict):
+            if data.get("voice") is None:
+                data.pop("voice", None)
+            if data.get("pitch") == 1.0:
+                data.pop("pitch", None)
+        return data
 
 
 class TTS:

@@ -24,3 +24,18 @@ class ConversationObserver:
         """The reply played out entirely."""
 
     def reply_interrupted(self, turn_id: int, heard_text: str) -> None: ...
+
+    def reply_dropped(self, turn_id: int) -> None:
+        """The reply was abandoned before any of it was heard (the caller went on talking; a new one follows)."""
+
+    def reply_paused(self, turn_id: int, heard_sample: int) -> None:
+        """Caller speech over the agent: playback stopped at ``heard_sample`` of the reply, pending confirmation."""
+
+    def reply_resumed(self, turn_id: int, from_sample: int) -> None:
+        """It was not an interruption: the reply plays on from ``from_sample``."""
+
+    def dtmf(self, digit: str) -> None:
+        """The caller pressed a key."""
+
+    def call_ending(self, reason: str) -> None:
+        """The conversation is over (silence, time limit, end_call, transfer_call): the call hangs up next."""

@@ -1,28 +1,68 @@
-"""Turn-taking: who holds the floor, decided from timestamped events.
+"""Turn-taking: who holds the floor on a phone call, decided from timestamped events.
 
 Theory of operation
 -------------------
-The engine is a plain object fed events with an explicit clock (``t`` in seconds of call time) and returning
-*actions* for the asyncio shell to carry out. It never sleeps, reads a socket or looks at a wall clock, so every
-rule below is testable with synthetic time.
+Everything that decides *when* the agent speaks, stops, resumes or hangs up lives in this file, and nothing
+else does. The engine is a plain object fed events with an explicit clock (``t``, seconds of call time: the
+end of the last VAD window) and returning *actions* for the asyncio shell (``call.py``) to carry out. It never
+sleeps, reads a socket or looks at a wall clock, so every rule is testable with synthetic time, including
+property-based tests over random event orders (``tests/test_turns.py``).
 
-States::
+Inputs (methods): ``speech_started``/``speech_ended`` (the VAD, after the echo guard and the noise gate),
+``interim``/``transcript`` (words of an utterance, in progress / final), ``reply_audio_started`` and
+``agent_finished`` (from the mark ledger), ``dtmf``, ``request_end`` (the built-in tools), ``tick``.
 
-    LISTENING  --speech_started-->  USER_SPEAKING
-    USER_SPEAKING --speech_ended--> LISTENING  (+ Transcribe)
-    LISTENING --transcript, endpoint reached--> RESPONDING (+ StartReply)
-    RESPONDING --agent_finished--> LISTENING
-    RESPONDING --caller speaks >= interrupt_time_threshold--> USER_SPEAKING (+ Interrupt)
+Outputs (actions): :class:`Transcribe`, :class:`StartReply`, :class:`CancelReply`, :class:`Pause`,
+:class:`Resume`, :class:`Interrupt`, :class:`Notify`, :class:`HangUp`, :class:`Transfer`.
 
-* **Endpointing.** The VAD reports the end of speech after ``min_silence_duration`` of silence; the turn ends
-  once the caller has been silent for ``max(min_silence_duration, min_endpointing_delay)`` *and* the
-  utterance's transcript is in. Speech that resumes before that merges into the same turn.
-* **Replies that have not been heard yet.** If the caller starts talking again while a reply is being prepared
-  (no audio played), the reply is dropped and the caller's words join the turn.
-* **Barge-in.** While the agent's audio is playing, caller speech lasting ``interrupt_time_threshold`` seconds
-  interrupts it (when ``allow_interruptions``). Otherwise the caller's words are held and answered after the
-  agent finishes.
-* Empty transcripts (coughs, line noise that got past the VAD) never start a reply.
+The floor
+~~~~~~~~~
+::
+
+    state          event                                       -> state          actions
+    LISTENING      caller speech starts                        -> USER_SPEAKING  Notify
+    USER_SPEAKING  caller speech ends                          -> LISTENING      Notify, Transcribe
+    LISTENING      words in, endpoint reached                  -> THINKING       StartReply
+    LISTENING      quiet for silence_timeout                   -> THINKING       StartReply(reprompt) | ending
+    THINKING       first reply audio sent                      -> SPEAKING
+    THINKING       caller speaks again (nothing heard yet)     -> USER_SPEAKING  CancelReply (words merge)
+    THINKING       reply produced no audio                     -> LISTENING
+    SPEAKING       reply played out                            -> LISTENING
+    SPEAKING       caller speech >= time threshold, few words  -> PAUSED         Pause (stop, clear, keep rest)
+    SPEAKING       caller speech >= time threshold, words      -> USER_SPEAKING  Interrupt
+    SPEAKING       interrupt digit pressed                     -> LISTENING      Interrupt
+    PAUSED         enough real words (interim or final)        -> USER_SPEAKING  Interrupt
+                                                                  | LISTENING
+    PAUSED         no words false_interruption_timeout after   -> SPEAKING       Resume (where the caller stopped
+                   the caller stopped (or only a backchannel)                    hearing)
+    any            call winding down, reply and goodbye done   -> ENDED          HangUp | Transfer
+
+Rules next to the table
+~~~~~~~~~~~~~~~~~~~~~~~
+* **Endpointing.** A turn ends ``max(min_silence_duration, min_endpointing_delay)`` after the caller stopped
+  speaking, once every utterance of the turn is transcribed; ``max_endpointing_delay`` when the words so far
+  look unfinished ("my number is", "and…"). Speech that resumes before the reply is heard merges into the turn.
+* **Barge-in.** Only while the agent's audio is audible and ``allow_interruptions``. The time threshold counts
+  the caller's speech from its onset (short gaps between words included, like the VAD's speaking state) but
+  never the silence after a short sound ("uh-huh" + the VAD's closing silence is not half a second of speech) (``+ echo_extra_time`` while the agent's own voice is echoing back);
+  the word threshold counts interim words too, and needs at least one real word: fillers, annotations
+  ("[coughs]") and utterances made only of backchannels ("uh-huh", "yeah") count zero.
+* **Backchannels are not pauses.** While the interim words of an utterance are only a backchannel, pausing waits
+  ``backchannel_grace`` longer, so "mm-hmm" over the agent is not even a hiccup in its speech.
+* **Held words.** Caller speech during agent speech that does not interrupt (too short, interruptions off, or a
+  pause that resumed) is still transcribed; unless it was only a backchannel it is answered after the reply.
+* **Pause window.** Words are awaited until ``false_interruption_timeout`` after the caller stops making sound
+  (a final transcript without words resumes at once); sound without words cannot hold the agent for more than
+  ``max_pause``.
+* **One pause per utterance.** After a resume, the same utterance cannot pause the agent again, so a long noise
+  cannot make the agent stutter.
+* **DTMF.** Digits gather until the terminator or ``dtmf_inter_digit_timeout`` and then join the caller's turn
+  as one user message; ``dtmf_interrupt_digit`` stops the agent at once.
+* **Silence.** After ``silence_timeout`` of quiet the agent checks in; after ``max_silence_reprompts`` check-ins
+  without an answer it says goodbye and hangs up. ``max_call_duration`` ends the call politely.
+* **Winding down** (silence, max duration, ``end_call``, ``transfer_call``): no more turns and no barge-in; a
+  paused reply resumes; the current reply finishes, the goodbye plays (always, or only if the agent said
+  nothing, per request), then one :class:`HangUp` or :class:`Transfer`, and the engine is ENDED: silent forever.
 """
 
 from __future__ import annotations
@@ -30,35 +70,93 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
+
+from .backchannel import WordJudge, looks_unfinished
+
+if TYPE_CHECKING:
+    from ..session import SessionConfig
+
+DEFAULT_BACKCHANNELS_FALLBACK = ("uh-huh", "mm-hmm", "yeah", "okay", "right")
+DTMF_MESSAGE = "[The caller pressed {digits} on the keypad]"
+
+ReplyKind = Literal["user", "greeting", "reprompt", "goodbye"]
 
 
 class State(Enum):
     LISTENING = "listening"
     USER_SPEAKING = "user_speaking"
-    RESPONDING = "responding"
+    THINKING = "thinking"
+    SPEAKING = "speaking"
+    PAUSED = "paused"
+    ENDED = "ended"
 
 
 @dataclass(frozen=True, slots=True)
 class TurnParams:
     min_silence_duration: float = 0.55
     min_endpointing_delay: float = 0.5
+    max_endpointing_delay: float = 3.0
     allow_interruptions: bool = True
     interrupt_time_threshold: float = 0.5
+    interrupt_word_threshold: int = 0
+    false_interruption_timeout: float = 1.5
+    max_pause: float = 4.0  # a caller who keeps making sound without words cannot hold the agent longer
+    echo_extra_time: float = 0.2
+    speech_gap: float = 0.15  # a pause this short inside the caller's speech still counts as speech
+    backchannel_grace: float = 0.5  # extra speech time before pausing while the words so far are a backchannel
+    backchannels: tuple[str, ...] = DEFAULT_BACKCHANNELS_FALLBACK
+    silence_timeout: float | None = None
+    max_silence_reprompts: int = 2
+    silence_reprompt: str = "Are you still there?"
+    silence_goodbye: str = "Goodbye!"
+    max_call_duration: float | None = None
+    max_duration_goodbye: str = "We've reached the time limit for this call. Goodbye!"
+    ending_grace: float = 10.0  # longest wait for the caller to stop before a goodbye is said anyway
+    dtmf_interrupt_digit: str | None = None
+    dtmf_terminator: str | None = "#"
+    dtmf_inter_digit_timeout: float = 1.5
+
+    @classmethod
+    def from_config(cls, cfg: SessionConfig) -> TurnParams:
+        return cls(
+            min_silence_duration=cfg.vad.min_silence_duration,
+            min_endpointing_delay=cfg.min_endpointing_delay,
+            max_endpointing_delay=cfg.max_endpointing_delay,
+            allow_interruptions=cfg.allow_interruptions,
+            interrupt_time_threshold=cfg.interrupt_time_threshold,
+            interrupt_word_threshold=cfg.interrupt_word_threshold,
+            false_interruption_timeout=cfg.false_interruption_timeout,
+            backchannels=tuple(cfg.backchannel_words),
+            silence_timeout=cfg.silence_timeout,
+            max_silence_reprompts=cfg.max_silence_reprompts,
+            silence_reprompt=cfg.silence_reprompt,
+            silence_goodbye=cfg.silence_goodbye,
+            max_call_duration=cfg.max_call_duration,
+            max_duration_goodbye=cfg.max_duration_goodbye,
+            dtmf_interrupt_digit=cfg.dtmf_interrupt_digit,
+            dtmf_terminator=cfg.dtmf_terminator,
+            dtmf_inter_digit_timeout=cfg.dtmf_inter_digit_timeout,
+        )
 
 
 # --- actions -------------------------------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class Transcribe:
     utterance_id: int
-    audio: np.ndarray = field(repr=False)
+    audio: np.ndarray = field(repr=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
 class StartReply:
+    """Answer ``text`` (the caller's turn) with the LLM, or speak ``say`` verbatim when it is set."""
+
     turn_id: int
     text: str
+    say: str | None = None
+    kind: ReplyKind = "user"
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,8 +167,22 @@ class CancelReply:
 
 
 @dataclass(frozen=True, slots=True)
+class Pause:
+    """Caller speech over the agent: stop sending and clear Twilio's buffer, but keep the unplayed rest."""
+
+    turn_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class Resume:
+    """It was not an interruption: play the paused reply on from where the caller stopped hearing it."""
+
+    turn_id: int
+
+
+@dataclass(frozen=True, slots=True)
 class Interrupt:
-    """The caller barged in: stop sending, clear Twilio's buffer, keep only what was heard."""
+    """The caller barged in: stop (if not paused already), cancel the reply, keep only what was heard."""
 
     turn_id: int
 
@@ -80,115 +192,383 @@ class Notify:
     event: str  # on_user_started_speaking / on_user_stopped_speaking
 
 
-Action = Transcribe | StartReply | CancelReply | Interrupt | Notify
+@dataclass(frozen=True, slots=True)
+class HangUp:
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Transfer:
+    target: str
+    reason: str = "transfer_call"
+
+
+Action = Transcribe | StartReply | CancelReply | Pause | Resume | Interrupt | Notify | HangUp | Transfer
+
+
+@dataclass(slots=True)
+class _Utterance:
+    uid: int
+    start: float
+    over_agent: bool
+    voiced_until: float = 0.0  # end of the last speech window: speech time is voiced_until - start  # began while the agent's audio was audible: backchannels are dropped, not answered
+    words: int = 0  # interruption words heard so far (interim or final)
+    backchannel: bool = False  # the latest interim was nothing but a backchannel ("mm-hmm")
+    may_pause: bool = True
+    ended: bool = False
+
+
+@dataclass(slots=True)
+class _Ending:
+    reason: str
+    say: str | None
+    only_if_silent: bool
+    transfer_to: str | None
+    deadline: float  # say the goodbye by then even if the caller keeps talking
+    waiting_for: int | None  # the reply that must finish first
+    spoke: bool = False  # that reply was heard
+    goodbye_turn: int | None = None
 
 
 class TurnEngine:
     def __init__(self, params: TurnParams, *, first_turn_id: int = 1) -> None:
         self.params = params
         self.state = State.LISTENING
+        self.judge = WordJudge(params.backchannels)
+        self.echo_active = False  # set by the shell while the agent's own voice is echoing back
         self._ids = itertools.count(first_turn_id)
-        self._utterances = itertools.count(1)
-        self._awaiting: set[int] = set()  # utterances sent to STT, transcript not back yet
-        self._pending_text: list[str] = []  # transcribed words of the turn in progress
+        self._utt_ids = itertools.count(1)
+        self._utt: _Utterance | None = None  # the caller's current utterance (VAD speech in progress)
+        self._utterances: dict[int, _Utterance] = {}  # transcripts still to come
+        self._pending_text: list[str] = []  # words of the caller's next turn
         self._voice_end: float | None = None  # when the caller last stopped speaking
-        self._speech_start: float | None = None
-        self.reply_turn: int | None = None  # the reply being prepared or played
-        self.reply_audible = False  # some of the reply's audio has been sent to the caller
+        self._quiet_since = 0.0  # start of the current silence (for check-ins)
+        self._reprompts = 0
+        self.reply_turn: int | None = None
+        self.reply_kind: ReplyKind = "user"
+        self.reply_audible = False
         self._reply_text = ""
-        self.held_during_reply = False  # caller spoke during a non-interruptible reply
+        self._pause_deadline = 0.0
+        self._paused_at = 0.0
+        self._digits: list[str] = []
+        self._digit_at = 0.0
+        self._ending: _Ending | None = None
+        self.interruptions = 0
+        self.pauses = 0
+        self.resumes = 0
 
+    # --- derived --------------------------------------------------------------------------------------------
     @property
     def endpoint_delay(self) -> float:
         return max(self.params.min_silence_duration, self.params.min_endpointing_delay)
 
+    @property
+    def caller_speaking(self) -> bool:
+        return self._utt is not None
+
+    @property
+    def ending(self) -> bool:
+        return self._ending is not None
+
+    @property
+    def wants_interim(self) -> bool:
+        """Interim transcripts of the current utterance would change a decision (the shell runs STT for them)."""
+        utt = self._utt
+        return (
+            utt is not None
+            and self.state in (State.SPEAKING, State.PAUSED)
+            and self._barge_in_allowed()
+            and (utt.may_pause or self.state is State.PAUSED)
+        )
+
     def new_turn_id(self) -> int:
         return next(self._ids)
 
+    def _barge_in_allowed(self) -> bool:
+        return self.params.allow_interruptions and self._ending is None
+
+    def _words_needed(self) -> int:
+        return max(1, self.params.interrupt_word_threshold)
+
+    def _threshold(self) -> float:
+        extra = self.params.echo_extra_time if self.echo_active else 0.0
+        return self.params.interrupt_time_threshold + extra
+
     # --- inputs ---------------------------------------------------------------------------------------------
+    def start_reply(self, text: str, *, say: str | None = None, kind: ReplyKind = "user") -> StartReply:
+        """Begin a reply. The greeting passes ``text=""`` and ``say=first_message``."""
+        turn = self.new_turn_id()
+        self.reply_turn = turn
+        self.reply_kind = kind
+        self.reply_audible = False
+        self._reply_text = text
+        self.state = State.THINKING
+        return StartReply(turn, text, say, self.reply_kind)
+
+    def greet(self, text: str) -> list[Action]:
+        if self.state is State.ENDED:
+            return []
+        return [self.start_reply("", say=text, kind="greeting")]
+
     def speech_started(self, t: float) -> list[Action]:
-        self._speech_start = t
+        if self.state is State.ENDED:
+            return []
+        over_agent = self.state in (State.SPEAKING, State.PAUSED)
+        utt = _Utterance(next(self._utt_ids), t, over_agent, voiced_until=t)
+        self._utt = utt
+        self._utterances[utt.uid] = utt
         actions: list[Action] = [Notify("on_user_started_speaking")]
-        if self.state is State.RESPONDING and self.reply_turn is not None and not self.reply_audible:
-            # Caller kept talking before hearing anything: the reply was premature.
+        if self.state is State.THINKING and self.reply_turn is not None and self._ending is None:
+            # The caller kept talking before hearing anything: the reply was premature.
             actions.append(CancelReply(self.reply_turn))
             if self._reply_text:
                 self._pending_text.insert(0, self._reply_text)
-            self.reply_turn = None
+            self._clear_reply()
             self.state = State.USER_SPEAKING
-        elif self.state is State.RESPONDING:
-            if not self.params.allow_interruptions:
-                self.held_during_reply = True
-            # Barge-in is decided on tick() once the speech has lasted long enough.
-        else:
+        elif self.state is State.PAUSED:
+            self._pause_deadline = max(self._pause_deadline, t + self.params.false_interruption_timeout)
+        elif self.state is State.LISTENING:
             self.state = State.USER_SPEAKING
         return actions
 
     def speech_ended(self, voice_end: float, audio: np.ndarray) -> list[Action]:
         """The VAD saw ``min_silence_duration`` of silence after speech that stopped at ``voice_end``."""
+        if self.state is State.ENDED:
+            return []
+        utt = self._utt
+        if utt is None:  # the VAD can end speech it started before the engine existed; give it an id now
+            utt = _Utterance(next(self._utt_ids), voice_end, self.state in (State.SPEAKING, State.PAUSED))
+            self._utterances[utt.uid] = utt
+        utt.ended = True
+        self._utt = None
+        if self.state is State.PAUSED:  # the window for words runs from the end of the caller's speech
+            self._pause_deadline = max(self._pause_deadline, voice_end + self.params.false_interruption_timeout)
         self._voice_end = voice_end
-        self._speech_start = None
-        utt = next(self._utterances)
-        self._awaiting.add(utt)
+        self._quiet_since = voice_end
         if self.state is State.USER_SPEAKING:
             self.state = State.LISTENING
-        return [Notify("on_user_stopped_speaking"), Transcribe(utt, audio)]
+        return [Notify("on_user_stopped_speaking"), Transcribe(utt.uid, audio)]
 
-    def transcript(self, utterance_id: int, text: str, t: float) -> list[Action]:
-        self._awaiting.discard(utterance_id)
-        text = text.strip()
-        if text:
-            self._pending_text.append(text)
+    def speech_continues(self, t: float) -> None:
+        """The VAD window ending at ``t`` was speech (the time threshold counts speech, not trailing silence)."""
+        if self._utt is not None:
+            self._utt.voiced_until = max(self._utt.voiced_until, t)
+
+    @property
+    def current_utterance(self) -> int | None:
+        return self._utt.uid if self._utt is not None else None
+
+    @property
+    def current_start(self) -> float:
+        return self._utt.start if self._utt is not None else 0.0
+
+    def is_over_agent(self, utterance_id: int) -> bool:
+        """Did this utterance begin while the agent was audible? (Its words then need more confidence.)"""
+        utt = self._utterances.get(utterance_id)
+        return utt is not None and utt.over_agent
+
+    def interim(self, utterance_id: int, text: str, t: float) -> list[Action]:
+        """Words so far of an utterance still in progress."""
+        utt = self._utterances.get(utterance_id)
+        if utt is None or self.state is State.ENDED:
+            return []
+        utt.words = max(utt.words, self.judge.count(text))
+        utt.backchannel = bool(self.judge.lexical(text)) and self.judge.is_backchannel(text)
         return self.tick(t)
 
-    def reply_audio_started(self, turn_id: int) -> None:
-        if turn_id == self.reply_turn:
+    def transcript(self, utterance_id: int, text: str, t: float) -> list[Action]:
+        """The final words of an utterance."""
+        utt = self._utterances.pop(utterance_id, None)
+        if self.state is State.ENDED:
+            return []
+        text = text.strip()
+        words = self.judge.count(text)
+        actions: list[Action] = []
+        if utt is not None:
+            utt.words = max(utt.words, words)
+            if self.state is State.PAUSED and utt.over_agent and self._barge_in_allowed():
+                if utt.words >= self._words_needed():
+                    actions += self._interrupt()
+                elif self._utt is None and not self._paused_utterances_pending():
+                    # Only a backchannel, a cough or a few words: the agent goes on from where it stopped.
+                    actions += self._resume()
+            if utt.over_agent and self.judge.is_backchannel(text):
+                text = ""  # "uh-huh" while the agent talks is not a turn
+        if text and self._ending is None:
+            self._pending_text.append(text)
+        return actions + self.tick(t)
+
+    def reply_audio_started(self, turn_id: int, t: float | None = None) -> list[Action]:
+        if turn_id == self.reply_turn and self.state is not State.ENDED:
             self.reply_audible = True
+            if self.state is State.THINKING:
+                self.state = State.SPEAKING
+        return []
 
     def agent_finished(self, turn_id: int, t: float) -> list[Action]:
         """The reply's audio has fully played (or the reply produced no audio)."""
-        if turn_id != self.reply_turn:
+        if turn_id != self.reply_turn or self.state is State.ENDED:
             return []
-        self.reply_turn = None
-        self.reply_audible = False
-        self.held_during_reply = False
-        if self.state is State.RESPONDING:
-            self.state = State.USER_SPEAKING if self._speech_start is not None else State.LISTENING
+        ending = self._ending
+        if ending is not None and ending.waiting_for == turn_id:
+            ending.spoke = ending.spoke or self.reply_audible
+            ending.waiting_for = None
+        self._clear_reply()
+        self._quiet_since = t
+        if self.state in (State.THINKING, State.SPEAKING, State.PAUSED):
+            self.state = State.USER_SPEAKING if self._utt is not None else State.LISTENING
+        if ending is not None and ending.goodbye_turn == turn_id:
+            return self._final_action()
         return self.tick(t)
 
-    def tick(self, t: float) -> list[Action]:
-        actions: list[Action] = []
-        if (
-            self.state is State.RESPONDING
-            and self.reply_turn is not None
-            and self.reply_audible
-            and self.params.allow_interruptions
-            and self._speech_start is not None
-            and t - self._speech_start >= self.params.interrupt_time_threshold
-        ):
-            actions.append(Interrupt(self.reply_turn))
-            self.reply_turn = None
-            self.reply_audible = False
-            self.state = State.USER_SPEAKING
-            return actions
-        if (
-            self.state is State.LISTENING
-            and self.reply_turn is None
-            and self._pending_text
-            and not self._awaiting
-            and self._voice_end is not None
-            and t >= self._voice_end + self.endpoint_delay
-        ):
-            text = " ".join(self._pending_text)
-            self._pending_text.clear()
-            actions.append(self.start_reply(text))
-        return actions
+    def dtmf(self, digit: str, t: float) -> list[Action]:
+        if self.state is State.ENDED or self._ending is not None:
+            return []
+        self._quiet_since = t
+        if digit == self.params.dtmf_interrupt_digit:
+            if self.state in (State.SPEAKING, State.PAUSED):
+                return self._interrupt()
+            if self.state is State.THINKING and self.reply_turn is not None:
+                turn = self.reply_turn
+                self._clear_reply()
+                self.state = State.LISTENING
+                return [CancelReply(turn)]
+            return []
+        if digit == self.params.dtmf_terminator and self._digits:
+            return self._flush_digits(t) + self.tick(t)
+        self._digits.append(digit)
+        self._digit_at = t
+        return []
 
-    def start_reply(self, text: str) -> StartReply:
-        """Begin a reply to ``text`` (the greeting passes ``""``: there is nothing to merge back if cancelled)."""
-        turn = self.new_turn_id()
-        self.reply_turn = turn
+    def request_end(
+        self,
+        t: float,
+        reason: str,
+        *,
+        say: str | None,
+        only_if_silent: bool = False,
+        transfer_to: str | None = None,
+    ) -> list[Action]:
+        """Wind the call down: let the current reply finish, say ``say`` (maybe), then hang up or transfer."""
+        if self.state is State.ENDED or self._ending is not None:
+            return []
+        self._ending = _Ending(
+            reason, say, only_if_silent, transfer_to, deadline=t + self.params.ending_grace,
+            waiting_for=self.reply_turn, spoke=self.reply_audible,
+        )
+        actions: list[Action] = []
+        if self.state is State.PAUSED and self.reply_turn is not None:
+            actions += self._resume()
+        return actions + self.tick(t)
+
+    # --- the clock ------------------------------------------------------------------------------------------
+    def tick(self, t: float) -> list[Action]:
+        if self.state is State.ENDED:
+            return []
+        p = self.params
+        if self._ending is not None:
+            return self._tick_ending(t)
+        if p.max_call_duration is not None and t >= p.max_call_duration:
+            return self.request_end(t, "max_duration", say=p.max_duration_goodbye)
+        if self._digits and (t - self._digit_at >= p.dtmf_inter_digit_timeout):
+            self._flush_digits(t)
+        utt = self._utt
+        if self.state is State.SPEAKING and utt is not None and utt.over_agent and self._barge_in_allowed():
+            needed = self._threshold() + (p.backchannel_grace if utt.backchannel else 0.0)
+            talking = t - utt.voiced_until <= p.speech_gap  # not in the silence after a short sound
+            if utt.may_pause and talking and t - utt.start >= needed:
+                if utt.words >= self._words_needed():
+                    return self._interrupt()
+                utt.may_pause = False
+                self.state = State.PAUSED
+                self.pauses += 1
+                self._paused_at = t
+                self._pause_deadline = t + p.false_interruption_timeout
+                return [Pause(self.reply_turn)] if self.reply_turn is not None else []
+        if self.state is State.PAUSED:
+            words = max((u.words for u in self._utterances.values() if u.over_agent), default=0)
+            if words >= self._words_needed():
+                return self._interrupt()
+            still_talking = self._utt is not None and t < self._paused_at + p.max_pause
+            if t >= self._pause_deadline and not still_talking:
+                return self._resume()
+            return []
+        if self.state is State.LISTENING and self.reply_turn is None:
+            if self._pending_text and not self._utterances and self._voice_end is not None:
+                text = " ".join(self._pending_text)
+                wait = p.max_endpointing_delay if looks_unfinished(text) else self.endpoint_delay
+                if t >= self._voice_end + max(wait, self.endpoint_delay):
+                    self._pending_text.clear()
+                    self._reprompts = 0
+                    return [self.start_reply(text)]
+            elif (
+                p.silence_timeout is not None
+                and not self._pending_text
+                and not self._utterances
+                and not self._digits
+                and t - self._quiet_since >= p.silence_timeout
+            ):
+                if self._reprompts < p.max_silence_reprompts:
+                    self._reprompts += 1
+                    return [self.start_reply("", say=p.silence_reprompt, kind="reprompt")]
+                return self.request_end(t, "silence", say=p.silence_goodbye)
+        return []
+
+    # --- transitions that several inputs share --------------------------------------------------------------
+    def _interrupt(self) -> list[Action]:
+        turn = self.reply_turn
+        if turn is None:
+            return []
+        self._clear_reply()
+        self.interruptions += 1
+        for utt in self._utterances.values():
+            utt.over_agent = False  # the interrupting words are the caller's turn now
+        self.state = State.USER_SPEAKING if self._utt is not None else State.LISTENING
+        return [Interrupt(turn)]
+
+    def _resume(self) -> list[Action]:
+        if self.reply_turn is None or self.state is not State.PAUSED:
+            return []
+        self.state = State.SPEAKING
+        self.resumes += 1
+        if self._utt is not None:
+            self._utt.may_pause = False
+        return [Resume(self.reply_turn)]
+
+    def _paused_utterances_pending(self) -> bool:
+        return any(u.over_agent for u in self._utterances.values())
+
+    def _clear_reply(self) -> None:
+        self.reply_turn = None
         self.reply_audible = False
-        self._reply_text = text
-        self.state = State.RESPONDING
-        return StartReply(turn, text)
+        self._reply_text = ""
+
+    def _flush_digits(self, t: float) -> list[Action]:
+        digits = "".join(self._digits)
+        self._digits.clear()
+        self._pending_text.append(DTMF_MESSAGE.format(digits=digits))
+        self._voice_end = t - self.endpoint_delay  # a key press needs no endpointing wait
+        return []
+
+    def _tick_ending(self, t: float) -> list[Action]:
+        ending = self._ending
+        assert ending is not None
+        if ending.waiting_for is not None or ending.goodbye_turn is not None or self.reply_turn is not None:
+            return []  # a reply (the last answer or the goodbye) is still playing
+        if self._utt is not None and t < ending.deadline:
+            return []  # let the caller finish their sentence first
+        say = ending.say
+        if say and not (ending.only_if_silent and ending.spoke):
+            reply = self.start_reply("", say=say, kind="goodbye")
+            ending.goodbye_turn = reply.turn_id
+            return [reply]
+        return self._final_action()
+
+    def _final_action(self) -> list[Action]:
+        ending = self._ending
+        assert ending is not None
+        self.state = State.ENDED
+        self._clear_reply()
+        if ending.transfer_to is not None:
+            return [Transfer(ending.transfer_to, ending.reason)]
+        return [HangUp(ending.reason)]

@@ -11,10 +11,12 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from ..audio.g711 import ulaw_decode_float
 from ..pipeline.call import CallSession
 from ..pipeline.outbound import OutboundAudio
+from ..realtime.phone import phone_recording
 from .stream import DtmfEvent, MarkEvent, MediaEvent, ProtocolIssue, StartEvent, StopEvent, StreamDecoder
 from .webhook import CALLER_FIELDS, signature_ok
 
 if TYPE_CHECKING:
+    from ..recording import SessionRecording
     from ..settings import Settings
 
 log = logging.getLogger("telebridge.media")
@@ -45,6 +47,7 @@ async def media_stream(ws: WebSocket) -> None:
     decoder = StreamDecoder()
     session: CallSession | None = None
     sink: OutboundAudio | None = None
+    recording: SessionRecording | None = None
     issues_logged = 0
     receive = ws.receive
 
@@ -71,6 +74,8 @@ async def media_stream(ws: WebSocket) -> None:
             if type(event) is MediaEvent:
                 if session is not None:
                     session.on_audio(ulaw_decode_float(event.payload))
+                    if recording is not None:
+                        recording.client_audio(len(event.payload), 8000)
             elif isinstance(event, MarkEvent):
                 if sink is not None:
                     sink.mark_echoed(event.name)
@@ -80,13 +85,23 @@ async def media_stream(ws: WebSocket) -> None:
                                                      dict(info.custom_parameters))
                 sink = OutboundAudio(info.stream_sid, send, chunk_ms=settings.outbound_chunk_ms,
                                      lead_ms=settings.outbound_lead_ms)
+                call_id = info.call_sid or f"local-{uuid.uuid4().hex[:12]}"
+                call_sink: Any = sink
+                observer = adjust = None
+                if runtime.recorder.enabled:  # records only if the agent consents (session_data["allow_recording"])
+                    hooks = phone_recording(runtime, sink, call_id=call_id, call_sid=info.call_sid,
+                                            stream_sid=info.stream_sid)
+                    if hooks is not None:
+                        recording, call_sink, observer, adjust = hooks
                 session = CallSession(
                     runtime=runtime,
                     agent=runtime.agent,
-                    call_id=info.call_sid or f"local-{uuid.uuid4().hex[:12]}",
+                    call_id=call_id,
                     custom_data=custom,
-                    sink=sink,
+                    sink=call_sink,
                     close=close,
+                    observer=observer,
+                    adjust_config=adjust,
                 )
                 runtime.register(session)
                 session.start()
@@ -106,6 +121,8 @@ async def media_stream(ws: WebSocket) -> None:
         if session is not None:
             await session.aclose()
             runtime.unregister(session)
+            if recording is not None:
+                recording.close()
             log.info("call %s: ended (%d frames, %d protocol issues)", session.call_id, decoder.stats.frames,
                      sum(decoder.stats.issues.values()))
         else:

@@ -1,0 +1,104 @@
+"""``GET /v1/health``: is each backing part up, and is the service as a whole usable?
+
+Meant to be polled every second by a load balancer or a frontend, so it never runs a model or touches the
+network: each check looks at state the process already has (loaded engines, pools, the VAD task, whether a
+package or a model file is present, whether a directory is writable). Package and file checks are cached.
+
+``ok`` is false when a required part (VAD, STT, TTS, LLM) is down or the process is draining. Voice cloning
+and recording storage are reported but optional.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+if TYPE_CHECKING:
+    from .runtime import Runtime
+
+REQUIRED = ("vad", "stt", "tts", "llm")
+
+
+@functools.cache
+def _has_package(name: str) -> bool:
+    return importlib.util.find_spec(name) is not None
+
+
+@functools.cache
+def _default_piper_model() -> str | None:
+    try:
+        from .providers.tts.piper import default_piper_voice
+
+        path = default_piper_voice()
+    except Exception:
+        return None
+    return path if Path(path).is_file() else None
+
+
+def _part(up: bool, detail: str) -> dict[str, Any]:
+    return {"up": up, "detail": detail}
+
+
+def _pool_open(pool: Any) -> bool:
+    return not getattr(pool, "_closed", False)
+
+
+def _engines(runtime: Runtime, kind: str) -> int:
+    return sum(1 for key in runtime._engines if key[0] == kind)
+
+
+def _writable_dir(path: Path) -> bool:
+    probe = path
+    while not probe.exists():
+        if probe.parent == probe:
+            return False
+        probe = probe.parent
+    return probe.is_dir() and os.access(probe, os.W_OK | os.X_OK)
+
+
+def health_report(runtime: Runtime) -> dict[str, Any]:
+    hub = runtime._hub_task
+    vad_up = hub is not None and not hub.done() and _pool_open(runtime.vad_pool)
+    speech_pool = _pool_open(runtime.speech_pool)
+    stt_loaded = _engines(runtime, "stt")
+    tts_loaded = _engines(runtime, "tts")
+    stt_up = speech_pool and (stt_loaded > 0 or _has_package("faster_whisper"))
+    tts_up = speech_pool and (tts_loaded > 0 or (_has_package("piper") and _default_piper_model() is not None))
+    llm_up = runtime.agent is not None
+    cloning_up = tts_up and _has_package("piper") and runtime.voices.writable()
+    parts: dict[str, dict[str, Any]] = {
+        "vad": _part(vad_up, "batched Silero VAD" if vad_up else "the VAD task is not running"),
+        "stt": _part(stt_up, f"{stt_loaded} engine(s) loaded" if stt_loaded else
+                     ("Whisper available, loads on first use" if stt_up else "no STT engine available")),
+        "tts": _part(tts_up, f"{tts_loaded} engine(s) loaded" if tts_loaded else
+                     ("Piper available, loads on first use" if tts_up else "no TTS engine available")),
+        "llm": _part(llm_up, f"agent {runtime.agent.id!r}"),
+        "voice_cloning": _part(cloning_up, "Piper pitch/pace matching (an approximation)" if cloning_up else
+                               "needs Piper and a writable voice store directory"),
+    }
+    if runtime.recorder.enabled:
+        assert runtime.recorder.directory is not None
+        writable = _writable_dir(runtime.recorder.directory)
+        parts["recording_storage"] = _part(writable, "writable" if writable else "recordings directory not writable")
+    ok = all(parts[name]["up"] for name in REQUIRED) and not runtime.draining
+    return {
+        "ok": ok,
+        "stt_up": stt_up,
+        "tts_up": tts_up,
+        "llm_up": llm_up,
+        "voice_cloning_up": cloning_up,
+        "accepting": runtime.accepting,
+        "sessions": len(runtime.calls),
+        "parts": parts,
+    }
+
+
+async def health_endpoint(request: Request) -> JSONResponse:
+    report = health_report(request.app.state.runtime)
+    return JSONResponse(report, status_code=200 if report["ok"] else 503)

@@ -1,0 +1,90 @@
+"""What a caller's words mean for turn-taking: real words, backchannels, or an unfinished thought.
+
+Why a module: the turn engine decides on *counts* ("the caller said 2 real words"), but what counts is a matter
+of phone-speech facts that change independently of the state machine:
+
+* Speech recognisers write non-speech as annotations ("[coughs]", "(laughing)", "*sigh*", "♪") and filled pauses
+  as words ("um", "uh", "hmm", "ha ha"). None of those is a word the caller meant.
+* A backchannel ("uh-huh", "yeah", "okay", "right") tells the agent to go on. An utterance made *only* of
+  backchannel phrases never interrupts; mixed with real words ("okay, but wait") every word counts.
+* A transcript that ends on a conjunction, a preposition, a filler or a trailing comma ("my number is", "and")
+  means the caller has more to say, so endpointing may wait longer (bounded by ``max_endpointing_delay``).
+
+Everything here is pure string work on short utterances; nothing is called per audio frame.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+__all__ = ["WordJudge", "tokens", "looks_unfinished"]
+
+_ANNOTATION = re.compile(r"\[[^\]]*\]|\([^)]*\)|\*[^*]*\*|♪[^♪]*♪?|<[^>]*>")
+_TOKEN = re.compile(r"[a-z0-9]+(?:['’-][a-z0-9]+)*")
+
+# Filled pauses, hesitations and laughter: never words, wherever they appear.
+FILLERS = frozenset(
+    "uh um umm uhm er erm ah ahh aah oh ooh hmm hm mm mmm mhm huh eh ha haha hah heh hehe".split()
+)
+
+# Words after which a sentence can hardly end: the caller is still talking.
+_CONTINUATIONS = frozenset(
+    """and or but so because cause if unless although though while whereas than to of for from in on at by with
+    without about into onto like as between the a an my your our their his her its this these those some any every
+    is are was were um uh er erm""".split()
+)
+
+
+def tokens(text: str) -> list[str]:
+    """Lower-case words of a transcript, with recogniser annotations ("[coughs]", "(laughs)") removed."""
+    cleaned = _ANNOTATION.sub(" ", text.lower())
+    return [t.replace("’", "'") for t in _TOKEN.findall(cleaned)]
+
+
+class WordJudge:
+    """Counts the words of an utterance that should count towards interrupting the agent."""
+
+    def __init__(self, backchannels: Iterable[str]) -> None:
+        phrases = {tuple(tokens(b)) for b in backchannels}
+        self._phrases = sorted((p for p in phrases if p), key=len, reverse=True)
+
+    def lexical(self, text: str) -> list[str]:
+        """The words that are not fillers or laughter."""
+        return [t for t in tokens(text) if t not in FILLERS and not _is_laugh(t)]
+
+    def is_backchannel(self, text: str) -> bool:
+        """True when the utterance has no words but backchannel phrases and fillers (e.g. "Mm-hmm, yeah.")."""
+        words = self.lexical(text)
+        i = 0
+        while i < len(words):
+            for phrase in self._phrases:
+                if tuple(words[i : i + len(phrase)]) == phrase:
+                    i += len(phrase)
+                    break
+            else:
+                return False
+        return True
+
+    def count(self, text: str) -> int:
+        """Words that can interrupt: 0 for silence, fillers, annotations and pure backchannels."""
+        if self.is_backchannel(text):
+            return 0
+        return len(self.lexical(text))
+
+
+def _is_laugh(token: str) -> bool:
+    return len(token) >= 4 and set(token) <= {"h", "a", "e", "-"} and token.startswith("h")
+
+
+def looks_unfinished(text: str) -> bool:
+    """Does the caller seem to be mid-sentence? (Used to wait longer before replying, never to reply sooner.)"""
+    stripped = text.rstrip()
+    if not stripped:
+        return False
+    if stripped.endswith((",", "-", "–", "—", "...", "…", ":")):
+        return True
+    words = tokens(stripped)
+    if not words:
+        return False
+    return words[-1] in _CONTINUATIONS and not stripped.endswith(("?", "!"))
