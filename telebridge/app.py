@@ -17,7 +17,7 @@ from .realtime.handler import realtime_endpoint
 from .runtime import Runtime
 from .settings import Settings
 from .twilio.media import media_stream
-from .twilio.webhook import MEDIA_PATH, STATUS_PATH, stream_status, voice_webhook
+from .twilio.webhook import MEDIA_PATH, STATUS_PATH, STREAM_ENDED_PATH, stream_ended, stream_status, voice_webhook
 from .voices.http import create_voice, list_voices
 
 
@@ -46,6 +46,7 @@ def create_app(settings: Settings | None = None, *, agent: Agent | None = None, 
         routes=[
             Route("/twilio/voice", voice_webhook, methods=["POST"]),
             Route(STATUS_PATH, stream_status, methods=["POST"]),
+            Route(STREAM_ENDED_PATH, stream_ended, methods=["POST"]),
             WebSocketRoute(MEDIA_PATH, media_stream),
             Route("/healthz", health),
             # Unmute's session API (the seed): health, voices and cloning, the realtime WebSocket.

@@ -23,6 +23,20 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("telebridge.runtime")
 
+
+class BoundedDict(collections.OrderedDict):  # type: ignore[type-arg]
+    """A dict that forgets its oldest entries beyond ``limit`` (per-call bookkeeping must not grow forever)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+
+    def __setitem__(self, key: object, value: object) -> None:
+        super().__setitem__(key, value)
+        self.move_to_end(key)
+        while len(self) > self.limit:
+            self.popitem(last=False)
+
 DEMO_AGENT = "telebridge.agents.demo:agent"
 
 
@@ -37,6 +51,8 @@ class Runtime:
         # The last few finished calls (history, latency figures), for /debug tooling, tests and benchmarks.
         self.finished: collections.deque[CallSession] = collections.deque(maxlen=64)
         self.draining = False
+        # How each stream we closed ended ("completed" or "failed"), for Twilio's <Connect action> request.
+        self.stream_outcomes: BoundedDict[str, str] = BoundedDict(4096)
         self._engines: dict[tuple[str, str], Any] = {}
         self._loading: dict[tuple[str, str], asyncio.Lock] = {}
         self._hub_task: asyncio.Task | None = None

@@ -158,10 +158,13 @@ def test_dial_refuses_loose_targets(number: str, caller_id: str | None) -> None:
         dial(number, caller_id=caller_id)
 
 
-def test_connect_stream_fallback_message_follows_connect():
-    import xml.etree.ElementTree as ET
-
-    xml = connect_stream("wss://example.com/twilio/media", {"From": "+15551230001"}, fallback_message="Sorry & bye")
+def test_connect_stream_action_is_requested_when_the_stream_ends():
+    xml = connect_stream("wss://example.com/twilio/media", {"From": "+15551230001"},
+                         action="https://example.com/twilio/stream-ended?x=1&y=2")
     root = ET.fromstring(xml)
-    assert [child.tag for child in root] == ["Connect", "Say", "Hangup"]
-    assert root.find("Say").text == "Sorry & bye"
+    assert [child.tag for child in root] == ["Connect"]
+    connect = root.find("Connect")
+    assert connect.get("action") == "https://example.com/twilio/stream-ended?x=1&y=2"
+    assert connect.get("method") == "POST"
+    with pytest.raises(ValueError):
+        connect_stream("wss://example.com/twilio/media", {}, action="ftp://example.com/x")

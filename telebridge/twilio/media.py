@@ -55,6 +55,8 @@ async def media_stream(ws: WebSocket) -> None:
         await ws.send_text(text)
 
     async def close(code: int, reason: str) -> None:
+        if decoder.call_sid:
+            runtime.stream_outcomes[decoder.call_sid] = "completed" if code == 1000 else "failed"
         try:
             await ws.close(code=code, reason=reason)
         except Exception:  # already closed

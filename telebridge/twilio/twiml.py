@@ -49,7 +49,7 @@ def connect_stream(
     stream_name: str | None = None,
     *,
     allow_insecure: bool = False,
-    fallback_message: str | None = None,
+    action: str | None = None,
 ) -> str:
     """``<Connect><Stream>``: a bidirectional media stream to ``stream_url``.
 
@@ -57,15 +57,19 @@ def connect_stream(
     drops query strings, so data travels as ``<Parameter>``s, which arrive in the ``start`` message's
     ``customParameters``. Parameters with empty values are skipped (Twilio would send them as empty strings
     at best; leaving them out keeps ``start`` small and meaningful). After the server closes the socket Twilio
-    runs the TwiML after ``</Connect>``: ``fallback_message`` (if given) is said there, so a caller whose
-    stream fails (e.g. the agent could not start) hears an apology instead of dead air; then the call ends.
+    requests ``action`` (if given) and runs the TwiML it returns — the server decides there whether the call
+    ended normally (hang up) or failed (apologise first), instead of dead air or a canned message.
     """
     schemes = {"wss", "ws"} if allow_insecure else {"wss"}
     _check_url(stream_url, "stream_url", schemes)
     if urlsplit(stream_url).query or "?" in stream_url:
         raise ValueError("stream_url must not carry a query string; pass data as parameters")
     response = VoiceResponse()
-    connect = response.connect()
+    if action is not None:
+        _check_url(action, "action", {"https", "http"})
+        connect = response.connect(action=action, method="POST")
+    else:
+        connect = response.connect()
     attrs: dict[str, str] = {"url": stream_url}
     if stream_name:
         attrs["name"] = _xml_text(stream_name, "stream_name")
@@ -81,9 +85,6 @@ def connect_stream(
         if value is None or value == "":
             continue
         stream.parameter(name=name, value=_xml_text(value, f"parameter {name!r}"))
-    if fallback_message:
-        response.say(_xml_text(fallback_message, "fallback_message"))
-        response.hangup()
     return str(response.to_xml())
 
 
@@ -102,6 +103,13 @@ def say_and_hangup(message: str, *, voice: str | None = None, language: str | No
         raise ValueError("message must not be blank")
     response = VoiceResponse()
     response.say(message, voice=voice, language=language)
+    response.hangup()
+    return str(response.to_xml())
+
+
+def hang_up() -> str:
+    """``<Hangup>``: end the call (after our stream closed on purpose)."""
+    response = VoiceResponse()
     response.hangup()
     return str(response.to_xml())
 

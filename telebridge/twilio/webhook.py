@@ -10,7 +10,7 @@ from starlette.responses import Response
 
 from ..logs import mask_number
 from .signature import public_url, url_from_forwarded, validate_signature
-from .twiml import connect_stream, say_and_hangup
+from .twiml import connect_stream, hang_up, say_and_hangup
 
 if TYPE_CHECKING:
     from ..settings import Settings
@@ -18,8 +18,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("telebridge.webhook")
 
 MEDIA_PATH = "/twilio/media"
-# Said by Twilio only if our stream ends abnormally (Twilio then runs the TwiML after </Connect>).
-FALLBACK_MESSAGE = "Sorry, we're having trouble connecting your call. Please try again later."
+STREAM_ENDED_PATH = "/twilio/stream-ended"
+# Said when a stream ends abnormally (the agent could not start, the server failed) rather than by a hang-up.
+APOLOGY = "Sorry, we're having trouble connecting your call. Please try again later."
 STATUS_PATH = "/twilio/stream-status"
 
 # The webhook's caller fields that reach configure_session as custom_data (under Twilio's own names).
@@ -67,9 +68,10 @@ async def voice_webhook(request: Request) -> Response:
                         media_type="application/xml")
     stream_url = external_url(request, settings, MEDIA_PATH, websocket=True)
     status_url = external_url(request, settings, STATUS_PATH)
+    action_url = external_url(request, settings, STREAM_ENDED_PATH)
     parameters = {k: params[k] for k in CALLER_FIELDS if params.get(k)}
     twiml = connect_stream(stream_url, parameters, status_callback=status_url,
-                           allow_insecure=stream_url.startswith("ws://"), fallback_message=FALLBACK_MESSAGE)
+                           allow_insecure=stream_url.startswith("ws://"), action=action_url)
     log.info("call %s from %s: answering with a media stream", call_sid, mask_number(params.get("From")))
     return Response(twiml, media_type="application/xml")
 
@@ -85,3 +87,18 @@ async def stream_status(request: Request) -> Response:
     log.log(level, "call %s stream %s: %s %s", params.get("CallSid", ""), params.get("StreamSid", ""), event,
             params.get("StreamError", ""))
     return Response(status_code=204)
+
+
+async def stream_ended(request: Request) -> Response:
+    """Twilio asks what to do once our stream has closed (``<Connect action>``): hang up, or apologise first."""
+    settings: Settings = request.app.state.settings
+    form = await request.form()
+    params = {k: v for k, v in form.multi_items() if isinstance(v, str)}
+    if not signature_ok(request, settings, params):
+        return Response("invalid Twilio signature", status_code=403, media_type="text/plain")
+    outcome = request.app.state.runtime.stream_outcomes.get(params.get("CallSid", ""))
+    if outcome == "completed":
+        return Response(hang_up(), media_type="application/xml")
+    log.warning("call %s: stream ended abnormally (%s); apologising to the caller", params.get("CallSid", ""),
+                outcome or "unknown")
+    return Response(say_and_hangup(APOLOGY), media_type="application/xml")
