@@ -4,15 +4,25 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from ..audio.g711 import ulaw_decode_float
-from ..pipeline.call import CallSession
+from ..pipeline.call import PHONE_RATE, CallSession
 from ..pipeline.outbound import OutboundAudio
 from ..realtime.phone import phone_recording
-from .stream import DtmfEvent, MarkEvent, MediaEvent, ProtocolIssue, StartEvent, StopEvent, StreamDecoder
+from ..session import SessionConfig
+from .stream import (
+    DtmfEvent,
+    MarkEvent,
+    MediaEvent,
+    ProtocolIssue,
+    StartEvent,
+    StopEvent,
+    StreamDecoder,
+)
 from .webhook import CALLER_FIELDS, signature_ok
 
 if TYPE_CHECKING:
@@ -34,6 +44,28 @@ def custom_data_from_parameters(call_sid: str, stream_sid: str, account_sid: str
     data.update(custom)
     data["custom_parameters"] = custom
     return data
+
+
+def phone_defaults(config: SessionConfig) -> SessionConfig:
+    """Phone audio is 8 kHz: run Silero at 8 kHz unless the agent asked for a rate explicitly.
+
+    Upsampling to 16 kHz adds no information to a phone line, but costs a resampler pass per frame and a
+    bigger VAD model per window (about 1.3 ms CPU per call-second together at 50 calls). Utterances are still
+    resampled to 16 kHz for speech-to-text.
+    """
+    if "sample_rate" in config.vad.model_fields_set:
+        return config
+    return config.model_copy(update={"vad": config.vad.model_copy(update={"sample_rate": PHONE_RATE})})
+
+
+def _compose(*steps: Callable[[SessionConfig], SessionConfig] | None) -> Callable[[SessionConfig], SessionConfig]:
+    def adjust(config: SessionConfig) -> SessionConfig:
+        for step in steps:
+            if step is not None:
+                config = step(config)
+        return config
+
+    return adjust
 
 
 async def media_stream(ws: WebSocket) -> None:
@@ -103,7 +135,7 @@ async def media_stream(ws: WebSocket) -> None:
                     sink=call_sink,
                     close=close,
                     observer=observer,
-                    adjust_config=adjust,
+                    adjust_config=_compose(phone_defaults, adjust),
                 )
                 runtime.register(session)
                 session.start()
