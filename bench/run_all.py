@@ -25,7 +25,11 @@ ROOT = BENCH.parent
 
 def jobs() -> list[list[str]]:
     scripts = [[str(p)] for p in sorted(BENCH.glob("bench_*.py"))]
-    return scripts + [[str(BENCH / "cpu_per_call.py"), "--quick"], [str(BENCH / "latency.py")]]
+    return scripts + [
+        [str(BENCH / "cpu_per_call.py"), "--quick"],
+        [str(BENCH / "latency.py")],
+        [str(BENCH / "scenarios.py"), "--repeats", "5"],
+    ]
 
 
 def main() -> int:
