@@ -77,6 +77,17 @@ class LiveServer:
         self.thread.join(timeout=30)
 
 
+async def finished_call(server, call_sid: str, timeout: float = 15.0):
+    """The server-side record of a call (it lands a moment after the simulator hangs up)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for call in list(server.runtime.finished):
+            if call.call_id == call_sid:
+                return call
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"call {call_sid} not found among finished calls")
+
+
 @pytest.fixture(scope="session")
 def server() -> Iterator[LiveServer]:
     """The embedded default stack with the built-in demo agent."""

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import importlib.util
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from conftest import finished_call
 from speechutil import fuzzy_ratio, normalise_words
 from telebridge.simulator import (
     Dtmf,
@@ -94,17 +94,7 @@ class Context:
             duration=duration, end_when_quiet=end_when_quiet, transcribe=transcribe, twilio_api=self.twilio_api,
             **kw,
         )
-        return call, await finished(self.server, call.call_sid)
-
-
-async def finished(server: Any, call_sid: str, timeout: float = 15.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for record in list(server.runtime.finished):
-            if record.call_id == call_sid:
-                return record
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"call {call_sid} never finished on the server")
+        return call, await finished_call(self.server, call.call_sid)
 
 
 # --- measuring ---------------------------------------------------------------------------------------------------

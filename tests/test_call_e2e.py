@@ -9,23 +9,13 @@ import httpx
 import pytest
 import websockets
 
+from conftest import finished_call
 from speechutil import fuzzy_ratio
 from telebridge.agents.demo import GREETING
 from telebridge.simulator import Hangup, Say, simulate_call
 from telebridge.twilio.signature import compute_signature
 from telebridge.twilio.stream import twilio_connected, twilio_media, twilio_start
 
-
-
-async def finished_call(server, call_sid: str, timeout: float = 10.0):
-    """The server-side record of a call (it lands a moment after the simulator hangs up)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for call in list(server.runtime.finished):
-            if call.call_id == call_sid:
-                return call
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"call {call_sid} not found among finished calls")
 
 
 def wait_for_no_call_tasks(server, timeout: float = 5.0) -> list:

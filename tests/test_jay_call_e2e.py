@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import LiveServer
-from test_call_e2e import finished_call
+from conftest import LiveServer, finished_call
 from fakes.openai_server import FakeOpenAI, TextReply, ToolCallReply, run_fake_openai
 from speechutil import fuzzy_ratio
 from telebridge.simulator import Say, simulate_call

@@ -506,3 +506,13 @@ def test_backchannels_and_noise_never_interrupt(params, steps):
     for event, choice, dt in steps:
         shell.step(event, choice, dt)
     assert not interrupts or shell.interrupt_key_pressed
+
+
+def test_vowelless_sounds_never_count_as_words():
+    from telebridge.pipeline.backchannel import WordJudge
+
+    judge = WordJudge(["uh-huh", "mm-hmm", "yeah", "okay", "right"])
+    for sound in ["Mf.", "MMM.", "Mm-hm.", "mhm", "Shh!", "Hmmm?", "Mm-hmm, yeah."]:
+        assert judge.count(sound) == 0, sound
+    assert judge.count("Hmm, wait a second") == 3
+    assert judge.count("Try my 2 dogs") == 4  # y is a vowel here; digits are words

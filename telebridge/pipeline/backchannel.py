@@ -50,8 +50,8 @@ class WordJudge:
         self._phrases = sorted((p for p in phrases if p), key=len, reverse=True)
 
     def lexical(self, text: str) -> list[str]:
-        """The words that are not fillers or laughter."""
-        return [t for t in tokens(text) if t not in FILLERS and not _is_laugh(t)]
+        """The words that are not fillers, laughter or vowelless sounds."""
+        return [t for t in tokens(text) if t not in FILLERS and not _is_laugh(t) and not _is_sound(t)]
 
     def is_backchannel(self, text: str) -> bool:
         """True when the utterance has no words but backchannel phrases and fillers (e.g. "Mm-hmm, yeah.")."""
@@ -66,11 +66,27 @@ class WordJudge:
                 return False
         return True
 
+    def acknowledges(self, text: str) -> bool:
+        """A backchannel proper: some "uh-huh"/"yeah"/hum, and nothing but backchannels, sounds and fillers."""
+        heard = [t for t in tokens(text) if t not in FILLERS and not _is_laugh(t)]
+        return bool(heard) and self.is_backchannel(text)
+
     def count(self, text: str) -> int:
         """Words that can interrupt: 0 for silence, fillers, annotations and pure backchannels."""
         if self.is_backchannel(text):
             return 0
         return len(self.lexical(text))
+
+
+_VOWELS = frozenset("aeiouy")
+
+
+def _is_sound(token: str) -> bool:
+    """Letters but no vowel: a hum or a noise the recogniser spelled out ("mf", "hmm", "mm-hm", "shh", "pff").
+
+    Interim transcripts of half a hum come out as such tokens; counted as words they would cut the agent off.
+    """
+    return token.isascii() and not any(c.isdigit() for c in token) and not (_VOWELS & set(token))
 
 
 def _is_laugh(token: str) -> bool:

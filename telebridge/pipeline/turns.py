@@ -373,7 +373,7 @@ class TurnEngine:
         if utt is None or self.state is State.ENDED:
             return []
         utt.words = max(utt.words, self.judge.count(text))
-        utt.backchannel = bool(self.judge.lexical(text)) and self.judge.is_backchannel(text)
+        utt.backchannel = self.judge.acknowledges(text)
         return self.tick(t)
 
     def transcript(self, utterance_id: int, text: str, t: float) -> list[Action]:

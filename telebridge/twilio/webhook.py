@@ -53,13 +53,25 @@ def signature_ok(conn: HTTPConnection, settings: Settings, params: dict[str, str
     return bool(signature and token) and validate_signature(request_url(conn, settings, websocket=websocket), params, signature, token)
 
 
-async def voice_webhook(request: Request) -> Response:
-    settings: Settings = request.app.state.settings
+def forbidden() -> Response:
+    return Response("invalid Twilio signature", status_code=403, media_type="text/plain")
+
+
+async def signed_form(request: Request) -> dict[str, str] | None:
+    """The webhook's form fields, or None (logged) when the request is not signed by Twilio."""
     form = await request.form()
     params = {k: v for k, v in form.multi_items() if isinstance(v, str)}
-    if not signature_ok(request, settings, params):
-        log.warning("rejected /twilio/voice: bad or missing X-Twilio-Signature")
-        return Response("invalid Twilio signature", status_code=403, media_type="text/plain")
+    if not signature_ok(request, request.app.state.settings, params):
+        log.warning("rejected %s: bad or missing X-Twilio-Signature", request.url.path)
+        return None
+    return params
+
+
+async def voice_webhook(request: Request) -> Response:
+    settings: Settings = request.app.state.settings
+    params = await signed_form(request)
+    if params is None:
+        return forbidden()
     runtime = request.app.state.runtime
     call_sid = params.get("CallSid", "")
     if not runtime.accepting:
@@ -77,11 +89,9 @@ async def voice_webhook(request: Request) -> Response:
 
 
 async def stream_status(request: Request) -> Response:
-    settings: Settings = request.app.state.settings
-    form = await request.form()
-    params = {k: v for k, v in form.multi_items() if isinstance(v, str)}
-    if not signature_ok(request, settings, params):
-        return Response("invalid Twilio signature", status_code=403, media_type="text/plain")
+    params = await signed_form(request)
+    if params is None:
+        return forbidden()
     event = params.get("StreamEvent", "")
     level = logging.WARNING if event == "stream-error" else logging.INFO
     log.log(level, "call %s stream %s: %s %s", params.get("CallSid", ""), params.get("StreamSid", ""), event,
@@ -91,11 +101,9 @@ async def stream_status(request: Request) -> Response:
 
 async def stream_ended(request: Request) -> Response:
     """Twilio asks what to do once our stream has closed (``<Connect action>``): hang up, or apologise first."""
-    settings: Settings = request.app.state.settings
-    form = await request.form()
-    params = {k: v for k, v in form.multi_items() if isinstance(v, str)}
-    if not signature_ok(request, settings, params):
-        return Response("invalid Twilio signature", status_code=403, media_type="text/plain")
+    params = await signed_form(request)
+    if params is None:
+        return forbidden()
     outcome = request.app.state.runtime.stream_outcomes.get(params.get("CallSid", ""))
     if outcome == "completed":
         return Response(hang_up(), media_type="application/xml")
