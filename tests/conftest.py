@@ -69,7 +69,6 @@ class LiveServer:
     def call_tasks(self) -> list[asyncio.Task]:
         """Tasks on the server loop that belong to a call (named '<call id>:...')."""
         assert self.loop is not None
-        tasks = self.loop.call_soon_threadsafe  # noqa: F841 - keep loop referenced
         return [t for t in asyncio.all_tasks(self.loop) if ":" in t.get_name() and not t.done()]
 
     def stop(self) -> None:

@@ -81,10 +81,6 @@ ECHO_TEXT_MIN_WORDS = 2
 HANGUP_CLOSE_AFTER = 5.0
 
 
-def segmenter_rate(segmenter: VadSegmenter) -> int:
-    return segmenter.params.sample_rate
-
-
 def normalise(text: str) -> list[str]:
     return re.findall(r"[a-z0-9']+", text.lower())
 
@@ -406,7 +402,7 @@ class CallSession:
         if not voice:
             self._sound_since = None
         elif self._sound_since is None:
-            self._sound_since = end_time - len(window) / segmenter_rate(self._segmenter)
+            self._sound_since = end_time - len(window) / self._segmenter.params.sample_rate
         segmenter = self._segmenter
         actions = []
         for event in segmenter.push(prob if voice else 0.0, window, end_time):
