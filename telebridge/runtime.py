@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import hashlib
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +16,9 @@ from .agent import Agent, load_agent
 from .config import STT, TTS
 from .inference import InferencePool
 from .pipeline.vad import SileroModel, VadHub
+from .providers.context import ProviderContext
+from .providers.health import ProviderHealth
+from .providers.registry import create_stt, create_tts
 from .settings import Settings
 from .voices.store import VoiceStore
 
@@ -38,6 +42,19 @@ class BoundedDict(collections.OrderedDict):  # type: ignore[type-arg]
             self.popitem(last=False)
 
 DEMO_AGENT = "telebridge.agents.demo:agent"
+LOCAL_PROVIDERS = ("whisper", "piper")
+
+
+def config_key(cfg: Any) -> str:
+    """An engine cache key: the config's JSON with its secrets hashed in (the JSON alone masks them, so two
+    agents with different keys would otherwise share one client)."""
+    secrets = []
+    for name in ("api_key", "credentials"):
+        value = getattr(cfg, name, None)
+        if value is not None and hasattr(value, "get_secret_value"):
+            secrets.append(repr(value.get_secret_value()))
+    digest = hashlib.sha256("\0".join(secrets).encode()).hexdigest()[:16] if secrets else ""
+    return cfg.model_dump_json() + digest
 
 
 class Runtime:
@@ -53,8 +70,9 @@ class Runtime:
         self.draining = False
         # How each stream we closed ended ("completed" or "failed"), for Twilio's <Connect action> request.
         self.stream_outcomes: BoundedDict[str, str] = BoundedDict(4096)
-        self._engines: dict[tuple[str, str], Any] = {}
-        self._loading: dict[tuple[str, str], asyncio.Lock] = {}
+        self._engines: dict[tuple[str, str, bool], Any] = {}
+        self._loading: dict[tuple[str, str, bool], asyncio.Lock] = {}
+        self.provider_health = ProviderHealth()
         self._hub_task: asyncio.Task | None = None
         # Named voices (voices file + clones): realtime sessions pick one, agents name one in TTS.Piper(voice=...).
         self.voices = VoiceStore(settings.voices_file, settings.voice_store_dir)
@@ -98,12 +116,18 @@ class Runtime:
     # --- engines --------------------------------------------------------------------------------------------
     # Loading a model takes a second or more: it happens in a worker thread (never on the event loop), once per
     # distinct configuration, and every call using that configuration shares the result.
-    async def stt_for(self, cfg: Any) -> Any:
-        return await self._engine(("stt", cfg.model_dump_json()), lambda: self._make_stt(cfg))
+    # ``phone``: the call carries 8 kHz μ-law, so cloud clients ask for it natively (local engines ignore it).
+    async def stt_for(self, cfg: Any, *, phone: bool = False) -> Any:
+        phone = phone and cfg.provider not in LOCAL_PROVIDERS
+        return await self._engine(("stt", config_key(cfg), phone), lambda: create_stt(cfg, self.provider_context(phone)))
 
-    async def tts_for(self, cfg: Any) -> Any:
+    async def tts_for(self, cfg: Any, *, phone: bool = False) -> Any:
         cfg = self.resolve_tts(cfg)
-        return await self._engine(("tts", cfg.model_dump_json()), lambda: self._make_tts(cfg))
+        phone = phone and cfg.provider not in LOCAL_PROVIDERS
+        return await self._engine(("tts", config_key(cfg), phone), lambda: create_tts(cfg, self.provider_context(phone)))
+
+    def provider_context(self, phone: bool) -> ProviderContext:
+        return ProviderContext(self.settings, self.speech_pool, self.provider_health, phone=phone)
 
     def resolve_tts(self, cfg: Any) -> Any:
         """``TTS.Piper(voice="name")`` → that voice's own TTS configuration (raises ``UnknownVoice``)."""
@@ -128,7 +152,7 @@ class Runtime:
             self._cloner = PiperCloner(self.voices, run_blocking=self.speech_pool.run, transcribe=transcribe)
         return self._cloner
 
-    async def _engine(self, key: tuple[str, str], make: Any) -> Any:
+    async def _engine(self, key: tuple[str, str, bool], make: Any) -> Any:
         engine = self._engines.get(key)
         if engine is not None:
             return engine
@@ -139,28 +163,3 @@ class Runtime:
                 engine = await asyncio.to_thread(make)
                 self._engines[key] = engine
         return engine
-
-    def _make_stt(self, cfg: Any) -> Any:
-        if cfg.provider != "whisper":
-            raise ValueError(f"STT provider {cfg.provider!r} has no client in this build")
-        from .providers.stt.whisper import WhisperSTT
-
-        return WhisperSTT(cfg.model, pool=self.speech_pool, language=cfg.language, beam_size=cfg.beam_size)
-
-    def _make_tts(self, cfg: Any) -> Any:
-        if cfg.provider != "piper":
-            raise ValueError(f"TTS provider {cfg.provider!r} has no client in this build")
-        from .providers.tts.cache import CachedTTS
-        from .providers.tts.piper import PiperTTS
-
-        if cfg.pitch == 1.0:
-            return CachedTTS(PiperTTS(cfg.model, pool=self.speech_pool, speaker=cfg.speaker,
-                                      length_scale=cfg.length_scale, noise_scale=cfg.noise_scale))
-        from .providers.tts.piper import default_piper_voice, load_piper_voice
-        from .voices.pitch import PitchedTTS, pitched_rate
-
-        base_rate = int(load_piper_voice(cfg.model or default_piper_voice()).config.sample_rate)
-        rate = pitched_rate(base_rate, cfg.pitch)
-        inner = PiperTTS(cfg.model, pool=self.speech_pool, speaker=cfg.speaker,
-                         length_scale=cfg.length_scale * rate / base_rate, noise_scale=cfg.noise_scale)
-        return CachedTTS(PitchedTTS(inner, rate))

@@ -185,6 +185,21 @@ class SessionConfig(BaseModel):
         description="Said by transfer_call if the agent said nothing.",
     )
 
+    # --- telebridge extensions: speech providers ---------------------------------------------------------------
+    fallback_stt: list[STTConfig] = Field(
+        default_factory=list,
+        description="STT providers to use, in order, when ``stt`` fails (bad key at start, or down mid-call); the "
+        "embedded Whisper comes last whenever it is installed.",
+    )
+    fallback_tts: list[TTSConfig] = Field(
+        default_factory=list,
+        description="TTS providers to use, in order, when ``tts`` fails; the embedded Piper comes last.",
+    )
+    provider_failure_message: str = Field(
+        "Sorry, one moment.", min_length=1,
+        description="Said in the fallback voice when the TTS provider fails mid-reply, before the reply goes on.",
+    )
+
     @field_validator("dtmf_interrupt_digit", "dtmf_terminator")
     @classmethod
     def _one_key(cls, value: str | None) -> str | None:

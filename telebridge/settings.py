@@ -71,6 +71,28 @@ class Settings(BaseSettings):
     realtime_chunk_ms: int = Field(default=40, ge=10, le=500, description="Agent audio per response.audio.delta.")
     realtime_lead_ms: int = Field(default=300, ge=0, le=5000, description="How far ahead of real time audio is sent.")
 
+    # --- cloud speech providers: origins replacing the public ones (self-hosted, regional, proxies, tests) ---
+    deepgram_base_url: str | None = Field(default=None, description="e.g. https://api.deepgram.com")
+    elevenlabs_base_url: str | None = Field(default=None, description="e.g. https://api.elevenlabs.io")
+    cartesia_base_url: str | None = Field(default=None, description="e.g. https://api.cartesia.ai")
+    fishaudio_base_url: str | None = Field(default=None, description="e.g. https://api.fish.audio")
+    azure_speech_base_url: str | None = Field(
+        default=None, description="Replaces https://<region>.stt.speech.microsoft.com and "
+        "https://<region>.tts.speech.microsoft.com (and the token endpoint)."
+    )
+    google_tts_base_url: str | None = Field(default=None, description="e.g. https://texttospeech.googleapis.com")
+
+    @field_validator("deepgram_base_url", "elevenlabs_base_url", "cartesia_base_url", "fishaudio_base_url",
+                     "azure_speech_base_url", "google_tts_base_url")
+    @classmethod
+    def _origin(cls, v: str | None) -> str | None:
+        if v is None or not v.strip():
+            return None
+        v = v.strip().rstrip("/")
+        if not v.startswith(("https://", "http://")):
+            raise ValueError("a provider base URL is an http(s)://host[:port] origin")
+        return v
+
     @field_validator("voices_file", "recordings_dir", mode="before")
     @classmethod
     def _empty_path_is_none(cls, v: object) -> object:

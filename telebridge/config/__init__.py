@@ -3,7 +3,8 @@
 Jay's agent files name cloud providers; telebridge implements providers one client at a time. A config that
 names a provider with no client yet must fail when the call is configured, with a message saying what to use
 instead -- not with an ``AttributeError`` deep inside the audio pipeline once the caller is already on the line.
-Provider modules register themselves by adding their ``provider`` name to ``IMPLEMENTED_STT`` / ``IMPLEMENTED_TTS``.
+A provider counts as implemented once its client module (see :mod:`telebridge.providers.registry`) imports; the
+``IMPLEMENTED_STT`` / ``IMPLEMENTED_TTS`` sets remember the ones found.
 """
 
 from __future__ import annotations
@@ -64,13 +65,20 @@ def _implemented_names(namespace: type, implemented: set[str]) -> str:
 
 def check_implemented(cfg: SessionConfig) -> None:
     """Raise :class:`ProviderNotAvailable` if ``cfg`` names an STT or TTS provider without a client yet."""
-    checks = (("stt", STT, cfg.stt, IMPLEMENTED_STT), ("tts", TTS, cfg.tts, IMPLEMENTED_TTS))
+    from telebridge.providers.registry import available
+
+    checks = [("stt", STT, m, IMPLEMENTED_STT) for m in (cfg.stt, *cfg.fallback_stt)]
+    checks += [("tts", TTS, m, IMPLEMENTED_TTS) for m in (cfg.tts, *cfg.fallback_tts)]
     for kind, namespace, model, implemented in checks:
-        if model.provider not in implemented:
+        if model.provider in implemented:
+            continue
+        if available(kind, model.provider):
+            implemented.add(model.provider)
+        else:
             raise ProviderNotAvailable(
                 f"{_display_name(model)} is not available in this telebridge build yet; "
                 f"use {_LOCAL_HINT[kind]} or another implemented {kind.upper()} provider "
-                f"({_implemented_names(namespace, implemented)})."
+                f"({_implemented_names(namespace, implemented)}); cloud clients need pip install 'telebridge[cloud]'."
             )
 
 

@@ -17,13 +17,21 @@ from __future__ import annotations
 import os
 from typing import Any, Callable, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_serializer
 
 
 class ProviderModel(BaseModel):
     """Base for provider settings: typos are errors, assignments are validated, inputs never echo in errors."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, hide_input_in_errors=True)
+
+    @model_serializer(mode="wrap")
+    def _omit_unset_base_url(self, handler: Any) -> Any:
+        """``base_url`` (a telebridge extension) is dumped only when set: Jay's configs dump unchanged."""
+        data = handler(self)
+        if isinstance(data, dict) and "base_url" in data and data["base_url"] is None:
+            data.pop("base_url")
+        return data
 
     def __repr_name__(self) -> str:
         """Show the name agent files use (``STT.Deepgram``), not the internal class name."""
@@ -56,12 +64,19 @@ def api_key_field(env_name: str) -> Any:
     return Field(default_factory=env_secret(env_name), description=f"API key; defaults to ${env_name}.")
 
 
+def base_url_field() -> Any:
+    """Every cloud config's ``base_url`` (telebridge extension): an ``http(s)://host[:port]`` origin replacing the
+    provider's public one (and the service-wide ``TELEBRIDGE_<PROVIDER>_BASE_URL``); paths stay the provider's."""
+    return Field(None, pattern=r"^https?://[^/?#\s]+/?$", description="Origin replacing the provider's public one.")
+
+
 class DeepgramSTT(ProviderModel):
     """Deepgram streaming STT; exposed as ``STT.Deepgram``."""
 
     model_config = ConfigDict(title="STT.Deepgram")
 
     provider: Literal["deepgram"] = "deepgram"
+    base_url: str | None = base_url_field()
     api_key: SecretStr | None = api_key_field("DEEPGRAM_API_KEY")
     model: str = "nova-2-general"
     language: str = "en-US"
@@ -82,6 +97,7 @@ class AzureSTT(ProviderModel):
     model_config = ConfigDict(title="STT.Azure")
 
     provider: Literal["azure"] = "azure"
+    base_url: str | None = base_url_field()
     api_key: SecretStr | None = api_key_field("AZURE_API_KEY")
     region: str | None = Field(default_factory=env_str("AZURE_REGION"), description="Defaults to $AZURE_REGION.")
     sample_rate: int = Field(16000, gt=0)
@@ -95,6 +111,7 @@ class OpenAISTT(ProviderModel):
     model_config = ConfigDict(title="STT.OpenAI")
 
     provider: Literal["openai"] = "openai"
+    base_url: str | None = base_url_field()
     api_key: SecretStr | None = api_key_field("OPENAI_API_KEY")
     language: str = "en"
     model: str = "whisper-1"
@@ -122,4 +139,4 @@ class STT:
     Whisper = WhisperSTT
 
 
-__all__ = ["STT", "DeepgramSTT", "AzureSTT", "OpenAISTT", "WhisperSTT", "ProviderModel", "env_secret", "env_str"]
+__all__ = ["STT", "DeepgramSTT", "AzureSTT", "OpenAISTT", "WhisperSTT", "ProviderModel", "env_secret", "env_str", "base_url_field"]

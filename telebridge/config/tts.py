@@ -14,7 +14,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, Secret, SecretStr, field_validator, model_serializer
 
-from telebridge.config.stt import ProviderModel, api_key_field, env_str
+from telebridge.config.stt import ProviderModel, api_key_field, base_url_field, env_str
 
 # --- ElevenLabs ---------------------------------------------------------------------------------------------
 
@@ -76,6 +76,7 @@ class ElevenLabsTTS(ProviderModel):
     DEFAULT_VOICE: ClassVar[_Voice] = DEFAULT_VOICE
 
     provider: Literal["elevenlabs"] = "elevenlabs"
+    base_url: str | None = base_url_field()
     api_key: SecretStr | None = api_key_field("ELEVENLABS_API_KEY")
     voice: _Voice = Field(default_factory=lambda: DEFAULT_VOICE.model_copy(deep=True))
     model: str = "eleven_turbo_v2_5"
@@ -101,6 +102,7 @@ class OpenAITTS(ProviderModel):
     model_config = ConfigDict(title="TTS.OpenAI")
 
     provider: Literal["openai"] = "openai"
+    base_url: str | None = base_url_field()
     api_key: SecretStr | None = api_key_field("OPENAI_API_KEY")
     model: str = "tts-1"
     voice: str = "alloy"
@@ -122,6 +124,7 @@ class GoogleTTS(ProviderModel):
     model_config = ConfigDict(title="TTS.Google")
 
     provider: Literal["google"] = "google"
+    base_url: str | None = base_url_field()
     credentials: Secret[dict[str, Any]] | None = Field(
         default_factory=_google_credentials_from_env, validate_default=True
     )
@@ -153,6 +156,7 @@ class DeepgramTTS(ProviderModel):
     model_config = ConfigDict(title="TTS.Deepgram")
 
     provider: Literal["deepgram"] = "deepgram"
+    base_url: str | None = base_url_field()
     api_key: SecretStr | None = api_key_field("DEEPGRAM_API_KEY")
     model: str = "aura-asteria-en"
     encoding: str = "linear16"
@@ -197,6 +201,7 @@ class AzureTTS(ProviderModel):
     ProsodyConfig: ClassVar[type[ProsodyConfig]] = ProsodyConfig
 
     provider: Literal["azure"] = "azure"
+    base_url: str | None = base_url_field()
     api_key: SecretStr | None = api_key_field("AZURE_API_KEY")
     region: str | None = Field(default_factory=env_str("AZURE_REGION"), description="Defaults to $AZURE_REGION.")
     sample_rate: Literal[8000, 16000, 22050, 24000, 44100, 48000] = 24000
@@ -217,6 +222,7 @@ class CartesiaTTS(ProviderModel):
     model_config = ConfigDict(title="TTS.Cartesia")
 
     provider: Literal["cartesia"] = "cartesia"
+    base_url: str | None = base_url_field()
     api_key: SecretStr | None = api_key_field("CARTESIA_API_KEY")
     model: str = "sonic-english"
     language: str = "en"
@@ -247,6 +253,7 @@ class FishAudioTTS(ProviderModel):
     model_config = ConfigDict(title="TTS.FishAudio")
 
     provider: Literal["fishaudio"] = "fishaudio"
+    base_url: str | None = base_url_field()
     api_key: SecretStr | None = api_key_field("FISHAUDIO_API_KEY")
     model_id: str = "802e3bc2b27e49c2995d23ef70e6ac89"
     latency: Literal["balanced", "normal"] = "balanced"

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..agent import configure
-from ..audio.resample import Resampler, resample_once
+from ..audio.resample import Resampler
 from ..session import SessionConfig
 from ..tools import make_builtin_tools
 from .echo import EchoGuard, NoiseGate, PlayoutClock
@@ -41,6 +41,7 @@ from .llm import respond
 from .observer import ConversationObserver
 from .sentences import SentenceChunker
 from .sink import AudioSink
+from .speech import CallSpeech
 from .turns import (
     CancelReply,
     HangUp,
@@ -62,7 +63,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("telebridge.call")
 
 PHONE_RATE = 8000
-STT_RATE = 16000
 MAX_EARLY_AUDIO_SECONDS = 10.0  # buffer caller audio while configure_session runs
 CUT_OFF_MARK = "…"
 # Start transcribing once the caller has been quiet this long, before the VAD confirms the end of speech, so
@@ -237,8 +237,9 @@ class CallSession:
         self._segmenter: VadSegmenter | None = None
         self.engine: TurnEngine | None = None
         self._agent_view: _CallAgent | None = None
-        self._stt: Any = None
-        self._tts: Any = None
+        self.speech: CallSpeech | None = None
+        self._utterance_span: tuple[float, float] = (0.0, 0.0)  # call-clock span of the utterance just ended
+        self._interim_sent = ""
         self._speech_end_wall: float | None = None
         self._last_stt = 0.0
         self._early_stt: asyncio.Task | None = None  # speculative transcript of the current utterance
@@ -276,8 +277,11 @@ class CallSession:
             self.config = await configure(self.agent, self.custom_data, call_id=self.call_id)
             if self._adjust_config is not None:
                 self.config = self._adjust_config(self.config)
-            self._stt = await self.runtime.stt_for(self.config.stt)
-            self._tts = await self.runtime.tts_for(self.config.tts)
+            # Phone audio (8 kHz μ-law both ways): cloud providers are asked for it natively.
+            phone = self.input_rate == PHONE_RATE and self.outbound.sample_rate == PHONE_RATE
+            self.speech = CallSpeech(self.runtime, self.config, call_id=self.call_id, input_rate=self.input_rate,
+                                     phone=phone)
+            await self.speech.start()
         except Exception as exc:
             log.error("call %s: cannot start the agent: %s", self.call_id, exc)
             await self._close(1011, "agent configuration failed")
@@ -339,6 +343,8 @@ class CallSession:
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.outbound.aclose()
+        if self.speech is not None:
+            await self.speech.aclose()
         reply = self._reply
         if reply is not None and self._heard(reply) > 0:
             self._commit_cut_off(reply)
@@ -361,6 +367,7 @@ class CallSession:
                 self._early_samples += len(pcm)
             return
         self._fed += len(pcm)
+        self.speech.feed(pcm)  # type: ignore[union-attr]  # ready implies started
         reply = self._reply
         if reply is not None and reply.audible and not reply.paused:
             self._heard_log.append((self._fed, reply.base + self.outbound.heard(reply.segment)))
@@ -414,6 +421,7 @@ class CallSession:
                 actions += engine.speech_started(onset)
             elif isinstance(event, SpeechEnded):
                 self._speech_end_wall = time.perf_counter() - (end_time - event.t)
+                self._utterance_span = (event.t - len(event.audio) / segmenter.params.sample_rate, event.t)
                 self._early_stt_ready, self._early_stt = self._early_stt, None
                 self._observe("user_speech_stopped", event.t)
                 actions += engine.speech_ended(event.t, event.audio)
@@ -424,11 +432,14 @@ class CallSession:
             if quiet == 0.0 and self._early_stt is not None:
                 self._early_stt.cancel()  # the caller went on talking: that transcript is stale
                 self._early_stt = None
-            elif quiet >= EARLY_STT_AFTER and self._early_stt is None:
+            elif quiet >= EARLY_STT_AFTER and self._early_stt is None and not self._streaming:
                 self._early_stt = self._spawn(self._stt_text(segmenter.snapshot()), "early-stt")
             uid = engine.current_utterance
-            if uid is not None and engine.wants_interim and self._interim is not None:
-                self._interim.poll(end_time, uid, engine.current_start, segmenter.snapshot)
+            if uid is not None and engine.wants_interim:
+                if self._streaming:
+                    self._poll_stream_interim(uid, engine.current_start, end_time)
+                elif self._interim is not None:
+                    self._interim.poll(end_time, uid, engine.current_start, segmenter.snapshot)
         actions += engine.tick(end_time)
         if actions:
             self._run_actions(actions)
@@ -455,7 +466,9 @@ class CallSession:
                 self._fire(action.event)
             elif isinstance(action, Transcribe):
                 early, self._early_stt_ready = self._early_stt_ready, None
-                self._spawn(self._transcribe(action.utterance_id, action.audio, early), f"stt{action.utterance_id}")
+                self._interim_sent = ""
+                self._spawn(self._transcribe(action.utterance_id, action.audio, early, self._utterance_span),
+                            f"stt{action.utterance_id}")
             elif isinstance(action, StartReply):
                 self._start_reply(action)
             elif isinstance(action, CancelReply):
@@ -485,17 +498,28 @@ class CallSession:
             self.events.fire(name, payload)
 
     # --- speech to text -------------------------------------------------------------------------------------
-    async def _recognise(self, audio: np.ndarray) -> Any | None:
-        assert self.config is not None
-        if self.config.vad.sample_rate != STT_RATE:
-            audio = resample_once(audio, self.config.vad.sample_rate, STT_RATE)
-        try:
-            return await self._stt.transcribe(audio)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("call %s: STT failed; the utterance is dropped", self.call_id)
-            return None
+    @property
+    def _streaming(self) -> bool:
+        return self.speech is not None and self.speech.streaming
+
+    def _poll_stream_interim(self, utterance_id: int, start: float, now: float) -> None:
+        """A streaming STT's interim words for the current utterance, handed to the engine when they change."""
+        text = self.speech.interim_words(start - 0.1, now)  # type: ignore[union-attr]
+        if text is None or text == self._interim_sent:
+            return
+        self._interim_sent = text
+        text = self._not_our_words(text)
+        if text:
+            self._on_interim(utterance_id, text)
+
+    async def _recognise(self, audio: np.ndarray, span: tuple[float, float] | None = None) -> Any | None:
+        """Transcribe an utterance: by its call-clock ``span`` from a streaming STT, else its audio."""
+        assert self.config is not None and self.speech is not None
+        rate = self.config.vad.sample_rate
+        if span is None:
+            end = self._now
+            span = (end - len(audio) / rate, end)
+        return await self.speech.transcribe(audio, rate, *span)
 
     async def _stt_text(self, audio: np.ndarray) -> Any | None:
         return await self._recognise(audio)
@@ -533,7 +557,9 @@ class CallSession:
         self.metrics.interims += 1
         self._run_actions(self.engine.interim(utterance_id, text, self._now))
 
-    async def _transcribe(self, utterance_id: int, audio: np.ndarray, early: asyncio.Task | None) -> None:
+    async def _transcribe(
+        self, utterance_id: int, audio: np.ndarray, early: asyncio.Task | None, span: tuple[float, float]
+    ) -> None:
         assert self.engine is not None
         started = time.perf_counter()
         transcript: Any | None = None
@@ -546,7 +572,7 @@ class CallSession:
                 used_early = True
                 self.early_stt_used += 1
         if not used_early:
-            transcript = await self._recognise(audio)
+            transcript = await self._recognise(audio, span)
         self._last_stt = time.perf_counter() - started
         if self.engine.is_over_agent(utterance_id):
             text = self._not_our_words(self._confident(transcript))
@@ -587,8 +613,10 @@ class CallSession:
 
     async def _produce(self, reply: _Reply) -> None:
         """LLM text (or fixed text) → sentences → TTS → the sink's rate → the reply's audio, one sentence at a time."""
-        assert self.config is not None and self._agent_view is not None
-        resampler = Resampler(self._tts.sample_rate, self.outbound.sample_rate)
+        assert self.config is not None and self._agent_view is not None and self.speech is not None
+        speech = self.speech
+        rate = speech.sample_rate
+        resampler = Resampler(rate, self.outbound.sample_rate)
         sentences: asyncio.Queue[str | None] = asyncio.Queue(maxsize=8)
         agent_view = self._agent_view
 
@@ -636,17 +664,25 @@ class CallSession:
         source = self._spawn(text_source(), f"llm{reply.turn_id}")
         try:
             while (sentence := await sentences.get()) is not None:
-                pcm = await self._tts.synthesize(sentence)
-                if "tts_first_audio" not in reply.timings:
-                    reply.timings["tts_first_audio"] = time.perf_counter()
-                pcm = np.asarray(resampler.process(pcm), dtype=np.float32)
-                if not len(pcm):
-                    continue
-                self._observe("reply_text", reply.turn_id, sentence, reply.enqueued)
-                reply.spans.append(_Span(reply.enqueued, reply.enqueued + len(pcm), sentence))
-                reply.enqueued += len(pcm)
-                self._feed(reply, pcm)
+                span: _Span | None = None
+                # Each chunk goes out as it arrives: a streaming provider's first bytes reach the caller at once.
+                async for chunk, chunk_rate in speech.speak(sentence, reply.turn_id):
+                    if "tts_first_audio" not in reply.timings:
+                        reply.timings["tts_first_audio"] = time.perf_counter()
+                    if chunk_rate != rate:  # a fallback provider took over mid-reply
+                        rate, resampler = chunk_rate, Resampler(chunk_rate, self.outbound.sample_rate)
+                    pcm = np.asarray(resampler.process(chunk), dtype=np.float32)
+                    if not len(pcm):
+                        continue
+                    if span is None:
+                        self._observe("reply_text", reply.turn_id, sentence, reply.enqueued)
+                        span = _Span(reply.enqueued, reply.enqueued, sentence)
+                        reply.spans.append(span)
+                    span.end += len(pcm)
+                    reply.enqueued += len(pcm)
+                    self._feed(reply, pcm)
             await source  # surfaces LLM errors
+            await speech.end_reply(reply.turn_id)
         except asyncio.CancelledError:
             source.cancel()
             raise
@@ -737,6 +773,7 @@ class CallSession:
             return
         if reply.task:
             reply.task.cancel()
+            self._cancel_at_provider(reply)
         self.outbound.drop_turn(reply.segment)
         self._forget_segments(reply)
         self._observe("reply_dropped", turn_id)
@@ -801,6 +838,7 @@ class CallSession:
             return
         if reply.task:
             reply.task.cancel()
+            self._cancel_at_provider(reply)
         if not reply.paused:
             # Marks echoed after this instant may still be credited to audio that Twilio flushes; taking the
             # position now errs on the side of "not heard", never the other way round.
@@ -816,6 +854,11 @@ class CallSession:
         self._observe("reply_interrupted", turn_id, message["content"])
         self._fire("on_agent_interrupted", {"message": message})
         self._fire("on_agent_stopped_speaking")
+
+    def _cancel_at_provider(self, reply: _Reply) -> None:
+        """A cancelled reply's synthesis stops at the provider too (Clear, close the context), not only here."""
+        if self.speech is not None and not reply.text_done:
+            self._spawn(self.speech.cancel_reply(reply.turn_id), f"tts-cancel{reply.turn_id}")
 
     def _commit_cut_off(self, reply: _Reply) -> dict[str, str]:
         """Keep in the history only what the caller heard, marked as cut off."""

@@ -29,6 +29,7 @@ from ..audio.g711 import ulaw_decode_float
 from ..audio.resample import Resampler
 from ..config.tts import PiperTTS
 from ..pipeline.call import CallSession
+from ..providers.tts.base import open_session
 from ..recording import anonymize_client_event
 from ..session import SessionConfig as AgentSessionConfig
 from .observer import ConversationEvents
@@ -298,17 +299,18 @@ class RealtimeConnection:
             self.voice_name = name
             return
         engine = await self.runtime.tts_for(cfg)
-        self._pending_voice = (name, cfg, engine)
+        self._pending_voice = (name, cfg, await open_session(engine, call_id=self.id))
 
     def _before_reply(self, turn_id: int) -> None:
         pending, self._pending_voice = self._pending_voice, None
         session = self.session
         if pending is None or session is None or session.config is None:
             return
-        name, cfg, engine = pending
-        # CallSession reads its TTS engine once per reply (the reply's resampler is built from its rate), so
+        name, cfg, tts_session = pending
+        # CallSession reads its TTS session once per reply (the reply's resampler is built from its rate), so
         # switching here, before the reply's task runs, changes the voice exactly from this reply on.
-        session._tts = engine
+        if session.speech is not None:
+            session.speech.use_tts(cfg, tts_session)
         session.config.tts = cfg
         self.voice_name = name
 

@@ -33,7 +33,7 @@ import numpy as np
 from telebridge.inference import InferencePool
 from telebridge.providers.stt.base import STT_SAMPLE_RATE, STTError, Transcript
 
-__all__ = ["WhisperSTT", "default_whisper_dir", "load_whisper_model"]
+__all__ = ["WhisperSTT", "create", "default_whisper_dir", "load_whisper_model"]
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -214,3 +214,8 @@ class WhisperSTT:
             avg_logprob=float(np.mean(logprobs)) if logprobs else None,
             no_speech_prob=float(max(no_speech)) if no_speech else None,
         )
+
+
+def create(cfg: Any, ctx: Any) -> WhisperSTT:
+    """The registry's constructor: ``STT.Whisper(...)`` → an engine on the shared speech pool."""
+    return WhisperSTT(cfg.model, pool=ctx.pool, language=cfg.language, beam_size=cfg.beam_size)

@@ -23,7 +23,7 @@ import numpy as np
 from telebridge.inference import InferencePool
 from telebridge.providers.tts.base import TTSError
 
-__all__ = ["PiperTTS", "default_piper_voice", "load_piper_voice"]
+__all__ = ["PiperTTS", "create", "default_piper_voice", "load_piper_voice"]
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -138,3 +138,20 @@ class PiperTTS:
         if not chunks:  # e.g. punctuation only: nothing to say
             return np.zeros(0, dtype=np.int16)
         return np.concatenate(chunks).astype(np.int16, copy=False)
+
+
+def create(cfg: Any, ctx: Any) -> Any:
+    """The registry's constructor: ``TTS.Piper(...)`` → a cached engine on the shared speech pool (a ``pitch``
+    other than 1 replays the voice faster or slower, see :mod:`telebridge.voices.pitch`)."""
+    from telebridge.providers.tts.cache import CachedTTS
+
+    if cfg.pitch == 1.0:
+        return CachedTTS(PiperTTS(cfg.model, pool=ctx.pool, speaker=cfg.speaker,
+                                  length_scale=cfg.length_scale, noise_scale=cfg.noise_scale))
+    from telebridge.voices.pitch import PitchedTTS, pitched_rate
+
+    base_rate = int(load_piper_voice(cfg.model or default_piper_voice()).config.sample_rate)
+    rate = pitched_rate(base_rate, cfg.pitch)
+    inner = PiperTTS(cfg.model, pool=ctx.pool, speaker=cfg.speaker,
+                     length_scale=cfg.length_scale * rate / base_rate, noise_scale=cfg.noise_scale)
+    return CachedTTS(PitchedTTS(inner, rate))
