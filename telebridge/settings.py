@@ -48,6 +48,18 @@ class Settings(BaseSettings):
     outbound_chunk_ms: int = Field(default=80, ge=20, le=500, description="Agent audio per media message.")
     outbound_lead_ms: int = Field(default=120, ge=0, le=2000, description="How far ahead of playback we send.")
     drain_timeout: float = Field(default=30.0, ge=0, description="On SIGTERM, seconds live calls may finish.")
+    twilio_api_key_sid: str | None = Field(
+        default=None, validation_alias=AliasChoices("TWILIO_API_KEY", "TWILIO_API_KEY_SID", "TELEBRIDGE_TWILIO_API_KEY_SID"),
+        description="A Twilio API key SID (SK…), used with its secret instead of the auth token for REST calls.",
+    )
+    twilio_api_key_secret: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("TWILIO_API_SECRET", "TWILIO_API_KEY_SECRET", "TELEBRIDGE_TWILIO_API_KEY_SECRET"),
+    )
+    api_key: SecretStr | None = Field(
+        default=None,
+        description="Bearer key for the service's own API (POST/GET /v1/calls). Unset: those endpoints are off (404).",
+    )
     twilio_api_base_url: str | None = Field(
         default=None, description="Override Twilio's REST base URL (tests point it at a local fake)."
     )

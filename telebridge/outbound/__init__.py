@@ -1,0 +1,1 @@
+"""Outbound calls: placing them, following them, and campaigns of them."""
