@@ -5,7 +5,10 @@ network: each check looks at state the process already has (loaded engines, pool
 package or a model file is present, whether a directory is writable). Package and file checks are cached.
 
 ``ok`` is false when a required part (VAD, STT, TTS, LLM) is down or the process is draining. Voice cloning
-and recording storage are reported but optional.
+and recording storage are reported but optional. ``providers`` counts each cloud provider's outcomes as calls
+use them (``stt.deepgram``, ``tts.elevenlabs``, …: ok, errors by kind, fallbacks; ``up`` is false while the
+latest outcome in the last minute is an error). A failing cloud provider does not make ``ok`` false: calls fall
+back to the next provider.
 """
 
 from __future__ import annotations
@@ -96,6 +99,7 @@ def health_report(runtime: Runtime) -> dict[str, Any]:
         "accepting": runtime.accepting,
         "sessions": len(runtime.calls),
         "parts": parts,
+        "providers": runtime.provider_health.snapshot(),
     }
 
 
