@@ -116,6 +116,9 @@ def main(argv: list[str] | None = None) -> int:
     vlist.add_argument("--all", action="store_true", help="include voices not marked good, and their settings")
     vlist.set_defaults(func=_voices_list)
     args = parser.parse_args(argv)
+    from .settings import load_env_file
+
+    load_env_file()
     return int(args.func(args) or 0)
 
 

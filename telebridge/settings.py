@@ -18,6 +18,24 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 log = logging.getLogger("telebridge.settings")
 
 
+def load_env_file(path: str | Path = ".env") -> None:
+    """Export a ``.env`` file's non-empty values that the environment does not already set.
+
+    ``Settings`` reads ``.env`` itself, but provider keys (``DEEPGRAM_API_KEY``, …) and ``OPENAI_BASE_URL`` are read
+    from the process environment by the agent's config models and the openai SDK, so the command line exports
+    them once at start. Empty values (as in ``.env.example``) are skipped: unset, not "".
+    """
+    import os
+
+    from dotenv import dotenv_values
+
+    if not Path(path).is_file():
+        return
+    for key, value in dotenv_values(path).items():
+        if value and key not in os.environ:
+            os.environ[key] = value
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TELEBRIDGE_", env_file=".env", extra="ignore")
 
