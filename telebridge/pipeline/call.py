@@ -153,6 +153,9 @@ class CallMetrics:
     events: list[tuple[float, str, str]] = field(default_factory=list)
     # One row per finished reply: turn, kind, samples (whole reply), heard (samples), text, cut_off.
     replies: list[dict[str, Any]] = field(default_factory=list)
+    # One row per reply (greetings too): seconds from its first sentence reaching the TTS to the provider's first
+    # audio (``tts``), and from that audio to the first media message sent (``bridge``). Benchmarks read these.
+    speech: list[dict[str, float]] = field(default_factory=list)
     interims: int = 0
     echo_windows_suppressed: int = 0
     noise_windows_refused: int = 0
@@ -664,6 +667,7 @@ class CallSession:
         source = self._spawn(text_source(), f"llm{reply.turn_id}")
         try:
             while (sentence := await sentences.get()) is not None:
+                reply.timings.setdefault("tts_request", time.perf_counter())
                 span: _Span | None = None
                 # Each chunk goes out as it arrives: a streaming provider's first bytes reach the caller at once.
                 async for chunk, chunk_rate in speech.speak(sentence, reply.turn_id):
@@ -712,6 +716,9 @@ class CallSession:
 
     def _record_latency(self, reply: _Reply) -> None:
         t = reply.timings
+        if "tts_request" in t and "tts_first_audio" in t:
+            self.metrics.speech.append({"turn": reply.turn_id, "tts": t["tts_first_audio"] - t["tts_request"],
+                                        "bridge": t["first_audio"] - t["tts_first_audio"]})
         if reply.greeting or "speech_end" not in t:
             return
         llm_first = t.get("llm_first_token", t["start"])
