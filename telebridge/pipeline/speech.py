@@ -136,7 +136,8 @@ class CallSpeech:
             log.error("call %s: %s %s%s", self.call_id, name, _reason(exc), then)
         else:
             log.error("call %s: %s failed: %s%s", self.call_id, name, _reason(exc), then)
-        self.health.error(f"{kind}.{cfg.provider}", _kind(exc), _reason(exc))
+        if not isinstance(exc, ProviderError):  # provider clients count their own errors
+            self.health.error(f"{kind}.{cfg.provider}", _kind(exc), _reason(exc))
         self.health.fallback(f"{kind}.{cfg.provider}")
         self.fallbacks.append((kind, cfg.provider, _reason(exc)))
 
