@@ -130,19 +130,35 @@ class Runtime:
         return ProviderContext(self.settings, self.speech_pool, self.provider_health, phone=phone)
 
     def resolve_tts(self, cfg: Any) -> Any:
-        """``TTS.Piper(voice="name")`` → that voice's own TTS configuration (raises ``UnknownVoice``)."""
+        """``TTS.Piper(voice="name")`` → that voice's own TTS configuration (raises ``UnknownVoice``).
+
+        A store voice may be any provider's (a cloud clone, or a voices-file entry such as ElevenLabs or
+        Cartesia). Its API key, unless the voice set one itself, is read from the provider's environment
+        variable now (clones never store keys), so a rotated key applies without re-cloning.
+        """
         name = getattr(cfg, "voice", None) if getattr(cfg, "provider", None) == "piper" else None
         if not name:
             return cfg
         resolved = self.voices.tts_for(name)
         if getattr(resolved, "provider", None) == "piper" and getattr(resolved, "voice", None):
             raise ValueError(f"voice {name!r} names another voice ({resolved.voice!r}); voices do not chain")
+        if "api_key" in type(resolved).model_fields and "api_key" not in resolved.model_fields_set:
+            fields = {k: getattr(resolved, k) for k in resolved.model_fields_set if k != "api_key"}
+            resolved = type(resolved).model_validate(fields)
         return resolved
 
     @property
     def cloner(self) -> Any:
-        """Derives Piper voices from uploaded samples (see :mod:`telebridge.voices.cloning`)."""
+        """Clones uploaded samples: Piper pitch/pace matching (:mod:`telebridge.voices.cloning`), or real cloning
+        at ElevenLabs / Cartesia (:mod:`telebridge.voices.cloud_cloning`), per ``voice_cloning_provider``."""
         if self._cloner is None:
+            provider = self.settings.voice_cloning_provider
+            if provider in ("elevenlabs", "cartesia"):
+                from .voices.cloud_cloning import CloudCloner
+
+                self._cloner = CloudCloner(self.voices, provider, self.provider_context(False),
+                                           run_blocking=self.speech_pool.run)
+                return self._cloner
             from .voices.cloning import PiperCloner
 
             async def transcribe(audio16k: Any) -> str:

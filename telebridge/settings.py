@@ -87,7 +87,9 @@ class Settings(BaseSettings):
         default=None, description="YAML or JSON file mapping voice names to TTS configurations (GET /v1/voices)."
     )
     voice_store_dir: Path = Field(
-        default=Path("voices"), description="Directory where cloned voices are persisted (one JSON file each)."
+        default_factory=lambda: Settings.default_voice_store_dir(),
+        description="Directory where cloned voices are persisted (one JSON file each); defaults to "
+        "$XDG_DATA_HOME/telebridge/voices (~/.local/share/telebridge/voices).",
     )
     max_voice_file_size_mb: float = Field(
         default=4.0,
@@ -111,6 +113,20 @@ class Settings(BaseSettings):
         "https://<region>.tts.speech.microsoft.com (and the token endpoint)."
     )
     google_tts_base_url: str | None = Field(default=None, description="e.g. https://texttospeech.googleapis.com")
+
+    voice_cloning_provider: Literal["piper", "elevenlabs", "cartesia"] = Field(
+        default="piper", description="Who clones voices uploaded to POST /v1/voices: the local Piper approximation, "
+        "or ElevenLabs / Cartesia (real cloning; keys from ELEVENLABS_API_KEY / CARTESIA_API_KEY).",
+    )
+
+    @staticmethod
+    def default_voice_store_dir() -> Path:
+        """``$XDG_DATA_HOME/telebridge/voices``, else ``~/.local/share/telebridge/voices`` (never the cwd)."""
+        import os
+
+        base = os.environ.get("XDG_DATA_HOME", "").strip()
+        root = Path(base) if base and Path(base).is_absolute() else Path.home() / ".local" / "share"
+        return root / "telebridge" / "voices"
 
     @field_validator("deepgram_base_url", "elevenlabs_base_url", "cartesia_base_url", "fishaudio_base_url",
                      "azure_speech_base_url", "google_tts_base_url")

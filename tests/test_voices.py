@@ -308,7 +308,8 @@ def test_voices_list_cli(tmp_path, monkeypatch, capsys):
     from telebridge.cli import main as cli_main
 
     (tmp_path / "voices.yaml").write_text(VOICES_YAML)
-    monkeypatch.chdir(tmp_path)  # the clone store defaults to ./voices
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))  # the clone store's default home
     monkeypatch.setenv("TELEBRIDGE_VOICES_FILE", str(tmp_path / "voices.yaml"))
     assert cli_main(["voices", "list"]) == 0
     listed = capsys.readouterr().out.split()
@@ -316,3 +317,153 @@ def test_voices_list_cli(tmp_path, monkeypatch, capsys):
     assert cli_main(["voices", "list", "--all"]) == 0
     out = capsys.readouterr().out
     assert "draft" in out and "'pitch': 0.8" in out
+
+
+# --- cloud voices and cloud cloning (ElevenLabs, Cartesia) ----------------------------------------------------
+
+CLOUD_VOICES = {
+    "bella": {"tts": {"provider": "elevenlabs", "voice": "EXAVITQu4vr4xnSDxMaL"}},
+    "rachel": {"gender": "female", "tts": {"provider": "elevenlabs", "model": "eleven_flash_v2_5",
+                                           "voice": {"id": "21m00Tcm4TlvDq8ikWAM", "name": "Rachel",
+                                                     "category": "premade"}}},
+    "sonic": {"tts": {"provider": "cartesia", "voice": "a0e99841-438c-4a64-b679-ae501e7d6091"}},
+}
+
+
+def test_voices_file_names_cloud_voices_and_keys_come_from_the_environment(tmp_path, monkeypatch):
+    from telebridge.runtime import Runtime
+
+    (tmp_path / "voices.json").write_text(json.dumps(CLOUD_VOICES))
+    voices = load_voices_file(tmp_path / "voices.json")
+    assert voices["bella"].tts == TTS.ElevenLabs(voice=TTS.Voice(id="EXAVITQu4vr4xnSDxMaL", name="bella",
+                                                                 category="premade"), api_key=None)
+    assert voices["rachel"].tts.model == "eleven_flash_v2_5" and voices["sonic"].tts.provider == "cartesia"
+    monkeypatch.setenv("ELEVENLABS_API_KEY", "el-env-key-1")
+    monkeypatch.setenv("CARTESIA_API_KEY", "car-env-key-1")
+    from telebridge.agent import load_agent
+
+    runtime = Runtime(Settings(_env_file=None, voices_file=tmp_path / "voices.json",
+                               voice_store_dir=tmp_path / "clones"), load_agent(AGENT))
+    resolved = runtime.resolve_tts(TTS.Piper(voice="rachel"))
+    assert resolved.provider == "elevenlabs" and resolved.voice.id == "21m00Tcm4TlvDq8ikWAM"
+    assert resolved.api_key.get_secret_value() == "el-env-key-1"
+    monkeypatch.setenv("ELEVENLABS_API_KEY", "el-env-key-2")  # a rotated key applies at once
+    assert runtime.resolve_tts(TTS.Piper(voice="rachel")).api_key.get_secret_value() == "el-env-key-2"
+    assert runtime.resolve_tts(TTS.Piper(voice="sonic")).api_key.get_secret_value() == "car-env-key-1"
+
+
+def test_the_clone_store_defaults_to_the_xdg_data_directory(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    monkeypatch.delenv("TELEBRIDGE_VOICE_STORE_DIR", raising=False)
+    assert Settings(_env_file=None).voice_store_dir == tmp_path / "xdg" / "telebridge" / "voices"
+    monkeypatch.delenv("XDG_DATA_HOME")
+    assert Settings(_env_file=None).voice_store_dir == Path.home() / ".local" / "share" / "telebridge" / "voices"
+    monkeypatch.setenv("TELEBRIDGE_VOICE_STORE_DIR", str(tmp_path / "mine"))
+    assert Settings(_env_file=None).voice_store_dir == tmp_path / "mine"
+    monkeypatch.setenv("TELEBRIDGE_VOICE_CLONING_PROVIDER", "cartesia")
+    assert Settings(_env_file=None).voice_cloning_provider == "cartesia"
+
+
+@pytest.fixture()
+async def elevenlabs_cloning(tmp_path, monkeypatch):
+    from fakes.elevenlabs import FakeElevenLabs
+    from fakes.serve import serve_app
+
+    fake = FakeElevenLabs(api_key="el-clone-key-0123456789")
+    monkeypatch.setenv("ELEVENLABS_API_KEY", fake.api_key)
+    async with serve_app(fake.app) as origin:
+        srv = LiveServer(agent=AGENT, voice_store_dir=tmp_path / "clones", voice_cloning_provider="elevenlabs",
+                         elevenlabs_base_url=origin).start()
+        try:
+            yield srv, fake
+        finally:
+            srv.stop()
+
+
+async def test_elevenlabs_cloning_through_post_voices_and_the_clone_speaks_in_a_realtime_session(elevenlabs_cloning):
+    import base64
+
+    import websockets
+
+    srv, fake = elevenlabs_cloning
+    response = await post(srv, files={"file": ("me.mp3", encode(resample(synth(SAMPLE_TEXT, 16000), 16000, 22050),
+                                                               22050, "mp3", "libmp3lame"), "audio/mpeg")})
+    assert response.status_code == 200, response.text
+    name = response.json()["name"]
+    assert CLONED.match(name)
+    added = fake.voices_added[0]
+    assert added["path"] == "/v1/voices/add" and added["key_ok"] and added["name"] == name
+    assert added["files"][0][0].endswith(".wav") and added["files"][0][1] > 32000  # the sample, as WAV
+    entry = srv.runtime.voices.get(name)
+    assert entry.tts.provider == "elevenlabs" and entry.tts.voice.id == added["voice_id"]
+    stored = (srv.settings.voice_store_dir / f"{name}.json").read_text()
+    assert fake.api_key not in stored and "api_key" not in stored
+    assert {"name": name, "language": "en", "gender": "male"} in (await httpx.AsyncClient().get(
+        srv.url + "/v1/voices")).json()
+
+    # A realtime session picks the clone by name: its greeting is spoken by (the fake) ElevenLabs.
+    url = srv.url.replace("http", "ws") + "/v1/realtime"
+    async with websockets.connect(url, subprotocols=["realtime"]) as ws:
+        await ws.send(json.dumps({"type": "session.update", "session": {"voice": name}}))
+        audio, kinds = bytearray(), []
+        async with asyncio.timeout(30):
+            while True:
+                event = json.loads(await ws.recv())
+                kinds.append(event["type"])
+                if event["type"] == "error":
+                    raise AssertionError(event)
+                if event["type"] == "response.audio.delta":
+                    audio += base64.b64decode(event["delta"])
+                if event["type"] == "response.audio.done":
+                    break
+    assert "session.updated" in kinds
+    pcm = np.frombuffer(bytes(audio), dtype="<i2").astype(np.float32) / 32768.0
+    from fakes.speech import speech_backend
+
+    said = await speech_backend().transcribe(resample(pcm, 24000, 16000))
+    assert fuzzy_ratio(said, "Hello there.") > 0.6, said
+    sockets = [s for s in fake.sockets if s["path"] == f"/v1/text-to-speech/{added['voice_id']}/multi-stream-input"]
+    assert sockets and sockets[0]["key_ok"] and sockets[0]["query"]["output_format"] == "pcm_22050"
+
+
+async def test_cloud_cloning_refusals_are_clear(elevenlabs_cloning, monkeypatch):
+    srv, fake = elevenlabs_cloning
+    silence = wav_bytes(np.zeros(32000, np.float32), 16000)
+    response = await post(srv, files={"file": ("quiet.wav", silence, "audio/wav")})
+    assert response.status_code == 422 and not fake.voices_added  # refused before any request
+    monkeypatch.setenv("ELEVENLABS_API_KEY", "wrong-key-zzz")
+    response = await post(srv, files={"file": ("me.wav", sample_wav(1.0, 1.0), "audio/wav")})
+    assert response.status_code == 502 and "ELEVENLABS_API_KEY" in response.json()["detail"], response.text
+    assert "wrong-key-zzz" not in response.text
+    monkeypatch.setenv("ELEVENLABS_API_KEY", fake.api_key)
+    fake.statuses = [429]
+    response = await post(srv, files={"file": ("me.wav", sample_wav(1.0, 1.0), "audio/wav")})
+    assert response.status_code == 200  # retried
+
+
+async def test_cartesia_cloning_through_post_voices(tmp_path, monkeypatch):
+    from fakes.cartesia_clone import FakeCartesiaClone
+    from fakes.serve import serve_app
+
+    fake = FakeCartesiaClone()
+    monkeypatch.setenv("CARTESIA_API_KEY", fake.api_key)
+    async with serve_app(fake.app) as origin:
+        srv = LiveServer(agent=AGENT, voice_store_dir=tmp_path / "clones", voice_cloning_provider="cartesia",
+                         cartesia_base_url=origin).start()
+        try:
+            response = await post(srv, files={"file": ("me.wav", sample_wav(1.0, 1.0), "audio/wav")})
+        finally:
+            srv.stop()
+    assert response.status_code == 200, response.text
+    name = response.json()["name"]
+    sent = fake.requests[0]
+    assert sent["path"] == "/voices/clone" and sent["key_ok"] and sent["headers"]["cartesia-version"]
+    assert sent["fields"]["name"] == name and sent["fields"]["language"] == "en"
+    assert sent["clip"][0].endswith(".wav") and sent["clip"][2] == b"RIFF"
+    entry = srv.runtime.voices.get(name)
+    assert entry.tts == TTS.Cartesia(voice=sent["voice_id"], language="en", api_key=None) or (
+        entry.tts.provider == "cartesia" and entry.tts.voice == sent["voice_id"])
+    resolved = srv.runtime.resolve_tts(TTS.Piper(voice=name))  # what a phone call's agent gets
+    assert resolved.provider == "cartesia" and resolved.voice == sent["voice_id"]
+    assert resolved.api_key.get_secret_value() == fake.api_key
+    assert fake.api_key not in (tmp_path / "clones" / f"{name}.json").read_text()

@@ -113,6 +113,8 @@ class CallSpeech:
         while self._tts_chain:
             cfg = self._tts_chain.pop(0)
             try:
+                resolve = getattr(self.runtime, "resolve_tts", None)
+                cfg = resolve(cfg) if resolve is not None else cfg  # a store voice → its provider's config
                 engine = await self.runtime.tts_for(cfg, phone=self.phone)
                 await _check(engine)
                 session = await open_session(engine, call_id=self.call_id)

@@ -15,6 +15,7 @@ from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from ..providers.errors import ProviderError
 from .decode import UnsupportedAudio, UnusableAudio, decode_audio
 
 if TYPE_CHECKING:
@@ -80,5 +81,8 @@ async def create_voice(request: Request) -> JSONResponse:
         return _error(415, str(exc))
     except UnusableAudio as exc:
         return _error(422, str(exc))
+    except ProviderError as exc:  # cloud cloning: the provider refused or failed (the message names no key)
+        log.error("voice cloning failed: %s", exc)
+        return _error(503 if exc.retryable else 502, f"voice cloning failed: {exc}")
     log.info("voice %s cloned from a %d-byte upload", entry.name, len(data))
     return JSONResponse({"name": entry.name})

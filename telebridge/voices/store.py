@@ -14,12 +14,18 @@
         tts: {provider: piper, model: /voices/en_US-amy-medium.onnx, length_scale: 1.1}
       bella:
         tts: {provider: elevenlabs, voice: {id: EXAVITQu4vr4xnSDxMaL, name: Bella, category: premade}}
+      sonic:
+        tts: {provider: cartesia, voice: a0e99841-438c-4a64-b679-ae501e7d6091}
 
-  Relative Piper ``model`` paths are resolved against the file's folder. Without a file the store holds one
-  voice, ``default`` (the bundled Piper voice).
+  ``tts`` is any TTS provider's configuration (the ``SessionConfig`` union). Relative Piper ``model`` paths are
+  resolved against the file's folder; an ElevenLabs ``voice`` may be just its id (or omit ``name``/``category``).
+  API keys are best left out: cloud voices read them from the provider's environment variable when used.
+  Without a file the store holds one voice, ``default`` (the bundled Piper voice).
 * **Cloned voices** are written by ``POST /v1/voices``, one JSON file per voice in ``TELEBRIDGE_VOICE_STORE_DIR``
-  (the derived settings and the measurements only, never the uploaded audio). They are re-read on a miss, so a
-  voice cloned through one process is usable at once by every process sharing the directory.
+  (default ``$XDG_DATA_HOME/telebridge/voices``): the derived settings and the measurements only, never the
+  uploaded audio, never an API key. A cloud clone (ElevenLabs, Cartesia) stores the provider's voice id. They
+  are re-read on a miss, so a voice cloned through one process is usable at once by every process sharing the
+  directory.
 """
 
 from __future__ import annotations
@@ -44,6 +50,8 @@ log = logging.getLogger("telebridge.voices")
 CLONED_PREFIX = "cloned_voice_"
 CLONED_NAME = re.compile(r"^cloned_voice_[A-Za-z0-9]{6,32}$")
 _TTS_ADAPTER: TypeAdapter[Any] = TypeAdapter(TTSConfig)
+# Never written to a clone's file: a cloud voice reads its key from the environment when it is used.
+SECRETS: dict[str, Any] = {"tts": {"api_key", "credentials"}}
 
 
 class VoiceFileError(ValueError):
@@ -125,6 +133,13 @@ def load_voices_file(path: Path) -> dict[str, VoiceEntry]:
         if isinstance(tts, dict) and tts.get("provider", "piper") == "piper" and tts.get("model"):
             model = Path(str(tts["model"])).expanduser()
             body["tts"] = {**tts, "model": str(model if model.is_absolute() else (path.parent / model).resolve())}
+        elif isinstance(tts, dict) and tts.get("provider") == "elevenlabs" and tts.get("voice") is not None:
+            voice = tts["voice"]
+            voice = {"id": voice} if isinstance(voice, str) else dict(voice) if isinstance(voice, dict) else voice
+            if isinstance(voice, dict):
+                voice.setdefault("name", str(name))
+                voice.setdefault("category", "premade")
+            body["tts"] = {**tts, "voice": voice}
         try:
             voices[str(name)] = VoiceEntry.model_validate({**body, "name": str(name), "cloned": False})
         except ValidationError as exc:
@@ -223,7 +238,7 @@ class VoiceStore:
         self.clone_dir.mkdir(parents=True, exist_ok=True)
         final = self.clone_dir / f"{entry.name}.json"
         tmp = final.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(entry.model_dump_json(indent=2), encoding="utf-8")
+        tmp.write_text(entry.model_dump_json(indent=2, exclude=SECRETS), encoding="utf-8")
         os.replace(tmp, final)
         with self._lock:
             self._cloned[entry.name] = entry
