@@ -6,6 +6,7 @@ import asyncio
 import os
 import socket
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -35,6 +36,8 @@ class LiveServer:
         from telebridge.settings import Settings
 
         self.port = free_port()
+        # Cloned voices go to a throwaway directory, never the user's data directory.
+        settings_overrides.setdefault("voice_store_dir", Path(tempfile.mkdtemp(prefix="telebridge-voices-")))
         self.settings = Settings(_env_file=None, host="127.0.0.1", port=self.port,
                                  twilio_auth_token=AUTH_TOKEN, **settings_overrides)
         self.app = create_app(self.settings)
