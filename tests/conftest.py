@@ -101,3 +101,12 @@ def server() -> Iterator[LiveServer]:
 @pytest.fixture(scope="session")
 def auth_token() -> str:
     return AUTH_TOKEN
+
+
+@pytest.fixture()
+def deepgram_not_in_build(monkeypatch):
+    """Make ``STT.Deepgram`` a provider this build has no client for (its module cannot be imported)."""
+    from telebridge.providers import registry
+
+    monkeypatch.setitem(registry.STT_MODULES, "deepgram", "telebridge.providers.stt._not_in_this_build")
+    monkeypatch.setattr("telebridge.config.IMPLEMENTED_STT", {"whisper"})

@@ -19,7 +19,7 @@ async def post_stream_ended(base_url: str, call_sid: str, token: str) -> httpx.R
         return await client.post(url, data=form, headers={"X-Twilio-Signature": compute_signature(url, form, token)})
 
 
-async def test_unimplemented_provider_ends_the_stream_with_a_clear_log(auth_token, caplog):
+async def test_unimplemented_provider_ends_the_stream_with_a_clear_log(auth_token, caplog, deepgram_not_in_build):
     srv = LiveServer(agent=str(Path(__file__).parent / "agents" / "cloud_only_agent.py")).start()
     try:
         with caplog.at_level(logging.ERROR, logger="telebridge.call"):

@@ -429,7 +429,7 @@ async def test_g711_ulaw_in_and_out(rt):
         assert fuzzy_ratio(await transcribe(client.audio_of(created, done)), GREETING) > 0.6
 
 
-async def test_an_agent_that_cannot_start_is_fatal_with_1011(rt, monkeypatch):
+async def test_an_agent_that_cannot_start_is_fatal_with_1011(rt, monkeypatch, deepgram_not_in_build):
     from telebridge.agent import load_agent
 
     cloud_only = load_agent(str(Path(__file__).parent / "agents" / "cloud_only_agent.py"))

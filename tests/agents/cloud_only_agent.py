@@ -1,4 +1,5 @@
-"""An agent that picks a cloud STT provider whose client is not in this build."""
+"""An agent that picks a cloud STT provider; tests remove that provider's client from the build
+(the ``deepgram_not_in_build`` fixture in tests/conftest.py) to see how a call that cannot start ends."""
 
 from telebridge import STT, VAD, Agent, SessionConfig
 
