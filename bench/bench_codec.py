@@ -20,14 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from telebridge.twilio.stream import (  # noqa: E402
-    MediaEvent,
-    StreamDecoder,
-    encode_media,
-    twilio_connected,
-    twilio_media,
-    twilio_start,
-)
+from telebridge.simulator.wire import twilio_connected, twilio_media, twilio_start  # noqa: E402
+from telebridge.twilio.stream import MediaEvent, StreamDecoder, encode_media  # noqa: E402
 
 STREAM_SID = "MZ" + "0123456789abcdef" * 2
 CALL_SID = "CA" + "fedcba9876543210" * 2

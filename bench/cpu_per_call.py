@@ -183,7 +183,7 @@ class LoadCall:
 
         from telebridge.simulator import parse_twiml
         from telebridge.twilio.signature import compute_signature
-        from telebridge.twilio.stream import twilio_connected, twilio_start
+        from telebridge.simulator.wire import twilio_connected, twilio_start
 
         url = self.gen.cfg.url.rstrip("/")
         webhook = url + "/twilio/voice"
@@ -229,7 +229,7 @@ class LoadCall:
     async def pump(self) -> None:
         from websockets.exceptions import ConnectionClosed
 
-        from telebridge.twilio.stream import twilio_mark, twilio_media
+        from telebridge.simulator.wire import twilio_mark, twilio_media
 
         loop = asyncio.get_running_loop()
         noise = self.gen.noise
@@ -269,7 +269,7 @@ class LoadCall:
     async def receive(self) -> None:
         from websockets.exceptions import ConnectionClosed
 
-        from telebridge.twilio.stream import (
+        from telebridge.simulator.wire import (
             ServerClear,
             ServerMark,
             ServerMedia,
@@ -330,7 +330,7 @@ class LoadCall:
         self.window_open = False
 
     async def hangup(self) -> None:
-        from telebridge.twilio.stream import twilio_stop
+        from telebridge.simulator.wire import twilio_stop
 
         self.stopping = True
         for task in self.tasks[:1]:

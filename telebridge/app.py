@@ -12,6 +12,9 @@ from starlette.routing import Route, WebSocketRoute
 
 from .agent import Agent
 from .health import health_endpoint
+from .outbound.api import create_call, get_call
+from .outbound.calls import AMD_STATUS_PATH, CALL_STATUS_PATH, OUTBOUND_TWIML_PATH
+from .outbound.webhooks import amd_status, call_status, outbound_twiml
 from .realtime.handler import PATH as REALTIME_PATH
 from .realtime.handler import realtime_endpoint
 from .runtime import Runtime
@@ -48,6 +51,12 @@ def create_app(settings: Settings | None = None, *, agent: Agent | None = None, 
             Route(STATUS_PATH, stream_status, methods=["POST"]),
             Route(STREAM_ENDED_PATH, stream_ended, methods=["POST"]),
             WebSocketRoute(MEDIA_PATH, media_stream),
+            # Outbound calls: Twilio's TwiML request once answered, its status and AMD callbacks; the calls API.
+            Route(OUTBOUND_TWIML_PATH, outbound_twiml, methods=["POST"]),
+            Route(CALL_STATUS_PATH, call_status, methods=["POST"]),
+            Route(AMD_STATUS_PATH, amd_status, methods=["POST"]),
+            Route("/v1/calls", create_call, methods=["POST"]),
+            Route("/v1/calls/{sid}", get_call, methods=["GET"]),
             Route("/healthz", health),
             # Unmute's session API (the seed): health, voices and cloning, the realtime WebSocket.
             Route("/v1/health", health_endpoint, methods=["GET"]),

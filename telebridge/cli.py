@@ -105,6 +105,11 @@ def main(argv: list[str] | None = None) -> int:
 
     add_simulate_arguments(simulate)
     simulate.set_defaults(func=lambda a: (configure_logging("warning"), asyncio.run(run_simulate(a)))[1])
+    call = sub.add_parser("call", help="place an outbound call with the agent (TELEBRIDGE_PUBLIC_URL must reach it)")
+    from .outbound.cli import add_call_arguments, run_call
+
+    add_call_arguments(call)
+    call.set_defaults(func=lambda a: (configure_logging("error"), run_call(a))[1])
     recordings = sub.add_parser("recordings", help="read conversation recordings")
     rec_sub = recordings.add_subparsers(dest="recordings_command", required=True)
     show = rec_sub.add_parser("show", help="print a recording's transcript")
@@ -115,6 +120,15 @@ def main(argv: list[str] | None = None) -> int:
     vlist = voices_sub.add_parser("list", help="list voices (TELEBRIDGE_VOICES_FILE and the cloned voices)")
     vlist.add_argument("--all", action="store_true", help="include voices not marked good, and their settings")
     vlist.set_defaults(func=_voices_list)
+    from .outbound.numbers_cli import add_numbers_parser
+
+    add_numbers_parser(sub)
+    from .doctor_cli import add_doctor_parser
+
+    add_doctor_parser(sub)
+    from .outbound.campaign.cli import add_campaign_parser
+
+    add_campaign_parser(sub)
     args = parser.parse_args(argv)
     from .settings import load_env_file
 

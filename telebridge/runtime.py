@@ -80,6 +80,20 @@ class Runtime:
         from .recording import Recorder
 
         self.recorder = Recorder(settings.recordings_dir)
+        from .outbound.registry import MemoryCallRegistry
+
+        # Every call this process hears of (placed here, status callbacks, inbound): GET /v1/calls/{sid}.
+        self.call_registry = MemoryCallRegistry()
+        self._call_agents: dict[str, Agent] = {}
+
+    def agent_for(self, spec: str | None) -> Agent:
+        """The agent for one call: the server's, or the one an outbound call named (loaded once, then cached)."""
+        if not spec:
+            return self.agent
+        agent = self._call_agents.get(spec)
+        if agent is None:
+            agent = self._call_agents[spec] = load_agent(spec)
+        return agent
 
     @property
     def accepting(self) -> bool:

@@ -185,6 +185,29 @@ class SessionConfig(BaseModel):
         description="Said by transfer_call if the agent said nothing.",
     )
 
+    # --- telebridge extensions: outbound calls ------------------------------------------------------------------
+    first_speaker: Literal["agent", "callee", "auto"] = Field(
+        "auto",
+        description="Who speaks first. auto: the agent on inbound calls, the callee on outbound calls (the greeting "
+        "waits for their \"hello\", or callee_greeting_timeout of silence).",
+    )
+    callee_greeting_timeout: float = Field(
+        3.0, ge=0, le=30, description="When the callee speaks first: seconds of silence after which the agent greets."
+    )
+    voicemail_message: str | None = Field(
+        None,
+        description="Left after the beep when an answering machine picks up (AMD verdict or the beep itself); "
+        "None: hang up on machines. on_answering_machine may decide otherwise.",
+    )
+    on_answering_machine: Callable[..., Any] | None = Field(
+        None, exclude=True,
+        description="async handler({session_data, call_id, answered_by, source}) -> 'hang_up' | 'leave_message' | "
+        "a message to leave | None (voicemail_message if set, else hang up). Given 2 s at most.",
+    )
+    detect_beep: bool = Field(
+        True, description="Listen for an answering machine's beep on outbound calls (a narrow-band tone detector)."
+    )
+
     # --- telebridge extensions: speech providers ---------------------------------------------------------------
     fallback_stt: list[STTConfig] = Field(
         default_factory=list,
@@ -217,13 +240,13 @@ class SessionConfig(BaseModel):
                 raise ValueError(f"transfer target {name!r} must be an E.164 number or a sip: URI, got {number!r}")
         return targets
 
-    @field_validator("on_dtmf")
+    @field_validator("on_dtmf", "on_answering_machine")
     @classmethod
-    def _async_handler(cls, fn: Callable[..., Any] | None) -> Callable[..., Any] | None:
+    def _async_handler(cls, fn: Callable[..., Any] | None, info: Any) -> Callable[..., Any] | None:
         if fn is not None and not (
             inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None))
         ):
-            raise ValueError("on_dtmf must be an async function (`async def`)")
+            raise ValueError(f"{info.field_name} must be an async function (`async def`)")
         return fn
 
     @model_validator(mode="before")

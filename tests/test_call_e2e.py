@@ -13,9 +13,8 @@ from conftest import finished_call
 from speechutil import fuzzy_ratio
 from telebridge.agents.demo import GREETING
 from telebridge.simulator import Hangup, Say, simulate_call
+from telebridge.simulator.wire import twilio_connected, twilio_media, twilio_start
 from telebridge.twilio.signature import compute_signature
-from telebridge.twilio.stream import twilio_connected, twilio_media, twilio_start
-
 
 
 def wait_for_no_call_tasks(server, timeout: float = 5.0) -> list:

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from telebridge.playback import SILENCE_BYTE, PlaybackBuffer
+from telebridge.simulator.playback import SILENCE_BYTE, PlaybackBuffer
 
 
 def test_plays_in_order_and_pads_with_silence() -> None:

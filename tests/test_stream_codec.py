@@ -11,29 +11,31 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from telebridge.twilio import stream as codec
-from telebridge.twilio.stream import (
-    ConnectedEvent,
-    DtmfEvent,
-    MarkEvent,
-    MediaEvent,
-    ProtocolIssue,
+from telebridge.simulator.wire import (
     ServerClear,
     ServerMark,
     ServerMedia,
-    StartEvent,
-    StopEvent,
-    StreamDecoder,
     TwilioProtocolError,
     decode_server_message,
-    encode_clear,
-    encode_mark,
-    encode_media,
     twilio_connected,
     twilio_dtmf,
     twilio_mark,
     twilio_media,
     twilio_start,
     twilio_stop,
+)
+from telebridge.twilio.stream import (
+    ConnectedEvent,
+    DtmfEvent,
+    MarkEvent,
+    MediaEvent,
+    ProtocolIssue,
+    StartEvent,
+    StopEvent,
+    StreamDecoder,
+    encode_clear,
+    encode_mark,
+    encode_media,
 )
 
 SID = "MZ18ad3ab5a668481ce02b83e7395059f0"

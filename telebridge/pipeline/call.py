@@ -34,6 +34,7 @@ from ..agent import configure
 from ..audio.resample import Resampler
 from ..session import SessionConfig
 from ..tools import make_builtin_tools
+from .answering import CalleeWatch, first_speaker_waits
 from .echo import EchoGuard, NoiseGate, PlayoutClock
 from .events import EventDispatcher
 from .interim import InterimTranscriber
@@ -259,6 +260,8 @@ class CallSession:
         self._sound_since: float | None = None  # start of the current run of windows that passed the gates
         self._interim: InterimTranscriber | None = None
         self.ended_reason: str | None = None
+        self.callee: CalleeWatch | None = None  # outbound: who answered (AMD verdict, beep)
+        self._pending_verdicts: list[tuple[str, str]] = []
 
     # --- lifecycle ------------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -316,14 +319,39 @@ class CallSession:
         )
         if vad.sample_rate != self.input_rate:
             self._upsample = Resampler(self.input_rate, vad.sample_rate)
+        self.callee = CalleeWatch(self, outbound=first_speaker_waits("auto", self.custom_data),
+                                  detect_beep=cfg.detect_beep, rate=self.input_rate)
         self.outbound.start()
         self._vad_stream = self.runtime.vad_hub.open(vad.sample_rate, self._on_window)
         self._ready = True
+        # The callee speaks first: the greeting waits for them, so their early "hello" must count.
+        wait = bool(cfg.first_message) and first_speaker_waits(cfg.first_speaker, self.custom_data)
+        if wait:
+            self._run_actions(self.engine.greet(
+                cfg.first_message or "", self._now, wait_for_callee=True, timeout=cfg.callee_greeting_timeout,
+                hold_long_greeting=bool(self.custom_data.get("amd")),
+            ))
         early, self._early = self._early, []
         for pcm in early:
             self.on_audio(pcm)
-        if cfg.first_message:
+        if cfg.first_message and not wait:
             self._run_actions(self.engine.greet(cfg.first_message))
+        pending, self._pending_verdicts = self._pending_verdicts, []
+        for verdict, source in pending:
+            self.callee.verdict(verdict, source=source)
+
+    @property
+    def answered_by(self) -> str | None:
+        return self.callee.answered_by if self.callee is not None else None
+
+    def on_answered_by(self, verdict: str, *, source: str = "twilio") -> None:
+        """Twilio's AMD verdict for this call (it may come before the agent is configured)."""
+        if self._closed:
+            return
+        if self.callee is None:
+            self._pending_verdicts.append((verdict, source))
+        else:
+            self.callee.verdict(verdict, source=source)
 
     def _default_control(self) -> Any | None:
         call_sid = str(self.custom_data.get("CallSid") or "")
@@ -370,6 +398,8 @@ class CallSession:
                 self._early_samples += len(pcm)
             return
         self._fed += len(pcm)
+        if self.callee is not None:
+            self.callee.feed(pcm)
         self.speech.feed(pcm)  # type: ignore[union-attr]  # ready implies started
         reply = self._reply
         if reply is not None and reply.audible and not reply.paused:
@@ -902,6 +932,7 @@ class CallSession:
 
     async def _end_call(self, action: HangUp | Transfer) -> None:
         control = self._control
+        self.ended_reason = self.ended_reason or action.reason
         if isinstance(action, Transfer):
             self._event("transfer", action.target)
             self._observe("call_ending", "transfer_call")

@@ -36,6 +36,10 @@ The floor
     PAUSED         no words false_interruption_timeout after   -> SPEAKING       Resume (where the caller stopped
                    the caller stopped (or only a backchannel)                    hearing)
     any            call winding down, reply and goodbye done   -> ENDED          HangUp | Transfer
+    LISTENING      (callee first) callee's first utterance     -> THINKING       StartReply(greeting)
+                   ended, or callee_greeting_timeout passed
+    any            answering machine (AMD verdict or beep)     -> (winding down) Interrupt | CancelReply, then
+                                                                                 voicemail message, HangUp
 
 Rules next to the table
 ~~~~~~~~~~~~~~~~~~~~~~~
@@ -60,6 +64,15 @@ Rules next to the table
   as one user message; ``dtmf_interrupt_digit`` stops the agent at once.
 * **Silence.** After ``silence_timeout`` of quiet the agent checks in; after ``max_silence_reprompts`` check-ins
   without an answer it says goodbye and hangs up. ``max_call_duration`` ends the call politely.
+* **Who speaks first.** ``greet(wait_for_callee=True)`` (outbound calls by default) holds the greeting until the
+  callee's first utterance has ended (their "hello"; its words are not answered, the greeting is the answer) or
+  ``timeout`` passes in silence. A callee still talking at the timeout is let finish, but never beyond
+  ``greeting_max_wait``. With ``hold_long_greeting`` (AMD requested) a first utterance longer than
+  ``machine_greeting_seconds`` sounds like a recorded greeting: the engine waits for the verdict instead (again
+  at most ``greeting_max_wait``). Nothing else happens before the greeting: no replies, no check-ins.
+* **Answering machines.** ``answering_machine(t, message)`` drops whatever the agent was saying or about to say
+  and winds down: the machine's greeting is let finish, ``message`` is left (if any), then :class:`HangUp`
+  (reason ``voicemail`` or ``answering_machine``).
 * **Winding down** (silence, max duration, ``end_call``, ``transfer_call``): no more turns and no barge-in; a
   paused reply resumes; the current reply finishes, the goodbye plays (always, or only if the agent said
   nothing, per request), then one :class:`HangUp` or :class:`Transfer`, and the engine is ENDED: silent forever.
@@ -118,6 +131,8 @@ class TurnParams:
     dtmf_interrupt_digit: str | None = None
     dtmf_terminator: str | None = "#"
     dtmf_inter_digit_timeout: float = 1.5
+    machine_greeting_seconds: float = 2.5  # a first "hello" longer than this sounds recorded
+    greeting_max_wait: float = 10.0  # the greeting is said by timeout + this, whatever the callee does
 
     @classmethod
     def from_config(cls, cfg: SessionConfig) -> TurnParams:
@@ -216,6 +231,17 @@ class _Utterance:
     backchannel: bool = False  # the latest interim was nothing but a backchannel ("mm-hmm")
     may_pause: bool = True
     ended: bool = False
+    before_greeting: bool = False  # the callee's "hello": not a turn, the greeting answers it
+
+
+@dataclass(slots=True)
+class _PendingGreeting:
+    text: str
+    deadline: float  # greet by then if the callee has not spoken
+    hard_deadline: float  # greet by then whatever the callee does
+    hold_long: bool  # a long first utterance waits for the AMD verdict
+    callee_spoke: bool = False
+    hold: bool = False
 
 
 @dataclass(slots=True)
@@ -253,6 +279,7 @@ class TurnEngine:
         self._digits: list[str] = []
         self._digit_at = 0.0
         self._ending: _Ending | None = None
+        self._greeting: _PendingGreeting | None = None
         self.interruptions = 0
         self.pauses = 0
         self.resumes = 0
@@ -305,16 +332,54 @@ class TurnEngine:
         self.state = State.THINKING
         return StartReply(turn, text, say, self.reply_kind)
 
-    def greet(self, text: str) -> list[Action]:
+    @property
+    def greeting_pending(self) -> bool:
+        return self._greeting is not None
+
+    def greet(
+        self, text: str, t: float = 0.0, *, wait_for_callee: bool = False, timeout: float = 3.0,
+        hold_long_greeting: bool = False,
+    ) -> list[Action]:
+        """Say ``text`` now, or (``wait_for_callee``) once the callee has said hello or ``timeout`` passed."""
         if self.state is State.ENDED:
             return []
+        if wait_for_callee:
+            self._greeting = _PendingGreeting(text, t + timeout, t + timeout + self.params.greeting_max_wait,
+                                              hold_long_greeting)
+            return self.tick(t)
         return [self.start_reply("", say=text, kind="greeting")]
+
+    def callee_is_human(self, t: float) -> list[Action]:
+        """AMD says a person answered: a greeting held for the verdict goes out (once they stop talking)."""
+        if self._greeting is not None:
+            self._greeting.hold = False
+            self._greeting.hold_long = False
+        return self.tick(t)
+
+    def answering_machine(self, t: float, message: str | None) -> list[Action]:
+        """A machine answered: stop (or drop) the agent's speech, let the greeting finish, leave ``message``
+        (if any), hang up."""
+        if self.state is State.ENDED or self._ending is not None:
+            return []
+        self._greeting = None
+        self._pending_text.clear()
+        actions: list[Action] = []
+        if self.reply_turn is not None:
+            if self.state in (State.SPEAKING, State.PAUSED):
+                actions += self._interrupt()
+            else:
+                actions.append(CancelReply(self.reply_turn))
+                self._clear_reply()
+                self.state = State.USER_SPEAKING if self._utt is not None else State.LISTENING
+        reason = "voicemail" if message else "answering_machine"
+        return actions + self.request_end(t, reason, say=message)
 
     def speech_started(self, t: float) -> list[Action]:
         if self.state is State.ENDED:
             return []
         over_agent = self.state in (State.SPEAKING, State.PAUSED)
-        utt = _Utterance(next(self._utt_ids), t, over_agent, voiced_until=t)
+        utt = _Utterance(next(self._utt_ids), t, over_agent, voiced_until=t,
+                         before_greeting=self._greeting is not None)
         self._utt = utt
         self._utterances[utt.uid] = utt
         actions: list[Action] = [Notify("on_user_started_speaking")]
@@ -341,6 +406,11 @@ class TurnEngine:
             self._utterances[utt.uid] = utt
         utt.ended = True
         self._utt = None
+        greeting = self._greeting
+        if greeting is not None and utt.before_greeting:
+            greeting.callee_spoke = True
+            if greeting.hold_long and voice_end - utt.start >= self.params.machine_greeting_seconds:
+                greeting.hold = True
         if self.state is State.PAUSED:  # the window for words runs from the end of the caller's speech
             self._pause_deadline = max(self._pause_deadline, voice_end + self.params.false_interruption_timeout)
         self._voice_end = voice_end
@@ -394,6 +464,8 @@ class TurnEngine:
                     actions += self._resume()
             if utt.over_agent and self.judge.is_backchannel(text):
                 text = ""  # "uh-huh" while the agent talks is not a turn
+            if utt.before_greeting:
+                text = ""  # the callee's "hello": the greeting is the answer
         if text and self._ending is None:
             self._pending_text.append(text)
         return actions + self.tick(t)
@@ -470,6 +542,13 @@ class TurnEngine:
             return self._tick_ending(t)
         if p.max_call_duration is not None and t >= p.max_call_duration:
             return self.request_end(t, "max_duration", say=p.max_duration_goodbye)
+        greeting = self._greeting
+        if greeting is not None:
+            if self._greeting_due(greeting, t):
+                self._greeting = None
+                self._quiet_since = t
+                return [self.start_reply("", say=greeting.text, kind="greeting")]
+            return []  # nothing else happens before the greeting
         if self._digits and (t - self._digit_at >= p.dtmf_inter_digit_timeout):
             self._flush_digits(t)
         utt = self._utt
@@ -513,6 +592,13 @@ class TurnEngine:
                     return [self.start_reply("", say=p.silence_reprompt, kind="reprompt")]
                 return self.request_end(t, "silence", say=p.silence_goodbye)
         return []
+
+    def _greeting_due(self, greeting: _PendingGreeting, t: float) -> bool:
+        if t >= greeting.hard_deadline:
+            return True
+        if self._utt is not None or greeting.hold or self.state is not State.LISTENING:
+            return False
+        return greeting.callee_spoke or t >= greeting.deadline
 
     # --- transitions that several inputs share --------------------------------------------------------------
     def _interrupt(self) -> list[Action]:

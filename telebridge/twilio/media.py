@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from ..audio.g711 import ulaw_decode_float
+from ..outbound.streams import finish_stream_call, prepare_stream_call
 from ..pipeline.call import PHONE_RATE, CallSession
 from ..pipeline.outbound import OutboundAudio
 from ..realtime.phone import phone_recording
@@ -23,7 +24,7 @@ from .stream import (
     StopEvent,
     StreamDecoder,
 )
-from .webhook import CALLER_FIELDS, signature_ok
+from .webhook import signature_ok
 
 if TYPE_CHECKING:
     from ..recording import SessionRecording
@@ -32,18 +33,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("telebridge.media")
 
 MAX_ISSUE_LOGS = 5  # per call; after that only counters grow
-
-
-def custom_data_from_parameters(call_sid: str, stream_sid: str, account_sid: str, params: dict[str, str]) -> dict[str, Any]:
-    """What ``configure_session`` receives as ``custom_data`` (documented in the README)."""
-    data: dict[str, Any] = {k: v for k, v in params.items() if k in CALLER_FIELDS}
-    data.setdefault("CallSid", call_sid)
-    data.setdefault("AccountSid", account_sid)
-    data["StreamSid"] = stream_sid
-    custom = {k: v for k, v in params.items() if k not in CALLER_FIELDS}
-    data.update(custom)
-    data["custom_parameters"] = custom
-    return data
 
 
 def phone_defaults(config: SessionConfig) -> SessionConfig:
@@ -115,8 +104,14 @@ async def media_stream(ws: WebSocket) -> None:
                     sink.mark_echoed(event.name)
             elif isinstance(event, StartEvent):
                 info = event.start
-                custom = custom_data_from_parameters(info.call_sid, info.stream_sid, info.account_sid,
-                                                     dict(info.custom_parameters))
+                try:  # outbound calls: data from where it cannot be forged, maybe their own agent
+                    prepared = await prepare_stream_call(runtime, settings, info.call_sid, info.stream_sid,
+                                                         info.account_sid, dict(info.custom_parameters))
+                except Exception as exc:
+                    log.error("call %s: cannot start: %s", info.call_sid, exc)
+                    await close(1011, "agent failed to load")
+                    break
+                custom = prepared.custom_data
                 sink = OutboundAudio(info.stream_sid, send, chunk_ms=settings.outbound_chunk_ms,
                                      lead_ms=settings.outbound_lead_ms)
                 call_id = info.call_sid or f"local-{uuid.uuid4().hex[:12]}"
@@ -129,7 +124,7 @@ async def media_stream(ws: WebSocket) -> None:
                         recording, call_sink, observer, adjust = hooks
                 session = CallSession(
                     runtime=runtime,
-                    agent=runtime.agent,
+                    agent=prepared.agent,
                     call_id=call_id,
                     custom_data=custom,
                     sink=call_sink,
@@ -155,6 +150,7 @@ async def media_stream(ws: WebSocket) -> None:
         if session is not None:
             await session.aclose()
             runtime.unregister(session)
+            await finish_stream_call(runtime, session)
             if recording is not None:
                 recording.close()
             log.info("call %s: ended (%d frames, %d protocol issues)", session.call_id, decoder.stats.frames,

@@ -84,6 +84,9 @@ async def voice_webhook(request: Request) -> Response:
     parameters = {k: params[k] for k in CALLER_FIELDS if params.get(k)}
     twiml = connect_stream(stream_url, parameters, status_callback=status_url,
                            allow_insecure=stream_url.startswith("ws://"), action=action_url)
+    await runtime.call_registry.update(call_sid, direction=params.get("Direction") or "inbound",
+                                       status=params.get("CallStatus") or "ringing", to=mask_number(params.get("To")),
+                                       **{"from": mask_number(params.get("From"))})
     log.info("call %s from %s: answering with a media stream", call_sid, mask_number(params.get("From")))
     return Response(twiml, media_type="application/xml")
 

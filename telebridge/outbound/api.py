@@ -1,0 +1,96 @@
+"""``POST /v1/calls`` (place a call) and ``GET /v1/calls/{sid}`` (follow it), behind a bearer key.
+
+Off (404) unless ``TELEBRIDGE_API_KEY`` is set; ``Authorization: Bearer <key>`` is compared in constant time;
+401 for a missing or wrong key; 422 with pydantic's details for a bad body. The agent that answers is the
+server's own (a per-call agent is a ``telebridge call --agent`` feature: loading code named by an HTTP client
+is not something an API key should allow).
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from .calls import PlaceCallError, place_call
+from .phone import InvalidNumber, e164
+
+log = logging.getLogger("telebridge.outbound.api")
+
+__all__ = ["CreateCall", "create_call", "get_call"]
+
+
+class CreateCall(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    to: str
+    from_: str = Field(alias="from")
+    data: dict[str, str] = Field(default_factory=dict)
+    amd: bool = False
+
+    @field_validator("to", "from_")
+    @classmethod
+    def _e164(cls, value: str) -> str:
+        try:
+            return e164(value)
+        except InvalidNumber as exc:
+            raise ValueError(str(exc)) from None
+
+
+def _error(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message, **extra}}, status_code=status)
+
+
+def _authorize(request: Request) -> JSONResponse | None:
+    key = request.app.state.settings.api_key
+    if key is None or not key.get_secret_value():
+        return _error(404, "not_found", "Not Found")
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    expected = key.get_secret_value().encode()
+    if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), expected):
+        return JSONResponse({"error": {"code": "unauthorized", "message": "missing or wrong API key"}},
+                            status_code=401, headers={"WWW-Authenticate": "Bearer"})
+    return None
+
+
+_STATUS_FOR_KIND = {"invalid_number": 422, "invalid_to": 422, "invalid_from": 422, "permission": 422,
+                    "rate_limited": 429, "config": 503, "credentials": 502, "network": 502, "twilio": 502}
+
+
+async def create_call(request: Request) -> JSONResponse:
+    denied = _authorize(request)
+    if denied is not None:
+        return denied
+    try:
+        body = CreateCall.model_validate(json.loads(await request.body() or b"null"))
+    except json.JSONDecodeError as exc:
+        return _error(422, "invalid_request", "body is not valid JSON", details=[{"type": "json_invalid",
+                      "loc": ["body"], "msg": str(exc)}])
+    except ValidationError as exc:
+        details = exc.errors(include_url=False, include_context=False, include_input=False)
+        return _error(422, "invalid_request", "invalid call request", details=details)
+    try:
+        placed = await place_call(request.app.state.settings, to=body.to, from_=body.from_, data=body.data,
+                                  amd=body.amd)
+    except PlaceCallError as exc:
+        return _error(_STATUS_FOR_KIND.get(str(exc.kind), 502), str(exc.kind), str(exc), twilio_code=exc.code)
+    registry = request.app.state.runtime.call_registry
+    await registry.update(placed.call_sid, direction="outbound-api", status=placed.status, to=placed.to,
+                          amd=placed.amd, created_at=placed.created_at, **{"from": placed.from_})
+    return JSONResponse({"call_sid": placed.call_sid, "status": placed.status}, status_code=201)
+
+
+async def get_call(request: Request) -> JSONResponse:
+    denied = _authorize(request)
+    if denied is not None:
+        return denied
+    record = await request.app.state.runtime.call_registry.get(request.path_params["sid"])
+    if record is None:
+        return _error(404, "not_found", "no such call")
+    return JSONResponse(record.model_dump(mode="json", by_alias=True))
