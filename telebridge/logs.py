@@ -7,6 +7,7 @@ scrubs anything that looks like a phone number or a Twilio auth token even when 
 from __future__ import annotations
 
 import logging
+import sys
 import re
 
 # "+" and 7+ digits, or 10+ bare digits (possibly split by spaces, dashes, dots or brackets).
@@ -41,11 +42,23 @@ class RedactingFilter(logging.Filter):
         return True
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is at the time of each record (it may be replaced after set-up)."""
+
+    @property  # type: ignore[override]
+    def stream(self):  # noqa: ANN201
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:  # noqa: ANN001
+        pass
+
+
 def configure_logging(level: str = "info") -> None:
     root = logging.getLogger()
     root.setLevel(level.upper())
     if not any(isinstance(f, RedactingFilter) for h in root.handlers for f in h.filters):
-        handler = logging.StreamHandler()
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
         handler.addFilter(RedactingFilter())
         root.handlers[:] = [handler]

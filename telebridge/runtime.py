@@ -116,6 +116,13 @@ class Runtime:
         if self._hub_task:
             self._hub_task.cancel()
             await asyncio.gather(self._hub_task, return_exceptions=True)
+        for engine in list(self._engines.values()):  # cloud clients hold HTTP connections: close them on this loop
+            closer = getattr(engine, "aclose", None)
+            if closer is not None:
+                try:
+                    await closer()
+                except Exception:
+                    log.debug("closing engine %r failed", engine, exc_info=True)
         self.vad_pool.shutdown()
         self.speech_pool.shutdown()
 

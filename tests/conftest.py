@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import socket
 import sys
@@ -88,6 +89,16 @@ async def finished_call(server, call_sid: str, timeout: float = 15.0):
                 return call
         await asyncio.sleep(0.05)
     raise AssertionError(f"call {call_sid} not found among finished calls")
+
+
+@pytest.fixture(autouse=True)
+def _restore_root_logging():
+    """CLI commands run in-process (``main([...])``) configure logging; later tests get the root logger back."""
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    yield
+    root.setLevel(level)
+    root.handlers[:] = handlers
 
 
 @pytest.fixture(scope="session")

@@ -172,26 +172,48 @@ def test_local_providers_are_implemented() -> None:
     check_implemented(SessionConfig(initial_messages=[]))
 
 
-@pytest.mark.parametrize("stt", [STT.Deepgram, STT.Azure, STT.OpenAI])
-def test_unimplemented_stt_is_rejected_clearly(stt: type[BaseModel]) -> None:
-    if stt().provider in IMPLEMENTED_STT:  # type: ignore[attr-defined]
-        pytest.skip("implemented in this build")
+ALL_STT = [STT.Deepgram, STT.Azure, STT.OpenAI]
+ALL_TTS = [TTS.ElevenLabs, TTS.OpenAI, TTS.Google, TTS.Azure, TTS.Deepgram, TTS.Cartesia, TTS.FishAudio]
+
+
+@pytest.mark.parametrize("model", ALL_STT + ALL_TTS, ids=lambda m: m.model_config["title"])
+def test_every_jay_provider_has_a_client_in_this_build(model: type[BaseModel]) -> None:
+    kind = "stt" if model in ALL_STT else "tts"
+    check_implemented(SessionConfig(initial_messages=[], **{kind: model()}))
+
+
+def _without_client(monkeypatch: pytest.MonkeyPatch, kind: str, provider: str) -> None:
+    """As if this build had no client module for ``provider`` (e.g. an optional extra not installed)."""
+    from telebridge.providers import registry
+
+    table = registry.STT_MODULES if kind == "stt" else registry.TTS_MODULES
+    monkeypatch.setitem(table, provider, f"telebridge.providers.{kind}._not_in_this_build")
+    name = "telebridge.config.IMPLEMENTED_STT" if kind == "stt" else "telebridge.config.IMPLEMENTED_TTS"
+    monkeypatch.setattr(name, {"whisper"} if kind == "stt" else {"piper"})
+
+
+@pytest.mark.parametrize("stt", ALL_STT)
+def test_a_missing_stt_client_is_rejected_clearly(stt: type[BaseModel], monkeypatch: pytest.MonkeyPatch) -> None:
+    _without_client(monkeypatch, "stt", stt().provider)  # type: ignore[attr-defined]
     with pytest.raises(ProviderNotAvailable) as caught:
         check_implemented(SessionConfig(initial_messages=[], stt=stt()))
     name = stt.model_config["title"]
     assert f"{name} is not available in this telebridge build yet" in str(caught.value)
-    assert "STT.Whisper()" in str(caught.value)
+    assert "STT.Whisper()" in str(caught.value) and "telebridge[cloud]" in str(caught.value)
     assert isinstance(caught.value, ValueError)
 
 
-@pytest.mark.parametrize(
-    "tts", [TTS.ElevenLabs, TTS.OpenAI, TTS.Google, TTS.Azure, TTS.Deepgram, TTS.Cartesia, TTS.FishAudio]
-)
-def test_unimplemented_tts_is_rejected_clearly(tts: type[BaseModel]) -> None:
-    if tts().provider in IMPLEMENTED_TTS:  # type: ignore[attr-defined]
-        pytest.skip("implemented in this build")
+@pytest.mark.parametrize("tts", ALL_TTS)
+def test_a_missing_tts_client_is_rejected_clearly(tts: type[BaseModel], monkeypatch: pytest.MonkeyPatch) -> None:
+    _without_client(monkeypatch, "tts", tts().provider)  # type: ignore[attr-defined]
     with pytest.raises(ProviderNotAvailable, match=rf"{tts.model_config['title']} is not available.*TTS\.Piper\(\)"):
         check_implemented(SessionConfig(initial_messages=[], tts=tts()))
+
+
+def test_a_missing_fallback_client_is_rejected_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    _without_client(monkeypatch, "tts", "cartesia")
+    with pytest.raises(ProviderNotAvailable, match="TTS.Cartesia"):
+        check_implemented(SessionConfig(initial_messages=[], fallback_tts=[TTS.Cartesia()]))
 
 
 def test_registering_a_provider_makes_it_pass(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -11,6 +11,7 @@ import httpx
 from telebridge.health import health_report
 from telebridge.recording import Recorder
 from telebridge.voices.store import VoiceStore
+from telebridge.providers.health import ProviderHealth
 
 
 async def test_health_reports_every_part_and_is_ok_on_the_embedded_stack(server):
@@ -43,7 +44,7 @@ def fake_runtime(tmp_path: Path, *, hub_running: bool = True, draining: bool = F
     return SimpleNamespace(
         _hub_task=hub, vad_pool=SimpleNamespace(_closed=False), speech_pool=SimpleNamespace(_closed=False),
         _engines={}, agent=agent, voices=VoiceStore(None, tmp_path / "clones"), recorder=Recorder(recordings),
-        draining=draining, accepting=not draining, calls={},
+        draining=draining, accepting=not draining, calls={}, provider_health=ProviderHealth(),
     )
 
 
@@ -67,3 +68,15 @@ def test_voice_cloning_and_recording_storage_are_reported_but_optional(tmp_path)
     assert report["ok"] is True
     assert report["voice_cloning_up"] is False and report["parts"]["voice_cloning"]["up"] is False
     assert report["parts"]["recording_storage"]["up"] is False
+
+
+def test_provider_outcomes_are_counted_without_making_the_service_unhealthy(tmp_path):
+    runtime = fake_runtime(tmp_path)
+    runtime.provider_health.ok("stt.deepgram")
+    runtime.provider_health.error("tts.elevenlabs", "auth", "credentials refused")
+    runtime.provider_health.fallback("tts.elevenlabs")
+    report = health_report(runtime)
+    assert report["ok"] is True  # calls fall back: a cloud provider down is not the service down
+    assert report["providers"]["stt.deepgram"]["up"] is True
+    bad = report["providers"]["tts.elevenlabs"]
+    assert bad["up"] is False and bad["errors_by_kind"] == {"auth": 1} and bad["fallbacks"] == 1

@@ -1,0 +1,499 @@
+"""Cartesia (Sonic) text-to-speech over its WebSocket API, one socket per call.
+
+Wire protocol (``Cartesia-Version: 2024-11-13``, the version whose voice object documents the
+``__experimental_controls`` that Jay's ``speed``/``emotion`` fields are):
+
+* ``wss://api.cartesia.ai/tts/websocket``; the key goes in the ``X-API-Key`` header (the docs also offer
+  ``?api_key=``: never used, so the key stays out of every URL and log line).
+* One ``context_id`` per reply. Each sentence is sent with ``continue: true`` (prosody flows across sentences),
+  then an empty transcript with ``continue: true, flush: true``. The server answers ``chunk`` messages (base64
+  audio), then ``flush_done`` carrying the flush id. ``end_reply`` sends ``{transcript: "", continue: false}``;
+  ``cancel`` sends ``{"context_id": …, "cancel": true}``.
+* Why flush and not word timestamps to end a sentence: ``flush_done`` is the server's own statement that every
+  chunk of the text before it has been sent, so the sentence's iterator ends exactly there. Timestamps say when
+  words are *spoken* within the audio, not whether more audio frames are still on the way, and would need a
+  guessed grace period.
+* Contexts expire about a second after their last audio: a sentence arriving later starts a fresh context, and a
+  context the server reports gone (an ``error``/``done`` before any audio of the sentence) is replaced and the
+  sentence resent once, transparently.
+
+Phone calls ask for ``pcm_mulaw`` at 8 kHz (decoded here); otherwise ``pcm_s16le`` at the config's rate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import numpy as np
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+from websockets.protocol import State
+
+from telebridge.audio.g711 import ulaw_decode
+from telebridge.providers.context import PHONE_RATE, ProviderContext, ws_origin
+from telebridge.providers.errors import ProviderAuthError, ProviderError, http_error
+from telebridge.providers.retry import with_retries
+
+__all__ = ["CartesiaProtocol", "CartesiaTTS", "CartesiaSession", "create"]
+
+log = logging.getLogger("telebridge.providers")
+# The websockets library logs handshake headers (the key among them) at DEBUG: its logger for our sockets never
+# goes below INFO, whatever the root level.
+_WIRE_LOG = logging.getLogger("telebridge.providers.cartesia.wire")
+_WIRE_LOG.setLevel(logging.INFO)
+
+PROVIDER = "cartesia"
+HEALTH = "tts.cartesia"
+ENV_VAR = "CARTESIA_API_KEY"
+PUBLIC_ORIGIN = "https://api.cartesia.ai"
+WS_PATH = "/tts/websocket"
+API_VERSION = "2024-11-13"
+QUEUE_LIMIT = 512
+CHECK_OK_TTL, CHECK_FAIL_TTL = 300.0, 30.0
+
+
+def _err(message: str, kind: str, *, retryable: bool = False, status: int | None = None) -> ProviderError:
+    exc = ProviderError(PROVIDER, message, retryable=retryable, status=status)
+    exc.kind = kind  # type: ignore[attr-defined]
+    return exc
+
+
+def error_kind(exc: ProviderError) -> str:
+    """The health ``kind`` of a failure."""
+    if isinstance(exc, ProviderAuthError):
+        return "auth"
+    if getattr(exc, "kind", None):
+        return str(exc.kind)  # type: ignore[attr-defined]
+    if exc.status == 429:
+        return "rate_limited"
+    return "server" if exc.status and exc.status >= 500 else "protocol"
+
+
+@dataclass
+class Event:
+    """One server message: ``chunk``, ``flush_done``, ``done``, ``error``, ``other`` (timestamps…), or the local
+    ``closed`` (the socket died; ``failure`` says how)."""
+
+    kind: str
+    context_id: str | None = None
+    audio: bytes = b""
+    flush_id: int | None = None
+    error: str = ""
+    status: int = 0
+    failure: ProviderError | None = None
+
+
+class CartesiaProtocol:
+    """Sans-I/O: builds the request messages for a config and parses the server's messages."""
+
+    def __init__(self, cfg: Any, *, phone: bool) -> None:
+        self.model = cfg.model
+        self.language = cfg.language
+        if phone:
+            self.encoding, self.sample_rate = "pcm_mulaw", PHONE_RATE
+        else:
+            self.encoding, self.sample_rate = cfg.encoding, int(cfg.sample_rate)
+        voice: dict[str, Any]
+        if isinstance(cfg.voice, list):
+            voice = {"mode": "embedding", "embedding": [float(x) for x in cfg.voice]}
+        else:
+            voice = {"mode": "id", "id": cfg.voice}
+        controls: dict[str, Any] = {}
+        if cfg.speed is not None:
+            controls["speed"] = cfg.speed
+        if cfg.emotion:
+            controls["emotion"] = list(cfg.emotion)
+        if controls:
+            voice["__experimental_controls"] = controls
+        self.voice = voice
+
+    @property
+    def output_format(self) -> dict[str, Any]:
+        return {"container": "raw", "encoding": self.encoding, "sample_rate": self.sample_rate}
+
+    def request(self, transcript: str) -> dict[str, Any]:
+        """The generation fields (the body of ``POST /tts/bytes``; repeated unchanged on every context input)."""
+        return {"model_id": self.model, "transcript": transcript, "voice": self.voice,
+                "output_format": self.output_format, "language": self.language}
+
+    def generation(self, context_id: str, transcript: str, *, cont: bool, flush: bool = False) -> str:
+        msg = self.request(transcript) | {"context_id": context_id, "continue": cont}
+        if flush:
+            msg["flush"] = True
+        return json.dumps(msg)
+
+    @staticmethod
+    def cancel(context_id: str) -> str:
+        return json.dumps({"context_id": context_id, "cancel": True})
+
+    @staticmethod
+    def parse(raw: str | bytes) -> Event:
+        """A server message; :class:`ProviderError` (kind ``protocol``) if it is not a well-formed one."""
+        if not isinstance(raw, str):
+            raise _err("unexpected binary frame", "protocol")
+        try:
+            msg = json.loads(raw)
+        except ValueError:
+            raise _err("malformed message (not JSON)", "protocol") from None
+        if not isinstance(msg, dict) or not isinstance(msg.get("type"), str):
+            raise _err("malformed message (no type)", "protocol")
+        kind, ctx = msg["type"], msg.get("context_id")
+        ctx = ctx if isinstance(ctx, str) and ctx else None
+        flush_id = msg.get("flush_id") if isinstance(msg.get("flush_id"), int) else None
+        if kind == "chunk":
+            data = msg.get("data")
+            try:
+                audio = base64.b64decode(data, validate=True) if isinstance(data, str) else None
+            except (binascii.Error, ValueError):
+                audio = None
+            if audio is None:
+                raise _err("malformed chunk (audio is not base64)", "protocol")
+            return Event("chunk", ctx, audio=audio, flush_id=flush_id)
+        if kind in ("flush_done", "done"):
+            return Event(kind, ctx, flush_id=flush_id)
+        if kind == "error":
+            status = msg.get("status_code")
+            return Event("error", ctx, error=str(msg.get("error") or "error"),
+                         status=status if isinstance(status, int) else 0)
+        return Event("other", ctx)
+
+    def error(self, event: Event) -> ProviderError:
+        if event.status in (401, 403) or event.status == 429 or event.status >= 500:
+            return http_error(PROVIDER, event.status, event.error, env_var=ENV_VAR)
+        return _err(f"error {event.status or ''}: {event.error[:200]}".replace("  ", " "), "protocol",
+                    status=event.status or None)
+
+    def pcm(self, audio: bytes, carry: bytearray) -> np.ndarray:
+        """Audio bytes → int16; ``carry`` keeps an odd trailing byte of 16-bit PCM for the next chunk."""
+        if self.encoding == "pcm_mulaw":
+            return ulaw_decode(audio)
+        buf = bytes(carry) + audio
+        whole = len(buf) - len(buf) % 2
+        carry[:] = buf[whole:]
+        return np.frombuffer(buf[:whole], dtype="<i2").astype(np.int16)
+
+
+@dataclass
+class _Link:
+    """One socket, its reader task and the queues of the sentences streaming on it (by context id)."""
+
+    ws: ClientConnection
+    queues: dict[str, asyncio.Queue[Event]] = field(default_factory=dict)
+    reader: asyncio.Task | None = None
+    failure: ProviderError | None = None
+
+    def forget(self, context_id: str, q: asyncio.Queue[Event]) -> None:
+        """Unregister a sentence's queue; draining it frees a reader blocked on a full queue."""
+        if self.queues.get(context_id) is q:
+            del self.queues[context_id]
+        while not q.empty():
+            q.get_nowait()
+
+
+@dataclass
+class _Reply:
+    link: _Link
+    context_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    flushes: int = 0
+    last_activity: float = field(default_factory=time.monotonic)
+    dirty: bool = False  # a sentence was abandoned mid-way: its leftovers must not leak into the next one
+
+
+class CartesiaSession:
+    """One call's socket. ``stream`` calls are sequential within a call (one sentence at a time)."""
+
+    def __init__(self, engine: CartesiaTTS, call_id: str) -> None:
+        self.engine = engine
+        self.protocol = engine.protocol
+        self.sample_rate = engine.sample_rate
+        self.call_id = call_id
+        self._link: _Link | None = None
+        self._replies: dict[int, _Reply] = {}
+        self._connect_lock = asyncio.Lock()
+        self._closed = False
+
+    # --- socket ---------------------------------------------------------------------------------------------
+    async def connect(self) -> _Link:
+        async with self._connect_lock:
+            link = self._link
+            if link is not None and link.failure is None and link.ws.state is State.OPEN:
+                return link
+            if self._closed:
+                raise _err("session closed", "disconnected")
+            link = _Link(await self.engine.open_socket())
+            link.reader = asyncio.get_running_loop().create_task(self._read(link), name=f"{self.call_id}:cartesia")
+            self._link = link
+            return link
+
+    async def _read(self, link: _Link) -> None:
+        failure = _err("connection closed mid-stream", "disconnected", retryable=True)
+        try:
+            async for raw in link.ws:
+                event = self.protocol.parse(raw)
+                targets = [link.queues.get(event.context_id)] if event.context_id else list(link.queues.values())
+                for q in targets:
+                    if q is not None:
+                        await q.put(event)
+        except ProviderError as exc:
+            failure = exc
+            with contextlib.suppress(Exception):
+                await link.ws.close(1002)
+        except ConnectionClosed:
+            pass
+        finally:
+            link.failure = failure
+            for q in list(link.queues.values()):
+                with contextlib.suppress(asyncio.QueueFull):
+                    q.put_nowait(Event("closed", failure=failure))
+
+    @staticmethod
+    async def _send(link: _Link, message: str, *, quiet: bool = False) -> None:
+        try:
+            await link.ws.send(message)
+        except ConnectionClosed:
+            if not quiet:
+                raise _err("connection closed", "disconnected", retryable=True) from None
+
+    @staticmethod
+    async def _next(link: _Link, context_id: str, q: asyncio.Queue[Event], timeout: float) -> Event:
+        if q.empty():
+            if link.queues.get(context_id) is not q:
+                return Event("cancelled")
+            if link.failure is not None:
+                raise link.failure
+        try:
+            return await asyncio.wait_for(q.get(), timeout)
+        except asyncio.TimeoutError:
+            raise _err(f"no audio within {timeout:g} s", "timeout", retryable=True) from None
+
+    @staticmethod
+    def _classify(event: Event) -> str:
+        # Flush ids are not compared: a context carries one sentence at a time (the next is sent only after
+        # this one's flush_done) and an abandoned sentence retires its context, so every chunk on the context
+        # belongs to the sentence being streamed and the first flush_done ends it.
+        if event.kind == "chunk":
+            return "audio"
+        if event.kind in ("flush_done", "done", "cancelled"):
+            return "end"
+        if event.kind == "closed":
+            raise event.failure or _err("connection closed", "disconnected", retryable=True)
+        return "error" if event.kind == "error" else "skip"
+
+    # --- replies --------------------------------------------------------------------------------------------
+    async def _reply(self, reply_id: int, link: _Link) -> _Reply:
+        """The reply's context: a fresh one after an abandoned sentence, an idle gap or a reconnect."""
+        rep = self._replies.get(reply_id)
+        if rep is None:
+            rep = self._replies[reply_id] = _Reply(link)
+            for old in sorted(self._replies)[:-8]:  # replies never ended nor cancelled do not pile up
+                self._replies.pop(old, None)
+        elif rep.dirty or rep.link is not link or (
+                rep.flushes and time.monotonic() - rep.last_activity > self.engine.context_idle):
+            if rep.dirty and rep.link is link:  # stop what the abandoned sentence left generating
+                await self._send(link, self.protocol.cancel(rep.context_id), quiet=True)
+            self._replies[reply_id] = rep = _Reply(link)
+        return rep
+
+    async def _start(self, text: str, reply_id: int) -> tuple[_Reply, asyncio.Queue[Event], Event]:
+        """Send the sentence and wait for its first meaningful event (retried as a whole before any audio)."""
+        link = await self.connect()
+        rep = await self._reply(reply_id, link)
+        transcript = text if text[-1:].isspace() else text + " "  # transcripts are concatenated verbatim
+        for reopened in (False, True):
+            q: asyncio.Queue[Event] = asyncio.Queue(QUEUE_LIMIT)
+            ctx = rep.context_id
+            link.queues[ctx] = q
+            rep.flushes += 1
+            try:
+                await self._send(link, self.protocol.generation(ctx, transcript, cont=True))
+                await self._send(link, self.protocol.generation(ctx, "", cont=True, flush=True))
+                while (kind := self._classify(event := await self._next(
+                        link, ctx, q, self.engine.first_byte_timeout))) == "skip":
+                    pass
+            except BaseException:
+                rep.dirty = True
+                link.forget(ctx, q)
+                raise
+            if kind in ("audio", "end") and event.kind != "done":
+                return rep, q, event
+            link.forget(ctx, q)
+            if rep.flushes > 1 and not reopened:
+                # The context expired between sentences (the server says so before any audio): a fresh one.
+                log.info("call %s: cartesia context expired; continuing the reply on a new one", self.call_id)
+                self._replies[reply_id] = rep = _Reply(link)
+                continue
+            rep.dirty = True
+            raise self.protocol.error(event) if kind == "error" else _err("context ended before any audio",
+                                                                          "protocol")
+        raise AssertionError("unreachable")
+
+    async def stream(self, text: str, *, reply_id: int) -> AsyncIterator[np.ndarray]:
+        if not text.strip():
+            return
+        carry, complete = bytearray(), False
+        try:
+            rep, q, event = await with_retries(lambda: self._start(text, reply_id), provider=PROVIDER)
+            try:
+                while (kind := self._classify(event)) != "end":
+                    if kind == "error":
+                        raise self.protocol.error(event)
+                    if kind == "audio":
+                        rep.last_activity = time.monotonic()
+                        pcm = self.protocol.pcm(event.audio, carry)
+                        if len(pcm):
+                            yield pcm
+                    event = await self._next(rep.link, rep.context_id, q, self.engine.chunk_timeout)
+                complete = True
+            finally:
+                rep.link.forget(rep.context_id, q)
+                rep.last_activity = time.monotonic()
+                rep.dirty = rep.dirty or not complete
+        except ProviderError as exc:
+            self.engine.ctx.health.error(HEALTH, error_kind(exc), str(exc))
+            raise
+
+    async def cancel(self, reply_id: int) -> None:
+        rep = self._replies.pop(reply_id, None)
+        if rep is None:
+            return
+        q = rep.link.queues.get(rep.context_id)
+        if q is not None:
+            rep.link.forget(rep.context_id, q)
+            q.put_nowait(Event("cancelled"))
+        if rep.link.failure is None:
+            await self._send(rep.link, self.protocol.cancel(rep.context_id), quiet=True)
+
+    async def end_reply(self, reply_id: int) -> None:
+        rep = self._replies.pop(reply_id, None)
+        if rep is None or rep.link.failure is not None or not rep.flushes:
+            return
+        last = self.protocol.cancel(rep.context_id) if rep.dirty else self.protocol.generation(rep.context_id, "",
+                                                                                              cont=False)
+        await self._send(rep.link, last, quiet=True)
+
+    async def aclose(self) -> None:
+        self._closed = True
+        link, self._link = self._link, None
+        if link is not None:
+            with contextlib.suppress(Exception):
+                await link.ws.close()
+            if link.reader is not None:
+                link.reader.cancel()
+                await asyncio.gather(link.reader, return_exceptions=True)
+            for ctx, q in list(link.queues.items()):
+                link.forget(ctx, q)
+                q.put_nowait(Event("cancelled"))
+
+
+class CartesiaTTS:
+    """Shared by every call using this configuration: the HTTP client, the check cache, one socket per call."""
+
+    connect_timeout = 10.0
+    first_byte_timeout = 10.0
+    chunk_timeout = 10.0
+    context_idle = 0.8  # s after a context's last audio: the next sentence starts a fresh context
+
+    def __init__(self, cfg: Any, ctx: ProviderContext) -> None:
+        self.cfg = cfg
+        self.ctx = ctx
+        self.origin = ctx.origin(PROVIDER, cfg, PUBLIC_ORIGIN)
+        self.protocol = CartesiaProtocol(cfg, phone=ctx.wants_phone_format(cfg))
+        self.sample_rate = self.protocol.sample_rate
+        self._http: tuple[asyncio.AbstractEventLoop, httpx.AsyncClient] | None = None
+        self._check_until = 0.0
+        self._check_error: ProviderError | None = None
+
+    def __repr__(self) -> str:
+        return f"CartesiaTTS(origin={self.origin!r}, model={self.protocol.model!r})"
+
+    def _headers(self) -> dict[str, str]:
+        key = self.cfg.api_key.get_secret_value() if self.cfg.api_key is not None else ""
+        if not key:
+            raise ProviderAuthError(PROVIDER, ENV_VAR, "no API key configured")
+        return {"X-API-Key": key, "Cartesia-Version": API_VERSION}
+
+    def _client(self) -> httpx.AsyncClient:
+        loop = asyncio.get_running_loop()
+        if self._http is None or self._http[0] is not loop:
+            timeout = httpx.Timeout(self.first_byte_timeout, connect=self.connect_timeout)
+            self._http = (loop, httpx.AsyncClient(timeout=timeout))
+        return self._http[1]
+
+    async def open_socket(self) -> ClientConnection:
+        headers = self._headers()
+        url = ws_origin(self.origin) + WS_PATH
+        try:
+            return await connect(url, additional_headers=headers, open_timeout=self.connect_timeout,
+                                 max_size=2**24, close_timeout=2, logger=_WIRE_LOG)
+        except InvalidStatus as exc:
+            body = exc.response.body.decode("utf-8", "replace") if exc.response.body else ""
+            raise http_error(PROVIDER, exc.response.status_code, body, env_var=ENV_VAR) from None
+        except asyncio.TimeoutError:
+            raise _err("connect timed out", "timeout", retryable=True) from None
+        except (OSError, InvalidHandshake) as exc:
+            raise _err(f"could not connect ({type(exc).__name__})", "disconnected", retryable=True) from None
+
+    async def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        headers = self._headers()
+        try:
+            response = await self._client().request(method, self.origin + path, headers=headers, **kwargs)
+        except httpx.TimeoutException:
+            raise _err(f"{path} timed out", "timeout", retryable=True) from None
+        except httpx.HTTPError as exc:
+            raise _err(f"{path} failed ({type(exc).__name__})", "disconnected", retryable=True) from None
+        if response.status_code >= 400:
+            raise http_error(PROVIDER, response.status_code, response.text, env_var=ENV_VAR)
+        return response
+
+    async def check(self) -> None:
+        """``GET /voices?limit=1``: cheap and authenticated. Cached (success 5 min, failure 30 s)."""
+        now = time.monotonic()
+        if now < self._check_until:
+            if self._check_error is not None:
+                raise self._check_error
+            return
+        try:
+            await with_retries(lambda: self._request("GET", "/voices", params={"limit": 1}), provider=PROVIDER)
+        except ProviderError as exc:
+            self._check_error, self._check_until = exc, time.monotonic() + CHECK_FAIL_TTL
+            self.ctx.health.error(HEALTH, error_kind(exc), str(exc))
+            raise
+        self._check_error, self._check_until = None, time.monotonic() + CHECK_OK_TTL
+        self.ctx.health.ok(HEALTH)
+
+    async def synthesize(self, text: str) -> np.ndarray:
+        """A whole sentence through ``POST /tts/bytes`` (raw audio in the response body)."""
+        if not text.strip():
+            return np.zeros(0, dtype=np.int16)
+        try:
+            response = await with_retries(
+                lambda: self._request("POST", "/tts/bytes", json=self.protocol.request(text)), provider=PROVIDER)
+        except ProviderError as exc:
+            self.ctx.health.error(HEALTH, error_kind(exc), str(exc))
+            raise
+        self.ctx.health.ok(HEALTH)
+        return self.protocol.pcm(response.content, bytearray())
+
+    async def open_session(self, *, call_id: str) -> CartesiaSession:
+        session = CartesiaSession(self, call_id)
+        try:
+            await with_retries(session.connect, provider=PROVIDER)
+        except ProviderError as exc:
+            self.ctx.health.error(HEALTH, error_kind(exc), str(exc))
+            raise
+        return session
+
+
+def create(cfg: Any, ctx: ProviderContext) -> CartesiaTTS:
+    return CartesiaTTS(cfg, ctx)
