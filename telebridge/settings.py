@@ -139,6 +139,12 @@ class Settings(BaseSettings):
             raise ValueError("a provider base URL is an http(s)://host[:port] origin")
         return v
 
+    @field_validator("voice_store_dir", mode="before")
+    @classmethod
+    def _empty_store_dir_is_default(cls, v: object) -> object:
+        """``TELEBRIDGE_VOICE_STORE_DIR=`` (as in .env.example) means the default data directory, not the cwd."""
+        return Settings.default_voice_store_dir() if isinstance(v, str) and not v.strip() else v
+
     @field_validator("voices_file", "recordings_dir", mode="before")
     @classmethod
     def _empty_path_is_none(cls, v: object) -> object:
