@@ -197,9 +197,7 @@ class CallSpeech:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            if session is not self.tts_session:  # another sentence already moved on
-                pass
-            else:
+            if session is self.tts_session:  # not already replaced after another sentence's failure
                 await self._next_tts(exc)
         session = self.tts_session
         for piece in (self.config.provider_failure_message, text):
