@@ -22,14 +22,17 @@ proxy behind ``base_url``). ``issueToken`` is still used: it is the cheapest aut
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
-import time
 from typing import Any
 
 import httpx
 
+from telebridge.providers.checks import CheckCache
 from telebridge.providers.context import ProviderContext
-from telebridge.providers.errors import ProviderAuthError, ProviderConfigError, ProviderError, http_error
+from telebridge.providers.errors import (
+    ProviderAuthError, ProviderConfigError, ProviderError, http_error, provider_error,
+)
 from telebridge.providers.retry import DEFAULT_POLICY, RetryPolicy, with_retries
 
 __all__ = ["PROVIDER", "KEY_ENV", "REGION_ENV", "AzureEndpoints", "AzureClient", "error_kind", "user_agent"]
@@ -40,8 +43,6 @@ REGION_ENV = "AZURE_REGION"
 KEY_HEADER = "Ocp-Apim-Subscription-Key"
 TOKEN_PATH = "/sts/v1.0/issueToken"
 
-CHECK_OK_TTL = 300.0  # seconds a passed credential check is trusted
-CHECK_FAIL_TTL = 30.0  # seconds a failed one is remembered (no hammering a bad key on every call)
 MAX_RETRY_AFTER = 2.0  # Retry-After honoured up to this many seconds (a call is waiting)
 
 _REGION = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
@@ -113,9 +114,8 @@ class AzureClient:
         self.retry_policy: RetryPolicy = DEFAULT_POLICY
         self._http: httpx.AsyncClient | None = None
         self._http_loop: asyncio.AbstractEventLoop | None = None
-        self._checked_at: float | None = None
-        self._check_error: ProviderError | None = None
-        self._check_lock: asyncio.Lock | None = None
+        # A network blip is not remembered as a verdict on the credentials.
+        self._check = CheckCache(remember=lambda exc: not exc.retryable)
 
     def __repr__(self) -> str:  # never the key
         where = self.endpoints.override or self.endpoints.region
@@ -173,26 +173,15 @@ class AzureClient:
     async def check(self) -> None:
         """POST issueToken with the key: validates key and region without synthesizing or recognizing anything
         (retried like any request on timeouts/429/5xx). Cached: a pass for 5 minutes, a refusal for 30 s."""
-        if self._check_lock is None:
-            self._check_lock = asyncio.Lock()
-        async with self._check_lock:
-            now = time.monotonic()
-            if self._checked_at is not None:
-                ttl = CHECK_FAIL_TTL if self._check_error is not None else CHECK_OK_TTL
-                if now - self._checked_at < ttl:
-                    if self._check_error is not None:
-                        raise self._check_error
-                    return
+        async def probe() -> None:
             try:
                 self.require_usable()
                 await with_retries(self._issue_token, provider=PROVIDER, policy=self.retry_policy)
             except ProviderError as exc:
-                # A network blip is not remembered as a verdict on the credentials.
-                if not exc.retryable:
-                    self._checked_at, self._check_error = time.monotonic(), exc
                 self.report(exc)
                 raise
-            self._checked_at, self._check_error = time.monotonic(), None
+
+        await self._check.run(probe)
 
     async def _issue_token(self) -> str:
         headers = self.auth_headers() | {"Content-Type": "application/x-www-form-urlencoded",
@@ -234,8 +223,5 @@ def error_kind(exc: BaseException) -> str:
     return "error"
 
 
-def failure(message: str, kind: str, *, retryable: bool) -> ProviderError:
-    """A :class:`ProviderError` tagged with its health ``kind`` (timeout, disconnected, protocol, ...)."""
-    exc = ProviderError(PROVIDER, message, retryable=retryable)
-    exc.kind = kind  # type: ignore[attr-defined]
-    return exc
+# failure(message, kind, *, retryable): an Azure ProviderError tagged with its health kind.
+failure = functools.partial(provider_error, PROVIDER)

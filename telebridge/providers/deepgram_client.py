@@ -98,17 +98,14 @@ async def ws_connect(engine: Any, url: str) -> Any:
 
 
 async def check_credentials(engine: Any, health_name: str) -> None:
-    """A cached authenticated ``GET /v1/projects``."""
-    cached, error = engine._check.fresh()
-    if cached:
-        if error is not None:
-            raise error
-        return
-    try:
-        await with_retries(lambda: http_request(engine, "GET", CHECK_PATH), provider=PROVIDER)
-    except ProviderError as exc:
-        engine._check.record(exc)
-        engine.health.error(health_name, health_kind(exc), str(exc))
-        raise
-    engine._check.record(None)
-    engine.health.ok(health_name)
+    """A cached (``engine._check``: a :class:`~telebridge.providers.checks.CheckCache`) authenticated
+    ``GET /v1/projects``."""
+    async def probe() -> None:
+        try:
+            await with_retries(lambda: http_request(engine, "GET", CHECK_PATH), provider=PROVIDER)
+        except ProviderError as exc:
+            engine.health.error(health_name, health_kind(exc), str(exc))
+            raise
+        engine.health.ok(health_name)
+
+    await engine._check.run(probe)

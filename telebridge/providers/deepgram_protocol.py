@@ -1,5 +1,5 @@
-"""Deepgram's wire protocol without any I/O: query strings, client messages, server events, the word log of a
-live transcription, and credential-check caching. Shared by the STT (``/v1/listen``) and TTS (``/v1/speak``)
+"""Deepgram's wire protocol without any I/O: query strings, client messages, server events and the word log of a
+live transcription. Shared by the STT (``/v1/listen``) and TTS (``/v1/speak``)
 clients, which add the sockets.
 
 Documented facts this module encodes:
@@ -20,15 +20,18 @@ Documented facts this module encodes:
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlencode
+
+from telebridge.providers.context import ws_origin
 
 __all__ = [
     "PROVIDER", "ENV_VAR", "DEFAULT_ORIGIN", "LISTEN_PATH", "SPEAK_PATH", "CHECK_PATH",
-    "auth_headers", "listen_params", "prerecorded_params", "speak_params", "uses_keyterm",
+    "auth_headers", "listen_params", "listen_url", "prerecorded_params", "parse_prerecorded", "speak_params",
+    "speak_url", "uses_keyterm",
     "control", "Word", "ListenEvent", "parse_listen", "SpeakEvent", "parse_speak", "WordLog", "ClockMap",
-    "CheckCache", "close_reason", "join_words", "RAW_TTS_ENCODINGS",
+    "close_reason", "join_words", "RAW_TTS_ENCODINGS",
 ]
 
 PROVIDER = "deepgram"
@@ -91,6 +94,12 @@ def listen_params(cfg: Any, *, encoding: str, sample_rate: int) -> list[tuple[st
     ]
 
 
+def listen_url(origin: str, cfg: Any, *, encoding: str, sample_rate: int) -> str:
+    """The live ``/v1/listen`` socket's URL at ``origin`` (``http(s)://``)."""
+    return ws_origin(origin) + LISTEN_PATH + "?" + urlencode(listen_params(cfg, encoding=encoding,
+                                                                          sample_rate=sample_rate))
+
+
 def prerecorded_params(cfg: Any) -> list[tuple[str, str]]:
     """Query of ``POST /v1/listen`` (a WAV body describes its own format)."""
     return _text_params(cfg)
@@ -103,6 +112,18 @@ def speak_params(model: str, encoding: str, sample_rate: int, *, rest: bool = Fa
     if rest and encoding in RAW_TTS_ENCODINGS:
         params.append(("container", "none"))  # raw samples, no WAV header
     return params
+
+
+def speak_url(origin: str, model: str, encoding: str, sample_rate: int) -> str:
+    """The ``/v1/speak`` socket's URL at ``origin`` (``http(s)://``)."""
+    return ws_origin(origin) + SPEAK_PATH + "?" + urlencode(speak_params(model, encoding, sample_rate))
+
+
+def parse_prerecorded(data: Any) -> str:
+    """The transcript in a ``POST /v1/listen`` answer (``ValueError``, ``KeyError``, ``IndexError`` or ``TypeError``
+    when it has none)."""
+    best = data["results"]["channels"][0]["alternatives"][0]
+    return str(best.get("transcript") or "").strip()
 
 
 def control(kind: str, **fields: Any) -> str:
@@ -255,32 +276,3 @@ class WordLog:
 
 def join_words(words: list[Word]) -> str:
     return " ".join(w.text for w in words).strip()
-
-
-# --- credential check cache -------------------------------------------------------------------------------------
-
-
-class CheckCache:
-    """Outcome of the last credential check: success is trusted ~5 min, a failure ~30 s."""
-
-    OK_TTL = 300.0
-    FAIL_TTL = 30.0
-
-    def __init__(self) -> None:
-        self._at = float("-inf")
-        self._error: BaseException | None = None
-        self._ok = False
-
-    def fresh(self) -> tuple[bool, BaseException | None]:
-        """(cached?, error) -- error None with cached True means the key was accepted."""
-        age = time.monotonic() - self._at
-        if self._ok and age < self.OK_TTL:
-            return True, None
-        if self._error is not None and age < self.FAIL_TTL:
-            return True, self._error
-        return False, None
-
-    def record(self, error: BaseException | None) -> None:
-        self._at = time.monotonic()
-        self._ok = error is None
-        self._error = error

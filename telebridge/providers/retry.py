@@ -60,7 +60,8 @@ async def with_retries(
             if on_retry is not None:
                 on_retry(exc)
             wait = policy.delay(n)
-            log.warning("%s: %s; retrying in %.0f ms (%d/%d)", provider, exc, 1000 * wait, n + 1,
-                        policy.attempts - 1)
+            # A ProviderError's message already starts with the provider's name.
+            detail = str(exc) if isinstance(exc, ProviderError) else f"{provider}: {exc}"
+            log.warning("%s; retrying in %.0f ms (%d/%d)", detail, 1000 * wait, n + 1, policy.attempts - 1)
             await asyncio.sleep(wait)
     raise AssertionError("unreachable")

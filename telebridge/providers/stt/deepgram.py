@@ -18,7 +18,6 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlencode
 
 import numpy as np
 
@@ -26,11 +25,12 @@ from telebridge.audio.g711 import ulaw_encode
 from telebridge.audio.pcm import to_int16
 from telebridge.audio.resample import Resampler
 from telebridge.audio.wav import wav_bytes
-from telebridge.providers.context import PHONE_RATE, ws_origin
+from telebridge.providers.checks import CheckCache
+from telebridge.providers.context import PHONE_RATE
 from telebridge.providers.deepgram_client import check_credentials, health_kind, http_request, ws_connect
 from telebridge.providers.deepgram_protocol import (
-    DEFAULT_ORIGIN, LISTEN_PATH, PROVIDER, CheckCache, ClockMap, WordLog, close_reason, control, join_words,
-    listen_params, parse_listen, prerecorded_params,
+    DEFAULT_ORIGIN, LISTEN_PATH, PROVIDER, ClockMap, WordLog, close_reason, control, join_words, listen_url,
+    parse_listen, parse_prerecorded, prerecorded_params,
 )
 from telebridge.providers.errors import ProviderError
 from telebridge.providers.retry import RetryPolicy, with_retries
@@ -90,9 +90,7 @@ class DeepgramSTT:
 
         try:
             response = await with_retries(attempt, provider=PROVIDER)
-            data = response.json()
-            best = data["results"]["channels"][0]["alternatives"][0]
-            text = str(best.get("transcript") or "").strip()
+            text = parse_prerecorded(response.json())
         except ProviderError as exc:
             self.health.error(HEALTH, health_kind(exc), str(exc))
             raise
@@ -109,8 +107,7 @@ class DeepgramSTT:
         return stream
 
     def listen_url(self) -> str:
-        params = listen_params(self.cfg, encoding=self.encoding, sample_rate=self.stream_rate)
-        return ws_origin(self.origin) + LISTEN_PATH + "?" + urlencode(params)
+        return listen_url(self.origin, self.cfg, encoding=self.encoding, sample_rate=self.stream_rate)
 
 
 @dataclass

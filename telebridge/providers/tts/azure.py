@@ -41,11 +41,11 @@ from xml.sax.saxutils import escape, quoteattr
 import httpx
 import numpy as np
 
-from telebridge.audio.g711 import ulaw_decode
 from telebridge.providers.azure_common import PROVIDER, AzureClient, failure, user_agent
 from telebridge.providers.context import PHONE_RATE, ProviderContext
 from telebridge.providers.errors import ProviderConfigError, ProviderError
 from telebridge.providers.retry import with_retries
+from telebridge.providers.tts.decoding import RawDecoder
 
 __all__ = ["AzureTTS", "AzureTTSSession", "create", "output_format", "build_ssml", "default_voice",
            "PCM_FORMATS", "MULAW_FORMAT"]
@@ -132,22 +132,6 @@ def build_ssml(text: str, *, voice: str, language: str, prosody: Any = None) -> 
             f"<voice name={quoteattr(voice)}>{body}</voice></speak>")
 
 
-class _Decoder:
-    """Response bytes → int16 samples (μ-law bytes, or little-endian PCM split anywhere)."""
-
-    def __init__(self, mulaw: bool) -> None:
-        self.mulaw = mulaw
-        self._carry = b""
-
-    def __call__(self, data: bytes) -> np.ndarray:
-        if self.mulaw:
-            return ulaw_decode(data)
-        data = self._carry + data
-        cut = len(data) - len(data) % 2
-        self._carry = data[cut:]
-        return np.frombuffer(data[:cut], dtype="<i2").astype(np.int16)
-
-
 # --- the engine ---------------------------------------------------------------------------------------------
 class AzureTTS:
     """Sentence synthesis with Azure's REST API; :meth:`open_session` streams per call."""
@@ -218,18 +202,18 @@ class AzureTTS:
         except ProviderError as exc:
             self.client.report(exc)
             raise
-        decode = _Decoder(self.output_format == MULAW_FORMAT)
+        decode = RawDecoder("mulaw" if self.output_format == MULAW_FORMAT else "pcm")
         if track is not None:
             track.opened(response)
         try:
             if track is not None and track.cancelled():
                 return
-            pcm = decode(first)
+            pcm = decode.feed(first)
             if len(pcm):
                 yield pcm
             try:
                 async for piece in pieces:
-                    pcm = decode(piece)
+                    pcm = decode.feed(piece)
                     if len(pcm):
                         yield pcm
             except (httpx.HTTPError, httpx.StreamError) as exc:

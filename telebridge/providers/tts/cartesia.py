@@ -23,10 +23,8 @@ Phone calls ask for ``pcm_mulaw`` at 8 kHz (decoded here); otherwise ``pcm_s16le
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import contextlib
-import json
+import functools
 import logging
 import time
 import uuid
@@ -40,10 +38,12 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 from websockets.protocol import State
 
-from telebridge.audio.g711 import ulaw_decode
-from telebridge.providers.context import PHONE_RATE, ProviderContext, ws_origin
-from telebridge.providers.errors import ProviderAuthError, ProviderError, http_error
+from telebridge.providers.checks import CheckCache
+from telebridge.providers.context import ProviderContext, ws_origin
+from telebridge.providers.errors import ProviderAuthError, ProviderError, error_kind, http_error, provider_error
+from telebridge.providers.per_loop import PerLoop
 from telebridge.providers.retry import with_retries
+from telebridge.providers.tts.cartesia_protocol import API_VERSION, ENV_VAR, PROVIDER, CartesiaProtocol, Event
 
 __all__ = ["CartesiaProtocol", "CartesiaTTS", "CartesiaSession", "create"]
 
@@ -53,135 +53,17 @@ log = logging.getLogger("telebridge.providers")
 _WIRE_LOG = logging.getLogger("telebridge.providers.cartesia.wire")
 _WIRE_LOG.setLevel(logging.INFO)
 
-PROVIDER = "cartesia"
 HEALTH = "tts.cartesia"
-ENV_VAR = "CARTESIA_API_KEY"
 PUBLIC_ORIGIN = "https://api.cartesia.ai"
 WS_PATH = "/tts/websocket"
-API_VERSION = "2024-11-13"
 QUEUE_LIMIT = 512
-CHECK_OK_TTL, CHECK_FAIL_TTL = 300.0, 30.0
 
 
-def _err(message: str, kind: str, *, retryable: bool = False, status: int | None = None) -> ProviderError:
-    exc = ProviderError(PROVIDER, message, retryable=retryable, status=status)
-    exc.kind = kind  # type: ignore[attr-defined]
-    return exc
+_err = functools.partial(provider_error, PROVIDER)
 
 
-def error_kind(exc: ProviderError) -> str:
-    """The health ``kind`` of a failure."""
-    if isinstance(exc, ProviderAuthError):
-        return "auth"
-    if getattr(exc, "kind", None):
-        return str(exc.kind)  # type: ignore[attr-defined]
-    if exc.status == 429:
-        return "rate_limited"
-    return "server" if exc.status and exc.status >= 500 else "protocol"
-
-
-@dataclass
-class Event:
-    """One server message: ``chunk``, ``flush_done``, ``done``, ``error``, ``other`` (timestamps…), or the local
-    ``closed`` (the socket died; ``failure`` says how)."""
-
-    kind: str
-    context_id: str | None = None
-    audio: bytes = b""
-    flush_id: int | None = None
-    error: str = ""
-    status: int = 0
-    failure: ProviderError | None = None
-
-
-class CartesiaProtocol:
-    """Sans-I/O: builds the request messages for a config and parses the server's messages."""
-
-    def __init__(self, cfg: Any, *, phone: bool) -> None:
-        self.model = cfg.model
-        self.language = cfg.language
-        if phone:
-            self.encoding, self.sample_rate = "pcm_mulaw", PHONE_RATE
-        else:
-            self.encoding, self.sample_rate = cfg.encoding, int(cfg.sample_rate)
-        voice: dict[str, Any]
-        if isinstance(cfg.voice, list):
-            voice = {"mode": "embedding", "embedding": [float(x) for x in cfg.voice]}
-        else:
-            voice = {"mode": "id", "id": cfg.voice}
-        controls: dict[str, Any] = {}
-        if cfg.speed is not None:
-            controls["speed"] = cfg.speed
-        if cfg.emotion:
-            controls["emotion"] = list(cfg.emotion)
-        if controls:
-            voice["__experimental_controls"] = controls
-        self.voice = voice
-
-    @property
-    def output_format(self) -> dict[str, Any]:
-        return {"container": "raw", "encoding": self.encoding, "sample_rate": self.sample_rate}
-
-    def request(self, transcript: str) -> dict[str, Any]:
-        """The generation fields (the body of ``POST /tts/bytes``; repeated unchanged on every context input)."""
-        return {"model_id": self.model, "transcript": transcript, "voice": self.voice,
-                "output_format": self.output_format, "language": self.language}
-
-    def generation(self, context_id: str, transcript: str, *, cont: bool, flush: bool = False) -> str:
-        msg = self.request(transcript) | {"context_id": context_id, "continue": cont}
-        if flush:
-            msg["flush"] = True
-        return json.dumps(msg)
-
-    @staticmethod
-    def cancel(context_id: str) -> str:
-        return json.dumps({"context_id": context_id, "cancel": True})
-
-    @staticmethod
-    def parse(raw: str | bytes) -> Event:
-        """A server message; :class:`ProviderError` (kind ``protocol``) if it is not a well-formed one."""
-        if not isinstance(raw, str):
-            raise _err("unexpected binary frame", "protocol")
-        try:
-            msg = json.loads(raw)
-        except ValueError:
-            raise _err("malformed message (not JSON)", "protocol") from None
-        if not isinstance(msg, dict) or not isinstance(msg.get("type"), str):
-            raise _err("malformed message (no type)", "protocol")
-        kind, ctx = msg["type"], msg.get("context_id")
-        ctx = ctx if isinstance(ctx, str) and ctx else None
-        flush_id = msg.get("flush_id") if isinstance(msg.get("flush_id"), int) else None
-        if kind == "chunk":
-            data = msg.get("data")
-            try:
-                audio = base64.b64decode(data, validate=True) if isinstance(data, str) else None
-            except (binascii.Error, ValueError):
-                audio = None
-            if audio is None:
-                raise _err("malformed chunk (audio is not base64)", "protocol")
-            return Event("chunk", ctx, audio=audio, flush_id=flush_id)
-        if kind in ("flush_done", "done"):
-            return Event(kind, ctx, flush_id=flush_id)
-        if kind == "error":
-            status = msg.get("status_code")
-            return Event("error", ctx, error=str(msg.get("error") or "error"),
-                         status=status if isinstance(status, int) else 0)
-        return Event("other", ctx)
-
-    def error(self, event: Event) -> ProviderError:
-        if event.status in (401, 403) or event.status == 429 or event.status >= 500:
-            return http_error(PROVIDER, event.status, event.error, env_var=ENV_VAR)
-        return _err(f"error {event.status or ''}: {event.error[:200]}".replace("  ", " "), "protocol",
-                    status=event.status or None)
-
-    def pcm(self, audio: bytes, carry: bytearray) -> np.ndarray:
-        """Audio bytes → int16; ``carry`` keeps an odd trailing byte of 16-bit PCM for the next chunk."""
-        if self.encoding == "pcm_mulaw":
-            return ulaw_decode(audio)
-        buf = bytes(carry) + audio
-        whole = len(buf) - len(buf) % 2
-        carry[:] = buf[whole:]
-        return np.frombuffer(buf[:whole], dtype="<i2").astype(np.int16)
+def _kind(exc: ProviderError) -> str:
+    return error_kind(exc, default="protocol")
 
 
 @dataclass
@@ -341,7 +223,7 @@ class CartesiaSession:
     async def stream(self, text: str, *, reply_id: int) -> AsyncIterator[np.ndarray]:
         if not text.strip():
             return
-        carry, complete = bytearray(), False
+        decoder, complete = self.protocol.decoder(), False
         try:
             rep, q, event = await with_retries(lambda: self._start(text, reply_id), provider=PROVIDER)
             try:
@@ -350,7 +232,7 @@ class CartesiaSession:
                         raise self.protocol.error(event)
                     if kind == "audio":
                         rep.last_activity = time.monotonic()
-                        pcm = self.protocol.pcm(event.audio, carry)
+                        pcm = decoder.feed(event.audio)
                         if len(pcm):
                             yield pcm
                     event = await self._next(rep.link, rep.context_id, q, self.engine.chunk_timeout)
@@ -360,7 +242,7 @@ class CartesiaSession:
                 rep.last_activity = time.monotonic()
                 rep.dirty = rep.dirty or not complete
         except ProviderError as exc:
-            self.engine.ctx.health.error(HEALTH, error_kind(exc), str(exc))
+            self.engine.ctx.health.error(HEALTH, _kind(exc), str(exc))
             raise
 
     async def cancel(self, reply_id: int) -> None:
@@ -410,9 +292,9 @@ class CartesiaTTS:
         self.origin = ctx.origin(PROVIDER, cfg, PUBLIC_ORIGIN)
         self.protocol = CartesiaProtocol(cfg, phone=ctx.wants_phone_format(cfg))
         self.sample_rate = self.protocol.sample_rate
-        self._http: tuple[asyncio.AbstractEventLoop, httpx.AsyncClient] | None = None
-        self._check_until = 0.0
-        self._check_error: ProviderError | None = None
+        self._http: PerLoop[httpx.AsyncClient] = PerLoop(lambda: httpx.AsyncClient(
+            timeout=httpx.Timeout(self.first_byte_timeout, connect=self.connect_timeout)))
+        self._check = CheckCache()
 
     def __repr__(self) -> str:
         return f"CartesiaTTS(origin={self.origin!r}, model={self.protocol.model!r})"
@@ -422,13 +304,6 @@ class CartesiaTTS:
         if not key:
             raise ProviderAuthError(PROVIDER, ENV_VAR, "no API key configured")
         return {"X-API-Key": key, "Cartesia-Version": API_VERSION}
-
-    def _client(self) -> httpx.AsyncClient:
-        loop = asyncio.get_running_loop()
-        if self._http is None or self._http[0] is not loop:
-            timeout = httpx.Timeout(self.first_byte_timeout, connect=self.connect_timeout)
-            self._http = (loop, httpx.AsyncClient(timeout=timeout))
-        return self._http[1]
 
     async def open_socket(self) -> ClientConnection:
         headers = self._headers()
@@ -447,7 +322,7 @@ class CartesiaTTS:
     async def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         headers = self._headers()
         try:
-            response = await self._client().request(method, self.origin + path, headers=headers, **kwargs)
+            response = await self._http.get().request(method, self.origin + path, headers=headers, **kwargs)
         except httpx.TimeoutException:
             raise _err(f"{path} timed out", "timeout", retryable=True) from None
         except httpx.HTTPError as exc:
@@ -458,19 +333,15 @@ class CartesiaTTS:
 
     async def check(self) -> None:
         """``GET /voices?limit=1``: cheap and authenticated. Cached (success 5 min, failure 30 s)."""
-        now = time.monotonic()
-        if now < self._check_until:
-            if self._check_error is not None:
-                raise self._check_error
-            return
-        try:
-            await with_retries(lambda: self._request("GET", "/voices", params={"limit": 1}), provider=PROVIDER)
-        except ProviderError as exc:
-            self._check_error, self._check_until = exc, time.monotonic() + CHECK_FAIL_TTL
-            self.ctx.health.error(HEALTH, error_kind(exc), str(exc))
-            raise
-        self._check_error, self._check_until = None, time.monotonic() + CHECK_OK_TTL
-        self.ctx.health.ok(HEALTH)
+        async def probe() -> None:
+            try:
+                await with_retries(lambda: self._request("GET", "/voices", params={"limit": 1}), provider=PROVIDER)
+            except ProviderError as exc:
+                self.ctx.health.error(HEALTH, _kind(exc), str(exc))
+                raise
+            self.ctx.health.ok(HEALTH)
+
+        await self._check.run(probe)
 
     async def synthesize(self, text: str) -> np.ndarray:
         """A whole sentence through ``POST /tts/bytes`` (raw audio in the response body)."""
@@ -480,17 +351,17 @@ class CartesiaTTS:
             response = await with_retries(
                 lambda: self._request("POST", "/tts/bytes", json=self.protocol.request(text)), provider=PROVIDER)
         except ProviderError as exc:
-            self.ctx.health.error(HEALTH, error_kind(exc), str(exc))
+            self.ctx.health.error(HEALTH, _kind(exc), str(exc))
             raise
         self.ctx.health.ok(HEALTH)
-        return self.protocol.pcm(response.content, bytearray())
+        return self.protocol.decoder().feed(response.content)
 
     async def open_session(self, *, call_id: str) -> CartesiaSession:
         session = CartesiaSession(self, call_id)
         try:
             await with_retries(session.connect, provider=PROVIDER)
         except ProviderError as exc:
-            self.ctx.health.error(HEALTH, error_kind(exc), str(exc))
+            self.ctx.health.error(HEALTH, _kind(exc), str(exc))
             raise
         return session
 

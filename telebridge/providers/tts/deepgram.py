@@ -17,19 +17,19 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator
 from typing import Any
-from urllib.parse import urlencode
 
 import numpy as np
 
-from telebridge.audio.g711 import alaw_decode, ulaw_decode
-from telebridge.providers.context import PHONE_RATE, ws_origin
+from telebridge.providers.checks import CheckCache
+from telebridge.providers.context import PHONE_RATE
 from telebridge.providers.deepgram_protocol import (
-    DEFAULT_ORIGIN, PROVIDER, RAW_TTS_ENCODINGS, SPEAK_PATH, CheckCache, control, parse_speak, speak_params,
+    DEFAULT_ORIGIN, PROVIDER, RAW_TTS_ENCODINGS, SPEAK_PATH, control, parse_speak, speak_params, speak_url,
 )
 from telebridge.providers.errors import ProviderError
 from telebridge.providers.retry import RetryPolicy, with_retries
 from telebridge.providers.deepgram_client import check_credentials, health_kind, http_request, ws_connect
 from telebridge.providers.tts.base import OneShotSession
+from telebridge.providers.tts.decoding import RawDecoder, decode_compressed
 
 __all__ = ["DeepgramTTS", "DeepgramSession", "create"]
 
@@ -41,39 +41,9 @@ _CANCELLED = object()
 _CLOSED = object()
 
 
-class _Decoder:
-    """Raw frames → int16; linear16 frames may split a sample, so an odd byte waits for the next frame."""
-
-    def __init__(self, encoding: str) -> None:
-        self.encoding = encoding
-        self._carry = b""
-
-    def __call__(self, data: bytes) -> np.ndarray:
-        if self.encoding == "mulaw":
-            return ulaw_decode(data)
-        if self.encoding == "alaw":
-            return alaw_decode(data)
-        data = self._carry + data
-        cut = len(data) - len(data) % 2
-        self._carry = data[cut:]
-        return np.frombuffer(data[:cut], dtype="<i2").astype(np.int16)
-
-
-def _decode_compressed(data: bytes, rate: int) -> np.ndarray:
-    """mp3/opus/aac/flac bytes → int16 mono at ``rate`` (PyAV)."""
-    import io
-
-    import av
-
-    with av.open(io.BytesIO(data)) as container:
-        resampler = av.AudioResampler(format="s16", layout="mono", rate=rate)
-        frames = []
-        for frame in container.decode(audio=0):
-            frames.extend(f.to_ndarray().reshape(-1) for f in resampler.resample(frame))
-        frames.extend(f.to_ndarray().reshape(-1) for f in resampler.resample(None))
-    if not frames:
-        return np.zeros(0, dtype=np.int16)
-    return np.concatenate(frames).astype(np.int16)
+def _decoder(encoding: str) -> RawDecoder:
+    """Raw frames → int16 (a linear16 frame may split a sample: the odd byte waits for the next frame)."""
+    return RawDecoder(encoding if encoding in ("mulaw", "alaw") else "pcm")
 
 
 class DeepgramTTS:
@@ -107,8 +77,7 @@ class DeepgramTTS:
         await check_credentials(self, HEALTH)
 
     def speak_url(self) -> str:
-        return ws_origin(self.origin) + SPEAK_PATH + "?" + urlencode(
-            speak_params(self.cfg.model, self.encoding, self.sample_rate))
+        return speak_url(self.origin, self.cfg.model, self.encoding, self.sample_rate)
 
     async def synthesize(self, text: str) -> np.ndarray:
         if not text.strip():
@@ -124,9 +93,9 @@ class DeepgramTTS:
         try:
             response = await with_retries(attempt, provider=PROVIDER, policy=self.policy)
             if self.encoding in RAW_TTS_ENCODINGS:
-                pcm = _Decoder(self.encoding)(response.content)
+                pcm = _decoder(self.encoding).feed(response.content)
             else:
-                pcm = await asyncio.to_thread(_decode_compressed, response.content, self.sample_rate)
+                pcm = await asyncio.to_thread(decode_compressed, response.content, self.sample_rate)
         except ProviderError as exc:
             self.health.error(HEALTH, health_kind(exc), str(exc))
             raise
@@ -295,11 +264,11 @@ class DeepgramSession:
             return
         token = object()
         self._active, self._reply = token, reply_id
-        decode = _Decoder(self.engine.encoding)
+        decode = _decoder(self.engine.encoding)
         try:
             item = await with_retries(lambda: self._begin(text, token), provider=PROVIDER, policy=self.engine.policy)
             while item is not _DONE and item is not _CANCELLED:
-                pcm = decode(item)
+                pcm = decode.feed(item)
                 if len(pcm):
                     yield pcm
                 item = await self._next(token, self.engine.chunk_timeout, "audio")

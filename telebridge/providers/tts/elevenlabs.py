@@ -1,9 +1,5 @@
-"""ElevenLabs TTS (``TTS.ElevenLabs``): the multi-context WebSocket for calls, REST for whole sentences.
-
-Jay fields: ``voice.id`` → the URL's voice, ``voice.settings`` → ``voice_settings``, ``model`` → ``model_id``,
-``encoding`` → ``output_format``, ``enable_ssml_parsing`` → the query flag, ``chunk_length_schedule`` →
-``generation_config``. Phone calls ask for ``ulaw_8000`` (unless the agent set ``encoding``); otherwise the
-default ``mp3_22050_32`` becomes ``pcm_22050`` (same rate, no decoder). An explicit mp3 is decoded with PyAV.
+"""ElevenLabs TTS (``TTS.ElevenLabs``): the multi-context WebSocket for calls, REST for whole sentences. The
+messages, formats and Jay's fields are :mod:`telebridge.providers.tts.elevenlabs_protocol`; this is the I/O.
 
 Why the multi-context socket (``/v1/text-to-speech/{voice_id}/multi-stream-input``) and not ``stream-input``:
 one socket per call serves every reply (no handshake per reply), and a barge-in is stopped *at the provider*
@@ -20,29 +16,28 @@ socket (exceeding it closes the socket with 1008, as reported against LiveKit's 
 * a socket the server closed (inactivity, 1008, network) is reopened for the next sentence, and a sentence that
   lost its socket before its first audio is retried on a new one: it cannot end the call.
 
-``voice_settings`` and ``generation_config`` go in the socket's first message only (the service rejects later
-changes with 1008). The key travels in the ``xi-api-key`` header, never in the URL.
+The key travels in the ``xi-api-key`` header, never in the URL.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import contextlib
 import json
 import logging
 import time
 from collections.abc import AsyncIterator
 from typing import Any
-from urllib.parse import quote, urlencode
 
 import numpy as np
 
-from telebridge.audio.g711 import ulaw_decode
-from telebridge.providers.context import ProviderContext, ws_origin
-from telebridge.providers.errors import ProviderAuthError, ProviderConfigError, ProviderError, http_error
+from telebridge.providers.checks import CheckCache
+from telebridge.providers.context import ProviderContext
+from telebridge.providers.errors import ProviderAuthError, ProviderError, http_error
 from telebridge.providers.retry import with_retries
+from telebridge.providers.tts.elevenlabs_protocol import (
+    ENV_VAR, PROVIDER, Protocol, close_error, decoder, format_rate, output_format, server_error,
+)
 
 __all__ = ["create", "ElevenLabsEngine", "ElevenLabsSession", "output_format", "Protocol"]
 
@@ -52,8 +47,6 @@ log = logging.getLogger("telebridge.providers.elevenlabs")
 _WIRE_LOG = logging.getLogger("telebridge.providers.elevenlabs.wire")
 _WIRE_LOG.setLevel(logging.INFO)
 
-PROVIDER = "elevenlabs"
-ENV_VAR = "ELEVENLABS_API_KEY"
 PUBLIC_ORIGIN = "https://api.elevenlabs.io"
 HEALTH = "tts.elevenlabs"
 MAX_CONTEXTS = 5  # documented per-socket cap
@@ -63,134 +56,6 @@ CONNECT_TIMEOUT = 5.0
 FIRST_BYTE_TIMEOUT = 5.0
 CHUNK_TIMEOUT = 10.0
 FINAL_GRACE = 1.0
-CHECK_OK_TTL, CHECK_FAIL_TTL = 300.0, 30.0
-_AUTH_WORDS = ("api key", "api_key", "unauthorized", "authentication", "auth_error", "invalid_key")
-
-
-def output_format(cfg: Any, ctx: ProviderContext) -> str:
-    if ctx.wants_phone_format(cfg):
-        return "ulaw_8000"
-    if "encoding" in cfg.model_fields_set:
-        return str(cfg.encoding)
-    return f"pcm_{format_rate(cfg.encoding)}"
-
-
-def format_rate(fmt: str) -> int:
-    return int(fmt.split("_")[1])
-
-
-def _is_auth(text: str) -> bool:
-    low = text.lower()
-    return any(w in low for w in _AUTH_WORDS)
-
-
-class Decoder:
-    """One sentence's audio bytes (any output_format) → int16 mono at the format's rate, chunk by chunk."""
-
-    def __init__(self, fmt: str) -> None:
-        self.kind = fmt.split("_")[0]
-        self.rate = format_rate(fmt)
-        self._carry = b""
-        self._bad = self._good = 0
-        self._codec: Any = None
-        self._resampler: Any = None
-        if self.kind == "mp3":
-            import av
-
-            self._codec = av.CodecContext.create("mp3", "r")
-            self._resampler = av.AudioResampler(format="s16", layout="mono", rate=self.rate)
-        elif self.kind not in ("pcm", "ulaw"):
-            raise ProviderConfigError(PROVIDER, f"output format {fmt!r} is not supported here")
-
-    def feed(self, data: bytes) -> np.ndarray:
-        if self.kind == "ulaw":
-            return ulaw_decode(data)
-        if self.kind == "pcm":
-            data = self._carry + data
-            cut = len(data) - len(data) % 2
-            self._carry = data[cut:]
-            return np.frombuffer(data[:cut], dtype="<i2").astype(np.int16)
-        return self._mp3(data)
-
-    def flush(self) -> np.ndarray:
-        return self._mp3(None) if self.kind == "mp3" else np.zeros(0, dtype=np.int16)
-
-    def _mp3(self, data: bytes | None) -> np.ndarray:
-        import av
-
-        out = []
-        try:
-            packets = list(self._codec.parse(data)) if data is not None else [None]
-        except Exception as exc:  # FFmpeg errors
-            raise ProviderError(PROVIDER, f"undecodable mp3 audio: {exc}") from exc
-        for packet in packets:
-            try:
-                frames = self._codec.decode(packet)
-            except av.error.InvalidDataError:  # an ID3 tag or a broken frame: skip it, as players do
-                self._bad += 1
-                if self._bad > 8 and not self._good:
-                    raise ProviderError(PROVIDER, "undecodable mp3 audio") from None
-                continue
-            for frame in frames:
-                self._good += 1
-                for res in self._resampler.resample(frame):
-                    out.append(res.to_ndarray().reshape(-1))
-        return np.concatenate(out).astype(np.int16) if out else np.zeros(0, dtype=np.int16)
-
-
-class Protocol:
-    """Sans-I/O: the multi-context socket's URL and messages, and parsing of what the server sends."""
-
-    def __init__(self, cfg: Any, fmt: str) -> None:
-        self.cfg = cfg
-        self.fmt = fmt
-
-    def url(self, origin: str) -> str:
-        query = urlencode({"model_id": self.cfg.model, "output_format": self.fmt,
-                           "enable_ssml_parsing": str(self.cfg.enable_ssml_parsing).lower(),
-                           "inactivity_timeout": 180})
-        return f"{ws_origin(origin)}/v1/text-to-speech/{quote(self.cfg.voice.id, safe='')}/multi-stream-input?{query}"
-
-    def voice_settings(self) -> dict[str, Any] | None:
-        settings = self.cfg.voice.settings
-        return settings.model_dump() if settings is not None else None
-
-    def open_context(self, cid: str, *, first_on_socket: bool) -> dict[str, Any]:
-        msg: dict[str, Any] = {"text": " ", "context_id": cid}
-        if first_on_socket:
-            settings = self.voice_settings()
-            if settings is not None:
-                msg["voice_settings"] = settings
-            msg["generation_config"] = {"chunk_length_schedule": list(self.cfg.chunk_length_schedule)}
-        return msg
-
-    @staticmethod
-    def send_text(cid: str, text: str) -> dict[str, Any]:
-        return {"text": text + " ", "context_id": cid, "flush": True}
-
-    @staticmethod
-    def close_context(cid: str) -> dict[str, Any]:
-        return {"context_id": cid, "close_context": True}
-
-    @staticmethod
-    def parse(raw: str | bytes) -> tuple[str, str | None, Any]:
-        """→ ("audio", cid, (bytes, aligned_chars)) | ("final", cid, None) | ("error", cid, (message, code))."""
-        try:
-            data = json.loads(raw)
-            if not isinstance(data, dict):
-                raise ValueError("not an object")
-            cid = data.get("contextId", data.get("context_id"))
-            if data.get("error") or (data.get("message") and "audio" not in data):
-                return "error", cid, (str(data.get("message") or data.get("error")), data.get("error"))
-            if data.get("audio"):
-                alignment = data.get("alignment") or {}
-                chars = alignment.get("chars") or []
-                return "audio", cid, (base64.b64decode(data["audio"], validate=True), len(chars))
-            if data.get("isFinal") or data.get("is_final"):
-                return "final", cid, None
-            return "other", cid, None
-        except (ValueError, TypeError, binascii.Error) as exc:
-            raise ProviderError(PROVIDER, f"malformed message from the server: {exc}") from None
 
 
 _END = object()
@@ -241,10 +106,7 @@ class _Conn:
                     self._die(exc)
                     return
                 if kind == "error":
-                    message, code = value
-                    exc = (ProviderAuthError(PROVIDER, ENV_VAR) if _is_auth(f"{message} {code}")
-                           else ProviderError(PROVIDER, f"server error: {message}"[:200],
-                                              retryable=code in ("max_active_conversations", "rate_limited")))
+                    exc = server_error(*value)
                     if cid in self.routes:
                         self.routes[cid].put_nowait(exc)
                     else:
@@ -264,18 +126,14 @@ class _Conn:
             self._die(ProviderError(PROVIDER, f"connection failed: {type(exc).__name__}", retryable=True))
 
     def _closed(self, code: int | None, reason: str) -> None:
-        if code == 1008 and _is_auth(reason):
-            self._die(ProviderAuthError(PROVIDER, ENV_VAR, "credentials refused (WebSocket 1008)"))
-        else:
-            detail = f"connection closed ({code}{': ' + reason[:120] if reason else ''})"
-            self._die(ProviderError(PROVIDER, detail, retryable=True))
+        self._die(close_error(code, reason))
 
     async def aclose(self, *, graceful: bool = True) -> None:
         """``graceful``: ``close_socket`` first (flushed contexts finish); otherwise just drop the connection,
         which stops every generation on it at once."""
         with contextlib.suppress(Exception):
             if graceful and self.dead is None:
-                await asyncio.wait_for(self.ws.send(json.dumps({"close_socket": True})), 1.0)
+                await asyncio.wait_for(self.ws.send(json.dumps(Protocol.close_socket())), 1.0)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.ws.close(), 2.0)
         self.reader.cancel()
@@ -347,7 +205,7 @@ class ElevenLabsSession:
 
         conn, cid, queue, item = await with_retries(attempt, provider=PROVIDER, policy=self.engine.retry_policy)
         log.debug("call %s: elevenlabs first audio after %.0f ms", self.call_id, 1000 * (time.monotonic() - started))
-        decoder = Decoder(self.engine.fmt)
+        audio_decoder = decoder(self.engine.fmt)
         chars = 0
         finished = False
         try:
@@ -362,7 +220,7 @@ class ElevenLabsSession:
                         if kind != "auth" else item
                 audio, aligned = item
                 chars += aligned
-                pcm = decoder.feed(audio)
+                pcm = audio_decoder.feed(audio)
                 if len(pcm):
                     yield pcm
                 wait = FINAL_GRACE if chars >= len(text) else CHUNK_TIMEOUT
@@ -373,7 +231,7 @@ class ElevenLabsSession:
                         break
                     health.error(HEALTH, "timeout", "the audio stalled mid-sentence")
                     raise ProviderError(PROVIDER, "the audio stalled mid-sentence") from None
-            tail = decoder.flush()
+            tail = audio_decoder.flush()
             if len(tail):
                 yield tail
         finally:
@@ -453,7 +311,7 @@ class ElevenLabsEngine:
         self.connect_timeout = CONNECT_TIMEOUT
         self.first_byte_timeout = FIRST_BYTE_TIMEOUT
         self._http: Any = None
-        self._checked: tuple[float, BaseException | None] | None = None
+        self._check = CheckCache()
 
     def __repr__(self) -> str:
         return f"ElevenLabsEngine(voice={self.cfg.voice.id!r}, model={self.cfg.model!r}, format={self.fmt!r})"
@@ -473,27 +331,19 @@ class ElevenLabsEngine:
 
     async def check(self) -> None:
         """GET /v1/user (cached: success for 5 minutes, failure for 30 s)."""
-        now = time.monotonic()
-        if self._checked is not None:
-            at, err = self._checked
-            if now - at < (CHECK_FAIL_TTL if err else CHECK_OK_TTL):
-                if err is not None:
-                    raise err
-                return
-        try:
-            response = await self._client().get(f"{self.origin}/v1/user", headers={"xi-api-key": self._key()})
-            # A key scoped to text-to-speech may lack user_read: it was accepted, which is all we check.
-            if response.status_code >= 400 and "missing_permissions" not in response.text:
-                raise http_error(PROVIDER, response.status_code, response.text, env_var=ENV_VAR)
-        except ProviderError as exc:
-            self._checked = (now, exc)
-            self.ctx.health.error(HEALTH, "auth" if isinstance(exc, ProviderAuthError) else "server", str(exc))
-            raise
-        except Exception as exc:
-            err = ProviderError(PROVIDER, f"check failed: {type(exc).__name__}", retryable=True)
-            self._checked = (now, err)
-            raise err from exc
-        self._checked = (now, None)
+        async def probe() -> None:
+            try:
+                response = await self._client().get(f"{self.origin}/v1/user", headers={"xi-api-key": self._key()})
+                # A key scoped to text-to-speech may lack user_read: it was accepted, which is all we check.
+                if response.status_code >= 400 and "missing_permissions" not in response.text:
+                    raise http_error(PROVIDER, response.status_code, response.text, env_var=ENV_VAR)
+            except ProviderError as exc:
+                self.ctx.health.error(HEALTH, "auth" if isinstance(exc, ProviderAuthError) else "server", str(exc))
+                raise
+            except Exception as exc:
+                raise ProviderError(PROVIDER, f"check failed: {type(exc).__name__}", retryable=True) from exc
+
+        await self._check.run(probe)
 
     async def open_socket(self) -> Any:
         from websockets.asyncio.client import connect
@@ -520,7 +370,7 @@ class ElevenLabsEngine:
     async def open_session(self, *, call_id: str) -> ElevenLabsSession:
         session = ElevenLabsSession(self, call_id)
         with contextlib.suppress(ProviderError):  # warm the socket; a failure shows on the first sentence
-            if not isinstance(self._checked, tuple) or self._checked[1] is None:
+            if self._check.last_error is None:
                 await session.connect()
         return session
 
@@ -529,10 +379,7 @@ class ElevenLabsEngine:
         text = " ".join(text.split())
         if not text:
             return np.zeros(0, dtype=np.int16)
-        url = f"{self.origin}/v1/text-to-speech/{quote(self.cfg.voice.id, safe='')}/stream"
-        body: dict[str, Any] = {"text": text, "model_id": self.cfg.model}
-        if self.protocol.voice_settings() is not None:
-            body["voice_settings"] = self.protocol.voice_settings()
+        url, body = self.protocol.rest_url(self.origin), self.protocol.rest_body(text)
 
         async def attempt() -> bytes:
             response = await self._client().post(url, params={"output_format": self.fmt}, json=body,
@@ -542,8 +389,8 @@ class ElevenLabsEngine:
             return response.content
 
         audio = await with_retries(attempt, provider=PROVIDER, policy=self.retry_policy)
-        decoder = Decoder(self.fmt)
-        pcm = np.concatenate([decoder.feed(audio), decoder.flush()])
+        whole = decoder(self.fmt)
+        pcm = np.concatenate([whole.feed(audio), whole.flush()])
         self.ctx.health.ok(HEALTH)
         return pcm
 

@@ -22,11 +22,11 @@ import httpx
 import msgpack
 import numpy as np
 
+from telebridge.providers.checks import CheckCache
 from telebridge.providers.context import PHONE_RATE, ProviderContext
-from telebridge.providers.errors import ProviderAuthError, ProviderError, http_error
-from telebridge.providers.retry import with_retries
-from telebridge.providers.stt.openai import CheckCache, error_kind, provider_error
-from telebridge.providers.tts.openai import PCMStreamSession, collect, stream_error
+from telebridge.providers.errors import ProviderAuthError, error_kind, http_error, request_error
+from telebridge.providers.per_loop import PerLoop
+from telebridge.providers.tts.http_stream import PCMStreamSession, require_audio, stream_audio, whole_sentence
 
 __all__ = ["FishAudioTTS", "create", "BACKEND", "TTS_PATH", "CHECK_PATH"]
 
@@ -39,11 +39,6 @@ CHECK_PATH = "/wallet/self/api-credit"
 BACKEND = "s2-pro"  # the `model` header: Fish Audio's documented default backend
 DEFAULT_RATE = 24000
 CHUNK_LENGTH = 200  # characters per synthesis segment (documented range 100-300); sentences are shorter
-
-
-def _not_audio(content_type: str) -> bool:
-    ct = content_type.split(";")[0].strip().lower()
-    return ct == "application/json" or ct.startswith("text/")
 
 
 class FishAudioTTS:
@@ -59,8 +54,9 @@ class FishAudioTTS:
         self.origin = ctx.origin(PROVIDER, cfg, PUBLIC_ORIGIN)
         self.sample_rate = PHONE_RATE if ctx.wants_phone_format(cfg) else DEFAULT_RATE
         self._key = cfg.api_key.get_secret_value() if cfg.api_key is not None else None
-        self._client: httpx.AsyncClient | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._clients: PerLoop[httpx.AsyncClient] = PerLoop(lambda: httpx.AsyncClient(
+            base_url=self.origin, headers={"Authorization": f"Bearer {self._key}"},
+            timeout=httpx.Timeout(self.read_timeout, connect=self.connect_timeout)))
         self._check = CheckCache()
 
     def __repr__(self) -> str:
@@ -70,13 +66,7 @@ class FishAudioTTS:
     def _http(self) -> httpx.AsyncClient:
         if not self._key:
             raise ProviderAuthError(PROVIDER, ENV_VAR, "no API key configured")
-        loop = asyncio.get_running_loop()
-        if self._client is None or self._loop is not loop:
-            self._client = httpx.AsyncClient(
-                base_url=self.origin, headers={"Authorization": f"Bearer {self._key}"},
-                timeout=httpx.Timeout(self.read_timeout, connect=self.connect_timeout))
-            self._loop = loop
-        return self._client
+        return self._clients.get()
 
     def request_body(self, text: str) -> dict[str, Any]:
         """The documented ``TTSRequest`` fields this engine sends."""
@@ -90,16 +80,6 @@ class FishAudioTTS:
             "chunk_length": CHUNK_LENGTH,
         }
 
-    def _error(self, exc: BaseException, stage: str) -> ProviderError:
-        if isinstance(exc, ProviderError):
-            return exc
-        if isinstance(exc, (httpx.TimeoutException, asyncio.TimeoutError, TimeoutError)):
-            return provider_error(PROVIDER, f"{stage} timed out", "timeout", retryable=True)
-        if isinstance(exc, (httpx.TransportError, OSError)):
-            return provider_error(PROVIDER, f"{stage} failed: connection lost ({type(exc).__name__})",
-                                  "disconnected", retryable=True)
-        return provider_error(PROVIDER, f"{stage} failed: {type(exc).__name__}", "protocol", retryable=False)
-
     # --- engine API -----------------------------------------------------------------------------------------
     async def check(self) -> None:
         async def probe() -> None:
@@ -112,7 +92,7 @@ class FishAudioTTS:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                err = self._error(exc, "credential check")
+                err = request_error(PROVIDER, exc, "credential check")
                 self.ctx.health.error(HEALTH, error_kind(err), str(err))
                 raise err from None
             self.ctx.health.ok(HEALTH)
@@ -124,70 +104,29 @@ class FishAudioTTS:
         return PCMStreamSession(self, call_id=call_id)
 
     async def synthesize(self, text: str) -> np.ndarray:
-        if not text.strip():
-            return np.zeros(0, dtype=np.int16)
-        return await collect(self.byte_stream(text))
+        return await whole_sentence(self, text)
 
-    async def _open(self, text: str) -> tuple[contextlib.AsyncExitStack, AsyncIterator[bytes], bytes]:
+    def byte_stream(self, text: str) -> AsyncIterator[bytes]:
+        """Raw s16le bytes at ``sample_rate`` as they arrive; ends when the sentence is complete."""
         body = msgpack.packb(self.request_body(text))
         headers = {"Content-Type": "application/msgpack", "model": BACKEND}
 
-        async def attempt() -> tuple[contextlib.AsyncExitStack, AsyncIterator[bytes], bytes]:
-            stack = contextlib.AsyncExitStack()
-            try:
-                client = self._http()
-                async with asyncio.timeout(self.first_byte_timeout):
-                    response = await stack.enter_async_context(
-                        client.stream("POST", TTS_PATH, content=body, headers=headers))
-                    if response.status_code != 200:
-                        detail = (await response.aread()).decode("utf-8", "replace")
-                        raise http_error(PROVIDER, response.status_code, detail, env_var=ENV_VAR)
-                    content_type = response.headers.get("content-type", "")
-                    if _not_audio(content_type):
-                        raise provider_error(PROVIDER, f"malformed response: {content_type} instead of audio",
-                                             "protocol", retryable=False)
-                    chunks = response.aiter_bytes()
-                    first = b""
-                    while not first:
-                        try:
-                            first = await chunks.__anext__()
-                        except StopAsyncIteration:
-                            break
-                return stack, chunks, first
-            except BaseException as exc:
-                await stack.aclose()
-                if isinstance(exc, Exception):
-                    raise self._error(exc, "tts request") from None
-                raise
+        async def enter(stack: contextlib.AsyncExitStack) -> AsyncIterator[bytes]:
+            response = await stack.enter_async_context(
+                self._http().stream("POST", TTS_PATH, content=body, headers=headers))
+            if response.status_code != 200:
+                detail = (await response.aread()).decode("utf-8", "replace")
+                raise http_error(PROVIDER, response.status_code, detail, env_var=ENV_VAR)
+            require_audio(PROVIDER, response.headers.get("content-type", ""))
+            return response.aiter_bytes()
 
-        return await with_retries(attempt, provider=PROVIDER)
-
-    async def byte_stream(self, text: str) -> AsyncIterator[bytes]:
-        """Raw s16le bytes at ``sample_rate`` as they arrive; ends when the sentence is complete."""
-        try:
-            stack, chunks, first = await self._open(text)
-        except ProviderError as exc:
-            self.ctx.health.error(HEALTH, error_kind(exc), str(exc))
-            raise
-        async with stack:
-            if first:
-                yield first
-            while True:
-                try:
-                    data = await chunks.__anext__()
-                except StopAsyncIteration:
-                    break
-                except Exception as exc:
-                    err = stream_error(PROVIDER, exc)
-                    self.ctx.health.error(HEALTH, error_kind(err), str(err))
-                    raise err from None
-                if data:
-                    yield data
-        self.ctx.health.ok(HEALTH)
+        return stream_audio(PROVIDER, enter, first_byte_timeout=self.first_byte_timeout,
+                            error=lambda exc: request_error(PROVIDER, exc, "tts request"), health=self.ctx.health,
+                            health_name=HEALTH)
 
     async def aclose(self) -> None:
-        client, self._client = self._client, None
-        if client is not None and self._loop is asyncio.get_running_loop():
+        client = self._clients.take()
+        if client is not None:
             await client.aclose()
 
 

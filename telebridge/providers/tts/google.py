@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import io
+import functools
 import threading
 import time
 from typing import Any
@@ -28,9 +28,12 @@ from telebridge.audio.g711 import ulaw_decode
 from telebridge.audio.pcm import to_int16
 from telebridge.audio.resample import resample_once
 from telebridge.audio.wav import WavError, read_wav
+from telebridge.providers.checks import CheckCache
 from telebridge.providers.context import PHONE_RATE, ProviderContext
-from telebridge.providers.errors import ProviderAuthError, ProviderError, http_error
+from telebridge.providers.errors import ProviderAuthError, ProviderError, error_kind, http_error, provider_error
+from telebridge.providers.per_loop import PerLoop
 from telebridge.providers.retry import with_retries
+from telebridge.providers.tts.decoding import decode_compressed, pcm16
 
 __all__ = ["GoogleRequest", "GoogleTTS", "create"]
 
@@ -41,24 +44,14 @@ PUBLIC_ORIGIN = "https://texttospeech.googleapis.com"
 SYNTHESIZE_PATH = "/v1/text:synthesize"
 SCOPES = ["https://www.googleapis.com/auth/cloud-platform"]
 TOKEN_MARGIN = 300.0  # s: a token this close to expiry is refreshed first
-CHECK_OK_TTL, CHECK_FAIL_TTL = 300.0, 30.0
 _GENDERS = {"male": "MALE", "female": "FEMALE", "neutral": "NEUTRAL"}
 
 
-def _err(message: str, kind: str, *, retryable: bool = False, status: int | None = None) -> ProviderError:
-    exc = ProviderError(PROVIDER, message, retryable=retryable, status=status)
-    exc.kind = kind  # type: ignore[attr-defined]
-    return exc
+_err = functools.partial(provider_error, PROVIDER)
 
 
 def _kind(exc: ProviderError) -> str:
-    if isinstance(exc, ProviderAuthError):
-        return "auth"
-    if getattr(exc, "kind", None):
-        return str(exc.kind)  # type: ignore[attr-defined]
-    if exc.status == 429:
-        return "rate_limited"
-    return "server" if exc.status and exc.status >= 500 else "protocol"
+    return error_kind(exc, default="protocol")
 
 
 def _google_message(response: httpx.Response) -> str:
@@ -119,21 +112,15 @@ class GoogleRequest:
             return to_int16(samples)
         if self.encoding == "MULAW":
             return ulaw_decode(audio)
-        return np.frombuffer(audio[: len(audio) - len(audio) % 2], dtype="<i2").astype(np.int16)
+        return pcm16(audio)
 
     def decode_mp3(self, audio: bytes) -> np.ndarray:
         import av
 
-        out: list[np.ndarray] = []
         try:
-            with av.open(io.BytesIO(audio), mode="r") as container:
-                resampler = av.AudioResampler(format="s16", layout="mono", rate=self.sample_rate)
-                for frame in container.decode(audio=0):
-                    out.extend(f.to_ndarray().reshape(-1) for f in resampler.resample(frame))
-                out.extend(f.to_ndarray().reshape(-1) for f in resampler.resample(None))
+            return decode_compressed(audio, self.sample_rate)
         except (av.error.FFmpegError, ValueError) as exc:
             raise _err(f"undecodable MP3 audio ({type(exc).__name__})", "protocol") from None
-        return np.concatenate(out).astype(np.int16) if out else np.zeros(0, dtype=np.int16)
 
 
 class _TimedRequest:
@@ -167,9 +154,9 @@ class GoogleTTS:
         self._token: str | None = None
         self._token_deadline = 0.0  # monotonic time after which the token must be refreshed
         self._token_lock = threading.Lock()
-        self._http: tuple[asyncio.AbstractEventLoop, httpx.AsyncClient] | None = None
-        self._check_until = 0.0
-        self._check_error: ProviderError | None = None
+        self._http: PerLoop[httpx.AsyncClient] = PerLoop(lambda: httpx.AsyncClient(
+            timeout=httpx.Timeout(self.first_byte_timeout, connect=self.connect_timeout)))
+        self._check = CheckCache()
 
     def __repr__(self) -> str:
         return f"GoogleTTS(origin={self.origin!r}, encoding={self.request.encoding!r})"
@@ -221,32 +208,21 @@ class GoogleTTS:
 
     async def check(self) -> None:
         """Minting (or holding) a valid token is the credential check. Cached: success 5 min, failure 30 s."""
-        now = time.monotonic()
-        if now < self._check_until:
-            if self._check_error is not None:
-                raise self._check_error
-            return
-        try:
-            await self._access_token()
-        except ProviderError as exc:
-            self._check_error, self._check_until = exc, time.monotonic() + CHECK_FAIL_TTL
-            self.ctx.health.error(HEALTH, _kind(exc), str(exc))
-            raise
-        self._check_error, self._check_until = None, time.monotonic() + CHECK_OK_TTL
-        self.ctx.health.ok(HEALTH)
+        async def probe() -> None:
+            try:
+                await self._access_token()
+            except ProviderError as exc:
+                self.ctx.health.error(HEALTH, _kind(exc), str(exc))
+                raise
+            self.ctx.health.ok(HEALTH)
+
+        await self._check.run(probe)
 
     # --- synthesis ------------------------------------------------------------------------------------------
-    def _client(self) -> httpx.AsyncClient:
-        loop = asyncio.get_running_loop()
-        if self._http is None or self._http[0] is not loop:
-            timeout = httpx.Timeout(self.first_byte_timeout, connect=self.connect_timeout)
-            self._http = (loop, httpx.AsyncClient(timeout=timeout))
-        return self._http[1]
-
     async def _attempt(self, text: str) -> bytes:
         token = await self._access_token()
         try:
-            response = await self._client().post(self.origin + SYNTHESIZE_PATH, json=self.request.body(text),
+            response = await self._http.get().post(self.origin + SYNTHESIZE_PATH, json=self.request.body(text),
                                                   headers={"Authorization": f"Bearer {token}"})
         except httpx.TimeoutException:
             raise _err("text:synthesize timed out", "timeout", retryable=True) from None
