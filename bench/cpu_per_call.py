@@ -15,7 +15,9 @@ this machine type). This script measures it end to end against the real server:
 
 Scenarios: ``baseline`` (a bare Starlette WebSocket sink under the same uvicorn, ``json.loads`` per frame: the
 transport's own cost on this machine, to read the others as a ratio), ``inbound`` (``listener`` agent: VAD
-only), ``duplex`` (``talker`` agent: a two-minute monologue plays for the whole window).
+only), ``duplex`` (``talker`` agent: a two-minute monologue plays for the whole window), ``cloud`` (the same
+monologue with Deepgram live STT + Deepgram Aura TTS against light fakes in a third process,
+``bench/cloud_fakes.py``: caller audio streams up, provider audio streams down at real-time pace).
 
 Lag signals, all observed from outside the server:
 * generator lateness p99: how late the generator's own 20 ms sends were (proves the load was real time);
@@ -63,14 +65,16 @@ from pydantic import BaseModel
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
-Scenario = Literal["baseline", "inbound", "duplex"]
-SCENARIOS: tuple[Scenario, ...] = ("baseline", "inbound", "duplex")
+Scenario = Literal["baseline", "inbound", "duplex", "cloud"]
+SCENARIOS: tuple[Scenario, ...] = ("baseline", "inbound", "duplex", "cloud")
 AGENT_FILES: dict[str, Path] = {
     "inbound": ROOT / "bench" / "agents" / "listener.py",
     "duplex": ROOT / "bench" / "agents" / "talker.py",
+    "cloud": ROOT / "bench" / "agents" / "cloud_talker.py",
 }
+TALKING = ("duplex", "cloud")  # scenarios where the agent talks for the whole window
 PIPECAT_MS = {"inbound": 16.8, "duplex": 21.0}
-TARGET_MS = {"inbound": 3.4, "duplex": 4.2}
+TARGET_MS = {"inbound": 3.4, "duplex": 4.2, "cloud": 4.2}
 
 RATE = 8000
 FRAME = 160  # 20 ms of μ-law
@@ -755,6 +759,8 @@ class Row:
     probe_loaded: list[float | None] = field(default_factory=list)
     profile: str = ""
     lingering: int = 0  # calls the server still listed 10 s after every caller hung up
+    fakes_cpu_s: float = 0.0  # cloud: the fakes process's CPU over the window (not the server's)
+    fakes_stats: dict[str, Any] = field(default_factory=dict)  # cloud: the fakes' counters at the end
 
     @property
     def ms_per_call_s(self) -> float:
@@ -862,7 +868,24 @@ def generator_process(cfg: GenConfig, log_path: Path) -> Iterator[tuple[subproce
 
 
 def run_scenario(scenario: Scenario, n: int, *, ramp: float, window: float, probe: bool, profile_s: float,
-                 workdir: Path, server_env: dict[str, str] | None = None) -> Row:
+                 workdir: Path, server_env: dict[str, str] | None = None, cloud_chunk_ms: int = 100,
+                 cloud_deflate: bool = True) -> Row:
+    if scenario != "cloud":
+        return _run_scenario(scenario, n, ramp=ramp, window=window, probe=probe, profile_s=profile_s,
+                             workdir=workdir, server_env=server_env)
+    from bench.cloud_fakes import fakes_process  # the cloud scenario's own pieces live there
+
+    with fakes_process(free_port(), workdir / f"fakes-{scenario}-{n}.log", chunk_ms=cloud_chunk_ms,
+                       deflate=cloud_deflate) as fakes:
+        row = _run_scenario(scenario, n, ramp=ramp, window=window, probe=probe, profile_s=profile_s,
+                            workdir=workdir, server_env={**(server_env or {}), **fakes.server_env},
+                            other_pids=[fakes.proc.pid])
+        row.fakes_stats = fakes.stats()
+    return row
+
+
+def _run_scenario(scenario: Scenario, n: int, *, ramp: float, window: float, probe: bool, profile_s: float,
+                  workdir: Path, server_env: dict[str, str] | None = None, other_pids: list[int] | None = None) -> Row:
     row = Row(scenario, n)
     port = free_port()
     token = secrets.token_hex(16)
@@ -882,6 +905,7 @@ def run_scenario(scenario: Scenario, n: int, *, ramp: float, window: float, prob
         time.sleep(ramp)
         names = thread_names(server.pid)
         cpu0, thr0, gen0, mach0 = proc_cpu(server.pid), thread_cpu(server.pid), proc_cpu(gen.pid), machine_busy()
+        fakes0 = sum(proc_cpu(pid) for pid in other_pids or [])
         io.send("start")
         io.expect("started", timeout=10)
         t0 = time.monotonic()
@@ -889,6 +913,7 @@ def run_scenario(scenario: Scenario, n: int, *, ramp: float, window: float, prob
             time.sleep(window)
             io.send("end")
             cpu1, thr1, gen1, mach1 = proc_cpu(server.pid), thread_cpu(server.pid), proc_cpu(gen.pid), machine_busy()
+            row.fakes_cpu_s = sum(proc_cpu(pid) for pid in other_pids or []) - fakes0
             row.window_s = time.monotonic() - t0
         row.health = poller.summary()
         row.stats = WindowStats.model_validate(io.expect("ended", timeout=30)["stats"])
@@ -1026,6 +1051,18 @@ def _fmt_probe(values: list[float | None]) -> str:
     return text + (f" (+{missing} unanswered)" if missing else "")
 
 
+def _cloud_note(tag: str, r: Row) -> str:
+    """What the Deepgram fakes saw: proof that audio really streamed both ways during the cloud run."""
+    s = r.fakes_stats
+    text = f"{tag}: fakes process {100 * r.fakes_cpu_s / max(1e-9, r.window_s):.0f}% of a core (not counted)"
+    if not s:
+        return text + "; the fakes reported no counters"
+    return (text + f"; whole run: {s.get('listen_sockets', 0)} listen + {s.get('speak_sockets', 0)} speak sockets, "
+            f"{s.get('audio_in_bytes', 0) / 8000:.0f} s of caller audio in, "
+            f"{s.get('audio_out_bytes', 0) / 8000:.0f} s of TTS audio out (μ-law s), {s.get('flushes', 0)} sentences, "
+            f"{s.get('results_sent', 0)} results, {s.get('refused', 0)} refused")
+
+
 def print_report(rows: list[Row], baseline: dict[int, float]) -> None:
     print()
     print("Server CPU per second of call audio (user+sys of the server process over the window)")
@@ -1038,7 +1075,7 @@ def print_report(rows: list[Row], baseline: dict[int, float]) -> None:
         base = baseline.get(r.n)
         ratio = f"{ms / base:6.1f}x" if base and r.scenario != "baseline" else "      -"
         ratio_audio = "-"
-        if r.stats and r.scenario == "duplex":
+        if r.stats and r.scenario in TALKING:
             ratio_audio = f"{r.stats.agent_audio_ratio_mean:.2f} (min {r.stats.agent_audio_ratio_min:.2f})"
             ratio_audio += f", {r.stats.server_msgs_per_call_s:.1f}/s"
         late = f"{r.stats.late_p99_ms:9.1f} ms" if r.stats else "-"
@@ -1057,9 +1094,9 @@ def print_report(rows: list[Row], baseline: dict[int, float]) -> None:
     print("-" * len(head2))
     for r in rows:
         h50, h99, hmax = r.health
-        starved = f"{r.stats.starved_ms_per_call_s:5.1f}ms" if r.stats and r.scenario == "duplex" else "-"
+        starved = f"{r.stats.starved_ms_per_call_s:5.1f}ms" if r.stats and r.scenario in TALKING else "-"
         gen_pct = 100 * r.gen_cpu_s / max(1e-9, r.window_s)
-        other = r.machine_cpu_s - r.server_cpu_s - r.gen_cpu_s
+        other = r.machine_cpu_s - r.server_cpu_s - r.gen_cpu_s - r.fakes_cpu_s
         late_max = f"{r.stats.late_max_ms:6.0f}ms" if r.stats else "-"
         print(f"{r.scenario:9} {r.n:3d} {r.group_ms('loop'):6.2f} {r.group_ms('vad'):6.2f} {r.group_ms('speech'):7.2f} "
               f"{r.group_ms('native'):7.2f} {r.group_ms('other'):6.2f} "
@@ -1068,7 +1105,7 @@ def print_report(rows: list[Row], baseline: dict[int, float]) -> None:
     print("(loop = event-loop thread: WebSocket I/O, decoding, μ-law/resampling, segmenter, pacing; vad = batched "
           "Silero thread; speech = Whisper/Piper workers; native = ONNX Runtime/CTranslate2 pools; "
           "starved = agent playback gaps per call-second; other load = CPU used by other processes on the box, "
-          "in % of one core)")
+          "in % of one core; cloud: not counting the fakes process, noted below)")
     notes = []
     for r in rows:
         tag = f"{r.scenario} N={r.n}"
@@ -1085,6 +1122,8 @@ def print_report(rows: list[Row], baseline: dict[int, float]) -> None:
                          "(session cleanup is stuck)")
         if r.server_errors:
             notes.append(f"{tag}: server log: {r.server_errors[0][:200]}")
+        if r.scenario == "cloud":
+            notes.append(_cloud_note(tag, r))
         if r.scenario == "inbound" and r.done and r.done.media_frames_received:
             notes.append(f"{tag}: the listener sent {r.done.media_frames_received} media frames (noise started turns?)")
     probes = [r for r in rows if r.probe_idle or r.probe_loaded]
@@ -1121,6 +1160,10 @@ def main() -> None:
     ap.add_argument("--keep-logs", action="store_true", help="keep server/generator logs and profiles")
     ap.add_argument("--server-env", action="append", default=[], metavar="KEY=VALUE",
                     help="extra environment for the server (experiments, e.g. OPENBLAS_NUM_THREADS=1)")
+    ap.add_argument("--cloud-chunk-ms", type=int, default=100,
+                    help="cloud: milliseconds of audio per TTS binary message from the fake Deepgram")
+    ap.add_argument("--cloud-no-deflate", action="store_true",
+                    help="cloud: the fakes refuse permessage-deflate (the clients offer it; measures its cost)")
     # internal modes
     ap.add_argument("--generate", metavar="CONFIG_JSON", help=argparse.SUPPRESS)
     ap.add_argument("--sink", action="store_true", help=argparse.SUPPRESS)
@@ -1156,7 +1199,8 @@ def main() -> None:
             profile_s = args.profile_seconds if args.profile and n == max(ns) and scenario != "baseline" else 0.0
             try:
                 row = run_scenario(scenario, n, ramp=ramp, window=window, probe=not args.no_probe,
-                                   profile_s=profile_s, workdir=workdir, server_env=server_env)
+                                   profile_s=profile_s, workdir=workdir, server_env=server_env,
+                                   cloud_chunk_ms=args.cloud_chunk_ms, cloud_deflate=not args.cloud_no_deflate)
             except Exception as exc:  # noqa: BLE001 - one failed run must not lose the others' figures
                 print(f"  {scenario} N={n} FAILED: {type(exc).__name__}: {exc} (logs in {workdir})", flush=True)
                 continue

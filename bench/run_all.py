@@ -5,8 +5,9 @@ benchmark that crashes must be visible rather than silently missing. Runs, one a
 parallel: they measure CPU and latency on the same cores):
 
 * every ``bench/bench_*.py`` (micro-benchmarks: codec, VAD, ... whatever exists);
-* ``cpu_per_call.py --quick`` (server CPU per call-second with 10 calls, baseline/inbound/duplex);
-* ``latency.py`` (response latency of the embedded stack).
+* ``cpu_per_call.py --quick`` (server CPU per call-second with 10 calls, baseline/inbound/duplex/cloud);
+* ``latency.py`` (response latency of the embedded stack);
+* ``provider_latency.py --quick`` (latency each cloud TTS client adds, against the local fakes).
 
 Extra arguments are not forwarded; run a script directly for its options. Exit status is 1 if any failed.
 """
@@ -28,6 +29,7 @@ def jobs() -> list[list[str]]:
     return scripts + [
         [str(BENCH / "cpu_per_call.py"), "--quick"],
         [str(BENCH / "latency.py")],
+        [str(BENCH / "provider_latency.py"), "--quick"],
         [str(BENCH / "scenarios.py"), "--repeats", "5"],
     ]
 

@@ -170,3 +170,19 @@ def test_full_jitter_stays_within_the_cap() -> None:
     policy, rng = RetryPolicy(5, 0.1, 0.5), random.Random(1)
     delays = [policy.delay(n, rng) for n in range(5) for _ in range(50)]
     assert max(delays) <= 0.5 and min(delays) >= 0.0
+
+
+async def test_a_provider_that_never_closes_does_not_hold_the_call(monkeypatch) -> None:
+    import asyncio
+
+    import telebridge.pipeline.speech as speech_module
+
+    class Stuck(StubTTS):
+        async def aclose(self) -> None:
+            await asyncio.Event().wait()  # never answers the goodbye
+
+    rt = StubRuntime({"whisper": StubSTT("whisper")}, {"deepgram": Stuck("deepgram", 8000)})
+    sp = speech(rt, tts=TTS.Deepgram(api_key="k"))
+    await sp.start()
+    monkeypatch.setattr(speech_module, "CLOSE_TIMEOUT", 0.05)
+    await asyncio.wait_for(sp.aclose(), 1.0)

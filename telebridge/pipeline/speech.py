@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("telebridge.speech")
 
 STT_RATE = 16000
+CLOSE_TIMEOUT = 3.0  # seconds a call's provider connections get to close politely
 
 
 def _name(cfg: Any) -> str:
@@ -231,12 +232,20 @@ class CallSpeech:
                 await stream.aclose()
 
     async def aclose(self) -> None:
+        """Close the provider connections, concurrently and within :data:`CLOSE_TIMEOUT`: a provider slow to say
+        goodbye never keeps a finished call (and its tasks) alive."""
         self._closed = True
-        await self._close_stream()
         session, self.tts_session = self.tts_session, None
+        closing = [self._close_stream()]
         if session is not None:
-            with contextlib.suppress(Exception):
-                await session.aclose()
+            closing.append(session.aclose())
+        tasks = [asyncio.ensure_future(c) for c in closing]
+        done, pending = await asyncio.wait(tasks, timeout=CLOSE_TIMEOUT)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if pending:
+            log.warning("call %s: a speech provider did not close within %.0f s; dropped", self.call_id, CLOSE_TIMEOUT)
 
 
 async def _check(engine: Any) -> None:

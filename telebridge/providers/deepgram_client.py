@@ -86,7 +86,8 @@ async def ws_connect(engine: Any, url: str) -> Any:
     headers = auth_headers(require_key(engine))
     try:
         return await connect(url, additional_headers=headers, open_timeout=engine.connect_timeout,
-                             max_size=None, ping_interval=20, ping_timeout=20, logger=_wire_log)
+                             max_size=None, ping_interval=20, ping_timeout=20, logger=_wire_log,
+                             compression=None)
     except InvalidStatus as exc:
         response = exc.response
         body = response.body.decode("utf-8", "replace") if response.body else response.headers.get("dg-error", "")

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import time
 import xml.etree.ElementTree as ET
 from collections import deque
 from dataclasses import dataclass
@@ -79,6 +80,9 @@ class FakeAzureSpeech:
         self.streams_completed = 0
         self.disconnects = 0  # synthesis streams the client closed before the end
         self.chunks_sent = 0  # chunks of the current/last synthesis stream
+        # (request received, first audio chunk yielded) per synthesis, time.perf_counter() seconds: the fake's own
+        # time to first byte, which benchmarks subtract from what the client saw.
+        self.first_bytes: list[tuple[float, float]] = []
         self.app = Starlette(routes=[
             Route("/sts/v1.0/issueToken", self._issue_token, methods=["POST"]),
             Route("/speech/recognition/conversation/cognitiveservices/v1", self._recognize, methods=["POST"]),
@@ -184,6 +188,7 @@ class FakeAzureSpeech:
 
     # --- text to speech -------------------------------------------------------------------------------------
     async def _synthesize(self, request: Request) -> Response:
+        received = time.perf_counter()
         self._record("tts", request)
         fault, early = await self._fault("tts")
         if early is not None:
@@ -216,9 +221,9 @@ class FakeAzureSpeech:
         step = (1 if fmt == MULAW_FORMAT else 2) * rate * self.chunk_ms // 1000
         chunks = [data[i:i + step] for i in range(0, len(data), step)] or [b""]
         drop_after = len(chunks) // 2 if fault is not None and fault.kind == "disconnect" else None
-        return StreamingResponse(self._stream(chunks, drop_after), media_type="audio/x-wav")
+        return StreamingResponse(self._stream(chunks, drop_after, received), media_type="audio/x-wav")
 
-    async def _stream(self, chunks: list[bytes], drop_after: int | None) -> Any:
+    async def _stream(self, chunks: list[bytes], drop_after: int | None, received: float | None = None) -> Any:
         self.streams_started += 1
         self.chunks_sent = 0
         done = False
@@ -229,6 +234,8 @@ class FakeAzureSpeech:
                 if i and self.chunk_delay:
                     await asyncio.sleep(self.chunk_delay)
                 self.chunks_sent += 1
+                if i == 0 and received is not None:
+                    self.first_bytes.append((received, time.perf_counter()))
                 yield chunk
             done = True
             self.streams_completed += 1

@@ -19,6 +19,7 @@ import asyncio
 import base64
 import contextlib
 import json
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,6 +67,9 @@ class FakeCartesia:
     messages: list[dict[str, Any]] = field(default_factory=list)
     cancels: list[str] = field(default_factory=list)
     chunks_sent: int = 0
+    # (flush / final input received, first audio chunk written) per generation, time.perf_counter() seconds: the
+    # fake's own time to first byte, which benchmarks subtract from what the client saw.
+    first_bytes: list[tuple[float, float]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._sockets: list[WebSocket] = []
@@ -194,6 +198,7 @@ class FakeCartesia:
                 ctx.text += msg["transcript"]
                 if not (msg.get("flush") or not msg.get("continue")):
                     continue
+                received = time.perf_counter()
                 fmt = msg["output_format"]
                 text, ctx.text = ctx.text.strip(), ""
                 if text:
@@ -204,6 +209,8 @@ class FakeCartesia:
                     step = int(rate * CHUNK_SECONDS)
                     for start in range(0, len(pcm), step):
                         await self._chunk(ws, lock, cid, ctx, audio_bytes(pcm[start:start + step], enc))
+                        if start == 0:
+                            self.first_bytes.append((received, time.perf_counter()))
                         if self.pace:
                             await asyncio.sleep(CHUNK_SECONDS / self.pace)
                 if msg.get("flush"):

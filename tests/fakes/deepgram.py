@@ -144,6 +144,9 @@ class FakeDeepgram:
         self.http: list[dict[str, Any]] = []
         self.urls: list[str] = []
         self.auth_failures = 0
+        # (Flush received, first audio byte written) per /v1/speak sentence, time.perf_counter() seconds: the
+        # fake's own time to first byte, which benchmarks subtract from what the client saw.
+        self.first_bytes: list[tuple[float, float]] = []
         self.app = Starlette(routes=[
             WebSocketRoute("/v1/listen", self._listen_ws), WebSocketRoute("/v1/speak", self._speak_ws),
             Route("/v1/listen", self._listen_rest, methods=["POST"]), Route("/v1/speak", self._speak_rest,
@@ -306,6 +309,7 @@ class FakeDeepgram:
         step = max(1, rate * self.tts_chunk_ms // 1000) * width
         while True:
             seq, text = await jobs.get()
+            received = time.perf_counter()
             if self.speak_error:
                 message, self.speak_error = self.speak_error, None
                 await ws.send_json({"type": "Error", "err_code": "FAKE_ERROR", "err_msg": message})
@@ -317,6 +321,8 @@ class FakeDeepgram:
                     self.malformed_speak = False
                     await ws.send_text("{not json")
                 await ws.send_bytes(audio[i : i + step])
+                if i == 0:
+                    self.first_bytes.append((received, time.perf_counter()))
                 record.chunks += 1
                 if self.drop_speak_after_chunks is not None and record.chunks >= self.drop_speak_after_chunks:
                     self.drop_speak_after_chunks = None

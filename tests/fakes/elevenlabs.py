@@ -24,6 +24,7 @@ import base64
 import contextlib
 import io
 import json
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -87,6 +88,9 @@ class FakeElevenLabs:
     cancelled: list[str] = field(default_factory=list)
     voices_added: list[dict[str, Any]] = field(default_factory=list)
     errors_sent: list[str] = field(default_factory=list)
+    # (flush received, first audio message written) per multi-stream-input generation, time.perf_counter()
+    # seconds: the fake's own time to first byte, which benchmarks subtract from what the client saw.
+    first_bytes: list[tuple[float, float]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._contexts_started = 0
@@ -205,6 +209,7 @@ class FakeElevenLabs:
                     await ws.send_text(payload if isinstance(payload, str) else json.dumps(payload))
 
         async def generate(cid: str, text: str) -> None:
+            received = time.perf_counter()
             ctx = contexts[cid]
             self._contexts_started += 1
             entry["generated"].append(cid)
@@ -218,6 +223,9 @@ class FakeElevenLabs:
                     return
                 await emit({"audio": base64.b64encode(audio).decode(), "isFinal": None, "contextId": cid,
                             "alignment": self._alignment(chars), "normalizedAlignment": self._alignment(chars)})
+                if received:
+                    self.first_bytes.append((received, time.perf_counter()))
+                    received = 0.0
                 state["chunks"] += 1
                 if self.drop_after_chunks is not None and state["chunks"] >= self.drop_after_chunks:
                     state["dead"] = True

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -53,6 +54,9 @@ class FakeFishAudio:
     requests: list[dict[str, Any]] = field(default_factory=list)
     disconnects: int = 0
     completed: int = 0
+    # (request received, first audio chunk yielded) per /v1/tts, time.perf_counter() seconds: the fake's own time
+    # to first byte, which benchmarks subtract from what the client saw.
+    first_bytes: list[tuple[float, float]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.app = Starlette(routes=[Route("/v1/tts", self._tts, methods=["POST"]),
@@ -105,6 +109,7 @@ class FakeFishAudio:
         return body if isinstance(body, dict) else None
 
     async def _tts(self, request: Request) -> Response:
+        received = time.perf_counter()
         fault = self.faults.pop(0) if self.faults else None
         content_type = request.headers.get("content-type", "").split(";")[0].strip()
         body = self._parse(content_type, await request.body())
@@ -136,10 +141,10 @@ class FakeFishAudio:
             audio = wav_bytes(pcm, rate)
         else:
             audio = np.asarray(pcm, dtype="<i2").tobytes()
-        return StreamingResponse(self._chunks(audio, fault), media_type="audio/wav" if fmt == "wav" else
+        return StreamingResponse(self._chunks(audio, fault, received), media_type="audio/wav" if fmt == "wav" else
                                  "application/octet-stream")
 
-    async def _chunks(self, audio: bytes, fault: Any) -> AsyncIterator[bytes]:
+    async def _chunks(self, audio: bytes, fault: Any, received: float | None = None) -> AsyncIterator[bytes]:
         completed = False
         try:
             if fault == "slow_first_byte":
@@ -148,6 +153,8 @@ class FakeFishAudio:
             for i, start in enumerate(range(0, len(audio), step)):
                 if fault == "disconnect" and i > 0 and start >= len(audio) // 2:
                     raise ConnectionResetError("fake: connection dropped mid-stream")
+                if i == 0 and received is not None:
+                    self.first_bytes.append((received, time.perf_counter()))
                 yield audio[start:start + step]
                 if self.chunk_delay:
                     await asyncio.sleep(self.chunk_delay)

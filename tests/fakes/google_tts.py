@@ -100,6 +100,9 @@ class FakeGoogleTTS:
     token_rejections: list[str] = field(default_factory=list)
     requests: list[dict[str, Any]] = field(default_factory=list)
     last_pcm: np.ndarray | None = None
+    # (request received, response body yielded) per text:synthesize, time.perf_counter() seconds: the fake's own
+    # time to first byte (Google answers the whole audio in one JSON body), which benchmarks subtract.
+    first_bytes: list[tuple[float, float]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._tokens: set[str] = set()
@@ -151,6 +154,7 @@ class FakeGoogleTTS:
 
     # --- synthesis ------------------------------------------------------------------------------------------
     async def _synthesize(self, request: Request) -> Response:
+        received = time.perf_counter()
         auth = request.headers.get("authorization", "")
         record: dict[str, Any] = {"path": request.url.path, "query": dict(request.query_params),
                                   "bearer": auth.startswith("Bearer ") and auth[7:] in self.issued}
@@ -184,10 +188,12 @@ class FakeGoogleTTS:
         if self.disconnects:
             self.disconnects -= 1
             cut = True
-        return StreamingResponse(self._body(payload, cut), media_type="application/json",
+        return StreamingResponse(self._body(payload, cut, received), media_type="application/json",
                                  headers={"content-length": str(len(payload))})
 
-    async def _body(self, payload: bytes, cut: bool) -> AsyncIterator[bytes]:
+    async def _body(self, payload: bytes, cut: bool, received: float | None = None) -> AsyncIterator[bytes]:
+        if received is not None:
+            self.first_bytes.append((received, time.perf_counter()))
         if cut:
             yield payload[: len(payload) // 2]
             raise ConnectionResetError("fake: connection cut mid-body")

@@ -95,6 +95,9 @@ class FakeOpenAI:
     audio_requests: list[dict[str, Any]] = field(default_factory=list)
     speech_disconnects: int = 0
     speech_completed: int = 0
+    # (request received, first audio chunk yielded) per /v1/audio/speech, time.perf_counter() seconds: the fake's
+    # own time to first byte, which benchmarks subtract from what the client saw.
+    speech_first_bytes: list[tuple[float, float]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._queue: deque[Reply] = deque(self.script)
@@ -295,6 +298,7 @@ def _encode(pcm: Any, fmt: str) -> bytes:
 
 def _audio_routes(fake: FakeOpenAI) -> list[Route]:
     async def speech(request: Request) -> Response:
+        received = time.perf_counter()
         fault = fake.speech_faults.pop(0) if fake.speech_faults else None
         try:
             body = await request.json()
@@ -338,6 +342,8 @@ def _audio_routes(fake: FakeOpenAI) -> list[Route]:
                 for i, start in enumerate(range(0, len(audio), step)):
                     if fault == "disconnect" and start >= len(audio) // 2 and i > 0:
                         raise ConnectionResetError("fake: connection dropped mid-stream")
+                    if i == 0:
+                        fake.speech_first_bytes.append((received, time.perf_counter()))
                     yield audio[start:start + step]
                     if fake.speech_chunk_delay:
                         await asyncio.sleep(fake.speech_chunk_delay)

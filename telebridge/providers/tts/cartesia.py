@@ -310,7 +310,7 @@ class CartesiaTTS:
         url = ws_origin(self.origin) + WS_PATH
         try:
             return await connect(url, additional_headers=headers, open_timeout=self.connect_timeout,
-                                 max_size=2**24, close_timeout=2, logger=_WIRE_LOG)
+                                 max_size=2**24, close_timeout=2, logger=_WIRE_LOG, compression=None)
         except InvalidStatus as exc:
             body = exc.response.body.decode("utf-8", "replace") if exc.response.body else ""
             raise http_error(PROVIDER, exc.response.status_code, body, env_var=ENV_VAR) from None

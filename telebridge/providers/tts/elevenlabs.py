@@ -353,7 +353,7 @@ class ElevenLabsEngine:
             return await asyncio.wait_for(
                 connect(self.protocol.url(self.origin), additional_headers={"xi-api-key": self._key()},
                         open_timeout=self.connect_timeout, proxy=None, max_size=None, ping_interval=20,
-                        logger=_WIRE_LOG),
+                        logger=_WIRE_LOG, compression=None),
                 self.connect_timeout + 1)
         except InvalidStatus as exc:
             status = exc.response.status_code
