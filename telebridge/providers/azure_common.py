@@ -114,8 +114,7 @@ class AzureClient:
         self.retry_policy: RetryPolicy = DEFAULT_POLICY
         self._http: httpx.AsyncClient | None = None
         self._http_loop: asyncio.AbstractEventLoop | None = None
-        # A network blip is not remembered as a verdict on the credentials.
-        self._check = CheckCache(remember=lambda exc: not exc.retryable)
+        self._check = CheckCache()  # a network blip is not remembered as a verdict on the key (the default)
 
     def __repr__(self) -> str:  # never the key
         where = self.endpoints.override or self.endpoints.region

@@ -86,11 +86,23 @@ def phone_recording(
         return recording.metadata.get("voice")
 
     def adjust(config: SessionConfig) -> SessionConfig:
-        tts = config.tts
-        name = getattr(tts, "voice", None) or getattr(tts, "provider", None)
-        recording.update_metadata(voice=name)
+        recording.update_metadata(voice=_voice_name(config.tts))
         recording.watch_consent(config.session_data)  # the very dict the call's handlers and tools mutate
         return config
 
     observer = ConversationEvents(emit, history=history, voice=voice)
     return recording, RecordingSink(sink, recording), observer, adjust
+
+
+def _voice_name(tts: Any) -> str | None:
+    """The voice as recorded (a JSON string): a voice name or id, else the provider. ``TTS.ElevenLabs`` holds a
+    ``Voice`` model and ``TTS.Cartesia`` may hold a 192-number embedding; neither goes into the file as is."""
+    voice = getattr(tts, "voice", None)
+    if isinstance(voice, str) and voice:
+        return voice
+    for attr in ("name", "id"):
+        value = getattr(voice, attr, None)
+        if isinstance(value, str) and value:
+            return value
+    provider = getattr(tts, "provider", None)
+    return str(provider) if provider else None
