@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
+from starlette.middleware import Middleware
 from starlette.routing import Route, WebSocketRoute
 
 from .agent import Agent
@@ -18,8 +19,10 @@ from .outbound.webhooks import amd_status, call_status, outbound_twiml
 from .realtime.handler import PATH as REALTIME_PATH
 from .realtime.handler import realtime_endpoint
 from .runtime import Runtime
+from .security import AccessMiddleware, Guard, create_realtime_session
 from .settings import Settings
 from .twilio.media import media_stream
+from .twilio.transfer import WHISPER_PATH, transfer_whisper
 from .twilio.webhook import MEDIA_PATH, STATUS_PATH, STREAM_ENDED_PATH, stream_ended, stream_status, voice_webhook
 from .voices.http import create_voice, list_voices
 
@@ -45,12 +48,14 @@ def create_app(settings: Settings | None = None, *, agent: Agent | None = None, 
         finally:
             await runtime.stop()
 
+    guard = Guard(settings)
     app = Starlette(
         routes=[
             Route("/twilio/voice", voice_webhook, methods=["POST"]),
             Route(STATUS_PATH, stream_status, methods=["POST"]),
             Route(STREAM_ENDED_PATH, stream_ended, methods=["POST"]),
             WebSocketRoute(MEDIA_PATH, media_stream),
+            Route(WHISPER_PATH, transfer_whisper, methods=["POST"]),  # said to whoever takes a transfer
             # Outbound calls: Twilio's TwiML request once answered, its status and AMD callbacks; the calls API.
             Route(OUTBOUND_TWIML_PATH, outbound_twiml, methods=["POST"]),
             Route(CALL_STATUS_PATH, call_status, methods=["POST"]),
@@ -63,8 +68,11 @@ def create_app(settings: Settings | None = None, *, agent: Agent | None = None, 
             Route("/v1/voices", list_voices, methods=["GET"]),
             Route("/v1/voices", create_voice, methods=["POST"]),
             WebSocketRoute(REALTIME_PATH, realtime_endpoint),
+            Route(REALTIME_PATH + "/sessions", create_realtime_session, methods=["POST"]),  # session tokens
         ],
+        middleware=[Middleware(AccessMiddleware, guard=guard)],  # keys, tokens, origins, limits: README Security
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.guard = guard
     return app

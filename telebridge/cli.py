@@ -25,6 +25,7 @@ def _serve(args: argparse.Namespace) -> int:
     from .agent import AgentLoadError
     from .app import create_app
     from .server import DrainingServer
+    from .security import uvicorn_proxy_options
     from .settings import Settings
 
     overrides = {k: v for k, v in {"agent": args.agent, "host": args.host, "port": args.port}.items() if v is not None}
@@ -43,8 +44,7 @@ def _serve(args: argparse.Namespace) -> int:
         ws="websockets-sansio" if _has_sansio_ws() else "websockets",
         ws_ping_interval=None,  # Twilio does not answer pings reliably; a dead call ends with its stream
         timeout_graceful_shutdown=5,
-        proxy_headers=True,
-        forwarded_allow_ips="*",
+        **uvicorn_proxy_options(settings),  # X-Forwarded-* believed only from TELEBRIDGE_TRUSTED_PROXIES
     )
     server = DrainingServer(config, settings.drain_timeout)
     server.run()

@@ -10,8 +10,9 @@ Names, types and defaults follow jay_ai 0.8.0. Three deliberate differences, all
   final punctuation) before ending the caller's turn anyway.
 * Phone-call behaviour Jay never had (all optional, listed under "telebridge extensions" in ``SessionConfig``):
   pause-then-confirm barge-in, backchannels, the echo guard, DTMF, silence check-ins, a call-length cap and the
-  built-in ``end_call`` / ``transfer_call`` tools. Their defaults keep a Jay agent's behaviour unchanged except
-  where a phone line needs more care (a false interruption resumes; an hour-long call is ended politely).
+  built-in ``end_call`` / ``transfer_call`` / ``send_dtmf`` tools. Their defaults keep a Jay agent's behaviour
+  unchanged except where a phone line needs more care (a false interruption resumes; an hour-long call is ended
+  politely).
 
 Messages are TypedDicts, not models, so agent code keeps writing plain dict literals and OpenAI clients take
 them as they are; ``SessionConfig`` still validates them through a ``TypeAdapter``.
@@ -94,9 +95,11 @@ DEFAULT_BACKCHANNELS: tuple[str, ...] = (
     "uh-huh", "uh huh", "mm-hmm", "mm-hm", "mhm", "mm", "hmm", "hm", "yeah", "yep", "yup", "okay", "ok", "right",
     "alright", "all right", "sure", "i see", "got it", "gotcha", "cool", "oh", "ah", "aha", "wow",
 )
-BUILTIN_TOOL_NAMES = ("end_call", "transfer_call")
+BUILTIN_TOOL_NAMES = ("end_call", "transfer_call", "send_dtmf")
 _DTMF_KEYS = "0123456789*#"
 _TRANSFER_TARGET = re.compile(r"\+[1-9][0-9]{1,14}|sips?:[^\s]+")
+_E164 = re.compile(r"\+[1-9][0-9]{1,14}")
+_XML_INVALID = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 
 # Alternative spelling -> canonical field name.
 _ALIASES = {"min_interruption_duration": "interrupt_time_threshold", "min_interruption_words": "interrupt_word_threshold"}
@@ -172,7 +175,7 @@ class SessionConfig(BaseModel):
         None, exclude=True,
         description="async handler(input) called for every key press with session_data, call_id and digit.",
     )
-    builtin_tools: list[Literal["end_call", "transfer_call"]] = Field(
+    builtin_tools: list[Literal["end_call", "transfer_call", "send_dtmf"]] = Field(
         default_factory=list, description="Built-in tools the agent may call (see telebridge.tools)."
     )
     transfer_targets: dict[str, str] = Field(
@@ -183,6 +186,19 @@ class SessionConfig(BaseModel):
     transfer_message: str = Field(
         "Please hold while I transfer your call.", min_length=1,
         description="Said by transfer_call if the agent said nothing.",
+    )
+    transfer_caller_id: str | None = Field(
+        None,
+        description="Caller ID the transfer target sees: an E.164 number of this Twilio account (or verified with "
+        "it), or \"caller\" for the caller's own number. None: this call's Twilio number (To on inbound calls, "
+        "From on outbound calls).",
+    )
+    transfer_timeout: int | None = Field(
+        None, ge=5, le=600, description="Seconds the transfer target's phone rings before giving up (Twilio: 30)."
+    )
+    transfer_whisper: str | None = Field(
+        None, min_length=1, max_length=1000,
+        description="Said to whoever answers a transfer, before the caller is connected (None: nothing).",
     )
 
     # --- telebridge extensions: outbound calls ------------------------------------------------------------------
@@ -239,6 +255,20 @@ class SessionConfig(BaseModel):
             if not _TRANSFER_TARGET.fullmatch(number):
                 raise ValueError(f"transfer target {name!r} must be an E.164 number or a sip: URI, got {number!r}")
         return targets
+
+    @field_validator("transfer_caller_id")
+    @classmethod
+    def _caller_id(cls, value: str | None) -> str | None:
+        if value is not None and value != "caller" and not _E164.fullmatch(value):
+            raise ValueError(f"must be an E.164 number (+15551234567) or \"caller\", got {value!r}")
+        return value
+
+    @field_validator("transfer_whisper")
+    @classmethod
+    def _speakable(cls, value: str | None) -> str | None:
+        if value is not None and (not value.strip() or _XML_INVALID.search(value)):
+            raise ValueError("must be text to say (not blank, no control characters)")
+        return value
 
     @field_validator("on_dtmf", "on_answering_machine")
     @classmethod

@@ -76,11 +76,35 @@ class Settings(BaseSettings):
     )
     api_key: SecretStr | None = Field(
         default=None,
-        description="Bearer key for the service's own API (POST/GET /v1/calls). Unset: those endpoints are off (404).",
+        description="Bearer key for the service's own API; one of the API keys (see api_keys). With no key at all, "
+        "/v1/calls is off (404).",
     )
     twilio_api_base_url: str | None = Field(
         default=None, description="Override Twilio's REST base URL (tests point it at a local fake)."
     )
+
+    # --- access control (issue 12): keys, session tokens, proxies, origins, limits ---
+    api_keys: SecretStr | None = Field(
+        default=None, description="Comma-separated API keys for /v1/realtime, POST /v1/voices, /v1/calls, /console, "
+        "/metrics (TELEBRIDGE_API_KEY counts as one more). None set: those answer loopback clients only.",
+    )
+    protect_reads: bool = Field(default=False, description="Also require a key for GET /v1/voices and /v1/health.")
+    trusted_proxies: str = Field(
+        default="127.0.0.1,::1", description="Addresses/CIDRs whose X-Forwarded-For/-Proto are believed (uvicorn's "
+        "forwarded_allow_ips). Empty: none. '*' trusts everyone (forgeable; warned at start-up).",
+    )
+    allowed_origins: str = Field(
+        default="", description="Comma-separated extra Origins allowed for browser WebSockets and uploads (same-origin "
+        "and loopback pages always are); '*' allows any.",
+    )
+    session_token_ttl: int = Field(default=60, ge=1, le=3600, description="Seconds a realtime session token lives.")
+    max_realtime_sessions_per_key: int = Field(default=25, ge=0, description="Concurrent /v1/realtime sessions per "
+                                               "API key (tokens count for the key that minted them); 0 = no limit.")
+    max_realtime_sessions_per_client: int = Field(default=5, ge=0, description="... per client address; 0 = none.")
+    max_realtime_session_seconds: float = Field(default=3600, ge=0, description="Longest realtime session; 0 = none.")
+    max_uploads_per_hour_per_key: int = Field(default=100, ge=0, description="POST /v1/voices per key per hour.")
+    max_uploads_per_hour_per_client: int = Field(default=30, ge=0, description="POST /v1/voices per address per hour.")
+    max_request_body_kb: int = Field(default=1024, ge=1, description="Largest request body, except voice uploads.")
 
     # --- realtime API, voices, recording (issue 4) ---
     voices_file: Path | None = Field(
@@ -102,6 +126,11 @@ class Settings(BaseSettings):
     )
     realtime_chunk_ms: int = Field(default=40, ge=10, le=500, description="Agent audio per response.audio.delta.")
     realtime_lead_ms: int = Field(default=300, ge=0, le=5000, description="How far ahead of real time audio is sent.")
+    voices_list_style: Literal["seed", "unmute"] = Field(
+        default="seed", description="GET /v1/voices entries: 'seed' = name, language, gender + Unmute's source; "
+        "'unmute' = exactly Unmute's VoiceSample (name, good, instructions, source), for Unmute's Python client, "
+        "which rejects any other field.",
+    )
 
     # --- cloud speech providers: origins replacing the public ones (self-hosted, regional, proxies, tests) ---
     deepgram_base_url: str | None = Field(default=None, description="e.g. https://api.deepgram.com")
@@ -180,3 +209,6 @@ class Settings(BaseSettings):
         elif not self.signatures_enforced:
             log.warning("No TWILIO_AUTH_TOKEN set: Twilio signatures cannot be validated. Set it before "
                         "exposing this service.")
+        from .security import log_access_posture
+
+        log_access_posture(self)

@@ -1,4 +1,4 @@
-"""Built-in tools an agent may opt into: ``end_call`` and ``transfer_call``.
+"""Built-in tools an agent may opt into: ``end_call``, ``transfer_call`` and ``send_dtmf``.
 
 Opt in with ``SessionConfig(builtin_tools=["end_call", "transfer_call"], transfer_targets={"sales": "+1555…"})``
 and give the LLM their schemas (``builtin_tool_schemas(config)``) next to your own tools. telebridge adds the
@@ -12,6 +12,10 @@ said nothing, and then hangs up or transfers through Twilio's REST API.
 Why an allow-list for transfers: a transfer target that comes from an LLM is attacker-controlled text (prompt
 injection can make an agent "transfer" callers to a premium-rate number). ``transfer_call`` only dials the
 numbers or SIP URIs listed in ``transfer_targets``, by name or by exact number.
+
+Why ``send_dtmf`` plays tones in the agent's own audio: see :mod:`telebridge.audio.dtmf`. The keys are checked
+(0-9, ``*``, ``#``, ``w`` for a pause; at most 40) before anything is played, and the result tells the LLM
+exactly which keys went out, so it can tell a menu's next prompt from its own mistake.
 """
 
 from __future__ import annotations
@@ -20,9 +24,14 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Protocol
 
+from .audio.dtmf import normalise_digits
+
 log = logging.getLogger("telebridge.tools")
 
-__all__ = ["END_CALL_SCHEMA", "builtin_tool_schemas", "make_builtin_tools", "CallActions", "resolve_target"]
+__all__ = [
+    "END_CALL_SCHEMA", "SEND_DTMF_SCHEMA", "builtin_tool_schemas", "make_builtin_tools", "CallActions",
+    "resolve_target",
+]
 
 END_CALL_SCHEMA: dict[str, Any] = {
     "type": "function",
@@ -33,6 +42,27 @@ END_CALL_SCHEMA: dict[str, Any] = {
             "type": "object",
             "properties": {"reason": {"type": "string", "description": "Why the call is ending (for the logs)."}},
             "required": [],
+        },
+    },
+}
+
+
+SEND_DTMF_SCHEMA: dict[str, Any] = {
+    "type": "function",
+    "function": {
+        "name": "send_dtmf",
+        "description": "Press keys on the phone keypad, e.g. to choose an option in an automated phone menu. "
+        "The tones play right after anything you say in the same reply; then wait for the menu's next prompt.",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "digits": {
+                    "type": "string",
+                    "description": "The keys to press, in order: 0-9, * and #; w waits half a second. "
+                    "Examples: '1', '2', '4155550123#'.",
+                }
+            },
+            "required": ["digits"],
         },
     },
 }
@@ -61,6 +91,8 @@ def builtin_tool_schemas(config: Any) -> list[dict[str, Any]]:
             schemas.append(END_CALL_SCHEMA)
         elif name == "transfer_call":
             schemas.append(_transfer_schema(config.transfer_targets))
+        elif name == "send_dtmf":
+            schemas.append(SEND_DTMF_SCHEMA)
     return schemas
 
 
@@ -79,6 +111,10 @@ class CallActions(Protocol):
     def request_end_call(self, reason: str) -> None: ...
 
     def request_transfer(self, target: str, name: str) -> None: ...
+
+    async def send_dtmf(self, keys: str) -> bool:
+        """Play ``keys`` (normalised, valid) after what the agent has said so far; False if it cannot now."""
+        ...
 
 
 def make_builtin_tools(
@@ -102,8 +138,21 @@ def make_builtin_tools(
         actions.request_transfer(number, name)
         return f"The caller will be transferred to {name} after this reply. Tell them briefly; ask nothing more."
 
+    async def send_dtmf(digits: str) -> str:
+        try:
+            keys = normalise_digits(digits)
+        except ValueError as exc:
+            return f"Error: nothing was pressed: {exc}."
+        if not await actions.send_dtmf(keys):
+            return "Error: nothing was pressed: the call is not taking keypad input right now."
+        shown = " ".join("(pause)" if key == "w" else key for key in keys)
+        return (f"Pressed {shown} on the keypad. Now wait silently for the next prompt; "
+                "say something only if a person answers.")
+
     if "end_call" in wanted:
         tools["end_call"] = end_call
     if "transfer_call" in wanted:
         tools["transfer_call"] = transfer_call
+    if "send_dtmf" in wanted:
+        tools["send_dtmf"] = send_dtmf
     return tools

@@ -30,10 +30,12 @@ def free_port() -> int:
 class LiveServer:
     """uvicorn serving ``create_app`` on 127.0.0.1 in a background thread with its own event loop."""
 
-    def __init__(self, **settings_overrides) -> None:
+    def __init__(self, *, bind: str = "127.0.0.1", **settings_overrides) -> None:
+        """``bind``: the interface to listen on (``0.0.0.0`` lets a test connect from a non-loopback address)."""
         import uvicorn
 
         from telebridge.app import create_app
+        from telebridge.security import uvicorn_proxy_options
         from telebridge.settings import Settings
 
         self.port = free_port()
@@ -42,8 +44,8 @@ class LiveServer:
         self.settings = Settings(_env_file=None, host="127.0.0.1", port=self.port,
                                  twilio_auth_token=AUTH_TOKEN, **settings_overrides)
         self.app = create_app(self.settings)
-        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_config=None, ws="websockets-sansio",
-                                ws_ping_interval=None, lifespan="on")
+        config = uvicorn.Config(self.app, host=bind, port=self.port, log_config=None, ws="websockets-sansio",
+                                ws_ping_interval=None, lifespan="on", **uvicorn_proxy_options(self.settings))
         self.server = uvicorn.Server(config)
         self.loop: asyncio.AbstractEventLoop | None = None
         self.thread = threading.Thread(target=self._run, daemon=True, name=f"telebridge-{self.port}")

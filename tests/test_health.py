@@ -29,7 +29,8 @@ async def test_health_reports_every_part_and_is_ok_on_the_embedded_stack(server)
     assert "recording_storage" not in body["parts"]  # recording is off unless a directory is configured
     assert server.runtime._engines == engines_before
     # Without a voices file the store has the bundled Piper voice only.
-    assert voices.json() == [{"name": "default", "language": "en", "gender": "male"}]
+    assert voices.json() == [{"name": "default", "language": "en", "gender": "male",
+                              "source": {"source_type": "file", "path_on_server": "voices/default"}}]
 
 
 def fake_runtime(tmp_path: Path, *, hub_running: bool = True, draining: bool = False, recordings: Path | None = None):

@@ -186,11 +186,17 @@ async def transcribe(audio16k: np.ndarray) -> str:
 # --- voices and the seed's examples -------------------------------------------------------------------------
 
 
-async def test_voices_list_is_the_seed_example_byte_for_byte(rt):
+async def test_voices_list_is_the_seed_example_plus_unmutes_source(rt):
     async with httpx.AsyncClient() as http:
         response = await http.get(rt.url + "/v1/voices")
     assert response.status_code == 200
-    assert canonical(response.text) == canonical(SEED_VOICES)  # no comment, no 'retired' (good: false)
+    # Each entry is the seed's, byte for byte, followed by Unmute's source (no comment, no 'retired').
+    listed = json.loads(response.text)
+    seed_part = [{k: v for k, v in entry.items() if k != "source"} for entry in listed]
+    assert json.dumps(seed_part) == json.dumps(json.loads(SEED_VOICES))
+    assert [list(entry) for entry in listed] == [["name", "language", "gender", "source"]] * 3
+    assert [entry["source"] for entry in listed] == [
+        {"source_type": "file", "path_on_server": f"voices/{name}"} for name in ("default", "voice_001", "voice_002")]
 
 
 async def test_session_update_examples_and_error_example_byte_for_byte(rt):
@@ -218,7 +224,7 @@ async def test_session_update_examples_and_error_example_byte_for_byte(rt):
 
 ERROR_CASES = [
     ("{not json", "json_invalid", []),
-    ('{"type": "response.create"}', "literal_error", ["type"]),
+    ('{"type": "conversation.item.create"}', "literal_error", ["type"]),
     ('{"session": {}}', "missing", ["type"]),
     ('["session.update"]', "dict_type", []),
     ('{"type": "session.update", "session": {"voice": 5}}', "string_type", ["session", "voice"]),

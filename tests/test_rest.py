@@ -160,3 +160,70 @@ def test_builtin_tool_schemas_follow_the_config():
     assert builtin_tool_schemas(SessionConfig(initial_messages=[])) == []
     with pytest.raises(ValueError, match="E.164"):
         SessionConfig(initial_messages=[], transfer_targets={"x": "12345"})
+
+
+# --- transfer options: caller ID, ring timeout, whisper -----------------------------------------------------------
+async def test_transfer_sends_caller_id_timeout_and_whisper_twiml(fake_api):
+    api, url = fake_api
+    sid = new_call(api, 5)
+    ctl = control(url, sid)
+    try:
+        assert await ctl.transfer("+15557654321", "+15559870002", timeout=25,
+                                  whisper_url="https://tb.example.com/twilio/transfer-whisper?d=tok&x=1") is True
+        assert await ctl.transfer("+15557654321", timeout=3) is False  # refused before reaching Twilio
+    finally:
+        await ctl.aclose()
+    (req,) = api.requests_for(sid)
+    assert req.form["Twiml"] == api.calls[sid].twiml == (
+        '<?xml version="1.0" encoding="UTF-8"?><Response><Dial callerId="+15559870002" timeout="25">'
+        '<Number method="POST" url="https://tb.example.com/twilio/transfer-whisper?d=tok&amp;x=1">+15557654321'
+        "</Number></Dial></Response>"
+    )
+    assert api.calls[sid].twiml_updates == [req.form["Twiml"]]
+
+
+def test_transfer_caller_id_defaults_to_the_calls_twilio_number():
+    from telebridge.twilio.transfer import transfer_caller_id
+
+    inbound = {"Direction": "inbound", "From": "+14155550123", "To": "+18005550100"}
+    outbound = {"Direction": "outbound-api", "From": "+18005550100", "To": "+14155550123"}
+    plain = SessionConfig(initial_messages=[])
+    assert transfer_caller_id(plain, inbound) == "+18005550100"
+    assert transfer_caller_id(plain, outbound) == "+18005550100"
+    caller = SessionConfig(initial_messages=[], transfer_caller_id="caller")
+    assert transfer_caller_id(caller, inbound) == "+14155550123"
+    assert transfer_caller_id(caller, outbound) == "+14155550123"
+    fixed = SessionConfig(initial_messages=[], transfer_caller_id="+15550001111")
+    assert transfer_caller_id(fixed, inbound) == "+15550001111"
+    assert transfer_caller_id(plain, {"Direction": "inbound", "To": "client:alice"}) is None  # left to Twilio
+    assert transfer_caller_id(plain, {}) is None
+
+
+def test_whisper_link_is_sealed_and_needs_a_key_and_an_address():
+    from urllib.parse import parse_qs, urlsplit
+
+    from telebridge.outbound.sealing import unseal
+    from telebridge.twilio.transfer import transfer_options, whisper_link
+
+    settings = Settings(_env_file=None, twilio_auth_token="t0k")
+    endpoint = "https://tb.example.com/twilio/transfer-whisper"
+    link = whisper_link(settings, endpoint, "Caller about an order")
+    assert link is not None and link.startswith(endpoint + "?d=") and "order" not in link
+    token = parse_qs(urlsplit(link).query)["d"][0]
+    assert unseal(settings, token) == {"kind": "transfer-whisper", "say": "Caller about an order"}
+    assert whisper_link(settings, None, "text") is None
+    assert whisper_link(settings, endpoint, None) is None
+    assert whisper_link(Settings(_env_file=None), endpoint, "text") is None  # nothing to seal with
+    cfg = SessionConfig(initial_messages=[], transfer_timeout=15)
+    assert transfer_options(cfg, {"Direction": "inbound", "To": "+18005550100"}, settings, endpoint) == {
+        "caller_id": "+18005550100", "timeout": 15, "whisper_url": None}
+
+
+@pytest.mark.parametrize("fields", [
+    {"transfer_caller_id": "18005550100"}, {"transfer_caller_id": "client:bob"}, {"transfer_timeout": 4},
+    {"transfer_timeout": 601}, {"transfer_whisper": "   "}, {"transfer_whisper": "bad \x07 bell"},
+    {"transfer_whisper": "x" * 1001},
+])
+def test_transfer_settings_are_checked(fields):
+    with pytest.raises(ValueError):
+        SessionConfig(initial_messages=[], **fields)

@@ -168,3 +168,37 @@ def test_connect_stream_action_is_requested_when_the_stream_ends():
     assert connect.get("method") == "POST"
     with pytest.raises(ValueError):
         connect_stream("wss://example.com/twilio/media", {}, action="ftp://example.com/x")
+
+
+# --- transfers: caller ID, ring timeout, whisper ----------------------------------------------------------------
+def test_dial_with_timeout_and_whisper_is_exact_and_escaped() -> None:
+    url = 'https://tb.example.com/twilio/transfer-whisper?d=a%2Bb&x="<y>"'
+    assert dial("+15557654321", "+18005550100", timeout=20, whisper_url=url) == (
+        '<?xml version="1.0" encoding="UTF-8"?><Response><Dial callerId="+18005550100" timeout="20">'
+        '<Number method="POST" url="https://tb.example.com/twilio/transfer-whisper?'
+        'd=a%2Bb&amp;x=&quot;&lt;y&gt;&quot;">+15557654321</Number></Dial></Response>'
+    )
+    root = parse(dial("sip:desk@pbx.example.com", whisper_url="https://tb.example.com/w?d=1"))
+    sip = root[0][0]
+    assert sip.tag == "Sip" and sip.attrib == {"url": "https://tb.example.com/w?d=1", "method": "POST"}
+    assert root[0].attrib == {}
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"timeout": 4}, {"timeout": 601}, {"timeout": 2.5}, {"timeout": True},
+    {"whisper_url": "ftp://x.example/w"}, {"whisper_url": "https://x.example/w#frag"}, {"whisper_url": "/relative"},
+    {"caller_id": "client:alice"},
+])
+def test_dial_refuses_bad_transfer_options(kwargs: dict) -> None:
+    with pytest.raises(ValueError):
+        dial("+15557654321", **kwargs)
+
+
+def test_say_alone_escapes_and_empty_response() -> None:
+    from telebridge.twilio.twiml import empty, say
+
+    expected = '<?xml version="1.0" encoding="UTF-8"?><Response><Say>A &lt;b&gt; &amp; c</Say></Response>'
+    assert say("A <b> & c") == expected
+    assert empty() == '<?xml version="1.0" encoding="UTF-8"?><Response />'
+    with pytest.raises(ValueError):
+        say("  ")

@@ -191,7 +191,8 @@ async def test_cloning_recovers_pitch_and_pace_and_the_voice_is_listed_at_once(v
     assert len(json.dumps(stored)) < 2000
     async with httpx.AsyncClient() as http:
         listed = (await http.get(vs.url + "/v1/voices")).json()
-    assert {"name": name, "language": "en", "gender": "male"} in listed
+    assert {"name": name, "language": "en", "gender": "male",
+            "source": {"source_type": "file", "path_on_server": f"voices/{name}"}} in listed
     assert [v["name"] for v in listed][:2] == ["default", "slow"]
 
 
@@ -398,7 +399,8 @@ async def test_elevenlabs_cloning_through_post_voices_and_the_clone_speaks_in_a_
     assert entry.tts.provider == "elevenlabs" and entry.tts.voice.id == added["voice_id"]
     stored = (srv.settings.voice_store_dir / f"{name}.json").read_text()
     assert fake.api_key not in stored and "api_key" not in stored
-    assert {"name": name, "language": "en", "gender": "male"} in (await httpx.AsyncClient().get(
+    assert {"name": name, "language": "en", "gender": "male",
+            "source": {"source_type": "file", "path_on_server": f"voices/{name}"}} in (await httpx.AsyncClient().get(
         srv.url + "/v1/voices")).json()
 
     # A realtime session picks the clone by name: its greeting is spoken by (the fake) ElevenLabs.

@@ -1,14 +1,14 @@
 """``POST /v1/calls`` (place a call) and ``GET /v1/calls/{sid}`` (follow it), behind a bearer key.
 
-Off (404) unless ``TELEBRIDGE_API_KEY`` is set; ``Authorization: Bearer <key>`` is compared in constant time;
-401 for a missing or wrong key; 422 with pydantic's details for a bad body. The agent that answers is the
-server's own (a per-call agent is a ``telebridge call --agent`` feature: loading code named by an HTTP client
-is not something an API key should allow).
+Off (404) unless an API key is configured (``TELEBRIDGE_API_KEY`` or ``TELEBRIDGE_API_KEYS``); then
+``Authorization: Bearer <key>`` is required — checked, in constant time, by :mod:`telebridge.security`'s
+middleware before the route runs: 401 for a missing or wrong key. 422 with pydantic's details for a bad body.
+The agent that answers is the server's own (a per-call agent is a ``telebridge call --agent`` feature: loading
+code named by an HTTP client is not something an API key should allow).
 """
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 from typing import Any
@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from ..security import require_key
 from .calls import PlaceCallError, place_call
 from .phone import InvalidNumber, e164
 
@@ -46,25 +47,12 @@ def _error(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
     return JSONResponse({"error": {"code": code, "message": message, **extra}}, status_code=status)
 
 
-def _authorize(request: Request) -> JSONResponse | None:
-    key = request.app.state.settings.api_key
-    if key is None or not key.get_secret_value():
-        return _error(404, "not_found", "Not Found")
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    expected = key.get_secret_value().encode()
-    if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), expected):
-        return JSONResponse({"error": {"code": "unauthorized", "message": "missing or wrong API key"}},
-                            status_code=401, headers={"WWW-Authenticate": "Bearer"})
-    return None
-
-
 _STATUS_FOR_KIND = {"invalid_number": 422, "invalid_to": 422, "invalid_from": 422, "permission": 422,
                     "rate_limited": 429, "config": 503, "credentials": 502, "network": 502, "twilio": 502}
 
 
 async def create_call(request: Request) -> JSONResponse:
-    denied = _authorize(request)
+    denied = require_key(request)
     if denied is not None:
         return denied
     try:
@@ -87,7 +75,7 @@ async def create_call(request: Request) -> JSONResponse:
 
 
 async def get_call(request: Request) -> JSONResponse:
-    denied = _authorize(request)
+    denied = require_key(request)
     if denied is not None:
         return denied
     record = await request.app.state.runtime.call_registry.get(request.path_params["sid"])

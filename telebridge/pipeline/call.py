@@ -38,6 +38,7 @@ from .answering import CalleeWatch, first_speaker_waits
 from .echo import EchoGuard, NoiseGate, PlayoutClock
 from .events import EventDispatcher
 from .interim import InterimTranscriber
+from .keypad import KeypadTones, Tones, current_reply, queue_tones
 from .llm import respond
 from .observer import ConversationObserver
 from .sentences import SentenceChunker
@@ -78,6 +79,9 @@ MAX_ONSET_BACKDATE = 0.25
 # Words heard over the agent are its own echo when this share of them matches what it just said (2+ words).
 ECHO_TEXT_SHARE = 0.6
 ECHO_TEXT_MIN_WORDS = 2
+# Agent audio longer than this arrives as one chunk (a whole sentence): it is resampled in a worker thread, since
+# doing it on the event loop stalls every call's frames for tens of milliseconds under load.
+THREAD_RESAMPLE_SECONDS = 0.5
 # After a successful REST hang-up Twilio stops the stream itself; if it has not within this time, we close.
 HANGUP_CLOSE_AFTER = 5.0
 
@@ -139,6 +143,8 @@ class _Reply:
     heard_at_pause: int = 0
     audible: bool = False
     segments: list[int] = field(default_factory=list)
+    sentences: asyncio.Queue[Any] | None = None  # the producer's queue (keypad tones join it; see keypad.py)
+    chunker: SentenceChunker | None = None
 
     @property
     def greeting(self) -> bool:
@@ -206,9 +212,11 @@ class CallSession:
         observer: ConversationObserver | None = None,
         adjust_config: Callable[[SessionConfig], SessionConfig] | None = None,
         control: Any | None = None,
+        whisper_endpoint: str | None = None,
     ) -> None:
-        """``control`` hangs up / transfers the call (``hang_up()``, ``transfer(target)``, ``aclose()``); by
-        default a Twilio REST control when the settings hold credentials and ``custom_data`` a CallSid."""
+        """``control`` hangs up / transfers the call (``hang_up()``, ``transfer(target, **options)``,
+        ``aclose()``); by default a Twilio REST control when the settings hold credentials and ``custom_data`` a
+        CallSid. ``whisper_endpoint``: our transfer-whisper URL as Twilio reaches it."""
         self.runtime = runtime
         self.agent = agent
         self.call_id = call_id
@@ -218,6 +226,8 @@ class CallSession:
         self.observer = observer or ConversationObserver()
         self._adjust_config = adjust_config
         self._control = control
+        self.whisper_endpoint = whisper_endpoint
+        self.keypad = KeypadTones(sink.sample_rate)
         self.config: SessionConfig | None = None
         self.history: list[dict[str, Any]] = []
         self.session_data: dict[str, Any] = {}
@@ -413,6 +423,9 @@ class CallSession:
         log.info("call %s: DTMF %s", self.call_id, digit)
         if self._closed or self.engine is None or self.config is None:
             return
+        if self.keypad.is_echo(digit, self._now):
+            log.info("call %s: DTMF %s is our own tone coming back; ignored", self.call_id, digit)
+            return
         self.metrics.events.append((self._now, "dtmf", digit))
         self._observe("dtmf", digit)
         handler = self.config.on_dtmf
@@ -433,6 +446,10 @@ class CallSession:
             return
         self._now = end_time
         engine = self.engine
+        if self.keypad.pending or engine.floor_held:  # keypad tones in flight: no barge-in (see keypad.py)
+            reply = self._reply
+            heard = self._heard(reply) if reply is not None else 0
+            engine.floor_held = self.keypad.holds_floor(reply.turn_id if reply else None, heard, end_time)
         # Gate: one energy per window, compared with the line's noise floor and with what the caller heard.
         energy = float(np.dot(window, window)) / len(window)
         voice = self._noise.push(energy)
@@ -650,11 +667,13 @@ class CallSession:
         speech = self.speech
         rate = speech.sample_rate
         resampler = Resampler(rate, self.outbound.sample_rate)
-        sentences: asyncio.Queue[str | None] = asyncio.Queue(maxsize=8)
+        sentences: asyncio.Queue[str | Tones | None] = asyncio.Queue(maxsize=8)
+        reply.sentences = sentences
         agent_view = self._agent_view
 
         async def text_source() -> None:
-            chunker = SentenceChunker()
+            chunker = reply.chunker = SentenceChunker()
+            current_reply.set(reply)  # the send_dtmf tool queues its tones in this reply
             try:
                 if reply.say is not None:
                     for piece in chunker.push(reply.say) + chunker.flush():
@@ -697,6 +716,9 @@ class CallSession:
         source = self._spawn(text_source(), f"llm{reply.turn_id}")
         try:
             while (sentence := await sentences.get()) is not None:
+                if isinstance(sentence, Tones):
+                    self._play_tones(reply, sentence)
+                    continue
                 reply.timings.setdefault("tts_request", time.perf_counter())
                 span: _Span | None = None
                 # Each chunk goes out as it arrives: a streaming provider's first bytes reach the caller at once.
@@ -705,7 +727,10 @@ class CallSession:
                         reply.timings["tts_first_audio"] = time.perf_counter()
                     if chunk_rate != rate:  # a fallback provider took over mid-reply
                         rate, resampler = chunk_rate, Resampler(chunk_rate, self.outbound.sample_rate)
-                    pcm = np.asarray(resampler.process(chunk), dtype=np.float32)
+                    if len(chunk) > rate * THREAD_RESAMPLE_SECONDS:  # a whole sentence at once (Piper, Google)
+                        pcm = np.asarray(await asyncio.to_thread(resampler.process, chunk), dtype=np.float32)
+                    else:
+                        pcm = np.asarray(resampler.process(chunk), dtype=np.float32)
                     if not len(pcm):
                         continue
                     if span is None:
@@ -809,8 +834,8 @@ class CallSession:
         if reply is None:
             return
         if reply.task:
+            self._cancel_at_provider(reply)  # before the task: see _cancel_at_provider
             reply.task.cancel()
-            self._cancel_at_provider(reply)
         self.outbound.drop_turn(reply.segment)
         self._forget_segments(reply)
         self._observe("reply_dropped", turn_id)
@@ -874,8 +899,8 @@ class CallSession:
         if reply is None:
             return
         if reply.task:
+            self._cancel_at_provider(reply)  # before the task: see _cancel_at_provider
             reply.task.cancel()
-            self._cancel_at_provider(reply)
         if not reply.paused:
             # Marks echoed after this instant may still be credited to audio that Twilio flushes; taking the
             # position now errs on the side of "not heard", never the other way round.
@@ -893,7 +918,12 @@ class CallSession:
         self._fire("on_agent_stopped_speaking")
 
     def _cancel_at_provider(self, reply: _Reply) -> None:
-        """A cancelled reply's synthesis stops at the provider too (Clear, close the context), not only here."""
+        """A cancelled reply's synthesis stops at the provider too (Clear, close the context), not only here.
+
+        Called *before* the reply's task is cancelled: the cancel task is scheduled first, so the TTS session
+        still knows the sentence in flight when it runs. The other way round, the reply task's cancellation
+        unwinds the session's stream first (its ``finally`` forgets the sentence), and the session has nothing
+        left to stop -- on Python 3.12+ always, on 3.11 only thanks to ``wait_for``'s extra loop steps."""
         if self.speech is not None and not reply.text_done:
             self._spawn(self.speech.cancel_reply(reply.turn_id), f"tts-cancel{reply.turn_id}")
 
@@ -904,8 +934,37 @@ class CallSession:
         if already and heard.startswith(already):
             heard = heard[len(already) :].strip()
         message = {"role": "assistant", "content": (heard + CUT_OFF_MARK) if heard else CUT_OFF_MARK}
+        if unplayed := self.keypad.unplayed(reply.turn_id, self._heard(reply)):
+            message["content"] += f" [cut off before the keypad tones {unplayed} were sent: nothing was pressed]"
         self.history.append(message)
         return message
+
+    # --- turns driven by the client (realtime: input_audio_buffer.commit, response.create, response.cancel) -
+    def commit_user_turn(self) -> None:
+        """The client ended the user's turn. Closing silence is fed behind the audio received so far, so the VAD
+        ends the utterance where it really ends, and the engine answers once it is transcribed, without waiting."""
+        if self._closed or self.engine is None or self.config is None or self._segmenter is None:
+            return
+        behind = self._fed / self.input_rate - self._now  # audio the VAD has not seen yet
+        if self._segmenter.speaking or self.engine.caller_speaking or behind > 0.1:
+            pad = self.config.vad.min_silence_duration + 0.1
+            self.on_audio(np.zeros(int(pad * self.input_rate), dtype=np.float32))
+        self._run_actions(self.engine.commit(self._now))
+
+    def request_reply(self) -> None:
+        """The client asks for a reply (to the user's words, or with none new: the agent speaks on)."""
+        if not self._closed and self.engine is not None:
+            self._run_actions(self.engine.request_reply(self._now))
+
+    def cancel_reply(self) -> None:
+        """The client stops the reply under way; the user's words it answered stay in the history."""
+        if self._closed or self.engine is None:
+            return
+        reply = self._reply
+        actions = self.engine.cancel(self._now)
+        self._run_actions(actions)
+        if reply is not None and reply.user_text and any(isinstance(a, CancelReply) for a in actions):
+            self.history.append({"role": "user", "content": reply.user_text})
 
     # --- winding down (built-in tools and the engine's HangUp / Transfer) -----------------------------------
     def request_end_call(self, reason: str) -> None:
@@ -930,13 +989,30 @@ class CallSession:
             )
         )
 
+    async def send_dtmf(self, keys: str) -> bool:
+        """``send_dtmf``: press ``keys`` (valid, normalised) in the reply whose LLM round called the tool."""
+        reply = current_reply.get()
+        if self._closed or reply is None or self._replies.get(reply.turn_id) is not reply:
+            return False
+        return await queue_tones(reply, self.keypad.make(keys))
+
+    def _play_tones(self, reply: _Reply, tones: Tones) -> None:
+        start = reply.enqueued
+        reply.enqueued += len(tones.audio)
+        self.keypad.placed(reply.turn_id, start, reply.enqueued, tones.keys)
+        self._event("send_dtmf", tones.keys)
+        self._feed(reply, tones.audio)
+
     async def _end_call(self, action: HangUp | Transfer) -> None:
         control = self._control
         self.ended_reason = self.ended_reason or action.reason
         if isinstance(action, Transfer):
+            from ..twilio.transfer import transfer_options
+
             self._event("transfer", action.target)
             self._observe("call_ending", "transfer_call")
-            ok = control is not None and await control.transfer(action.target)
+            options = transfer_options(self.config, self.custom_data, self.runtime.settings, self.whisper_endpoint)
+            ok = control is not None and await control.transfer(action.target, **options)
             if not ok:
                 log.error("call %s: transfer to %s failed; hanging up", self.call_id, action.target)
         else:

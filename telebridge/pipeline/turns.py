@@ -46,7 +46,8 @@ Rules next to the table
 * **Endpointing.** A turn ends ``max(min_silence_duration, min_endpointing_delay)`` after the caller stopped
   speaking, once every utterance of the turn is transcribed; ``max_endpointing_delay`` when the words so far
   look unfinished ("my number is", "and…"). Speech that resumes before the reply is heard merges into the turn.
-* **Barge-in.** Only while the agent's audio is audible and ``allow_interruptions``. The time threshold counts
+* **Barge-in.** Only while the agent's audio is audible and ``allow_interruptions``, never while ``floor_held``
+  (keypad tones: half a key press would be a wrong key). The time threshold counts
   the caller's speech from its onset (short gaps between words included, like the VAD's speaking state) but
   never the silence after a short sound ("uh-huh" + the VAD's closing silence is not half a second of speech) (``+ echo_extra_time`` while the agent's own voice is echoing back);
   the word threshold counts interim words too, and needs at least one real word: fillers, annotations
@@ -60,6 +61,9 @@ Rules next to the table
   ``max_pause``.
 * **One pause per utterance.** After a resume, the same utterance cannot pause the agent again, so a long noise
   cannot make the agent stutter.
+* **Turns driven by the client** (realtime API, OpenAI-style): ``commit`` ends the turn with no endpointing
+  wait; ``request_reply`` answers now (or once the words are transcribed; with no new words the agent speaks
+  on) unless a reply is under way; ``cancel`` stops the reply like a barge-in (or drops it if still silent).
 * **DTMF.** Digits gather until the terminator or ``dtmf_inter_digit_timeout`` and then join the caller's turn
   as one user message; ``dtmf_interrupt_digit`` stops the agent at once.
 * **Silence.** After ``silence_timeout`` of quiet the agent checks in; after ``max_silence_reprompts`` check-ins
@@ -262,6 +266,7 @@ class TurnEngine:
         self.state = State.LISTENING
         self.judge = WordJudge(params.backchannels)
         self.echo_active = False  # set by the shell while the agent's own voice is echoing back
+        self.floor_held = False  # set by the shell while the agent's keypad tones play: no barge-in then
         self._ids = itertools.count(first_turn_id)
         self._utt_ids = itertools.count(1)
         self._utt: _Utterance | None = None  # the caller's current utterance (VAD speech in progress)
@@ -281,6 +286,8 @@ class TurnEngine:
         self._ending: _Ending | None = None
         self._greeting: _PendingGreeting | None = None
         self.interruptions = 0
+        self._committed = False  # the client ended the user's turn: no endpointing wait (see commit)
+        self._reply_requested = False  # the client asked for a reply (see request_reply)
         self.pauses = 0
         self.resumes = 0
 
@@ -312,7 +319,7 @@ class TurnEngine:
         return next(self._ids)
 
     def _barge_in_allowed(self) -> bool:
-        return self.params.allow_interruptions and self._ending is None
+        return self.params.allow_interruptions and self._ending is None and not self.floor_held
 
     def _words_needed(self) -> int:
         return max(1, self.params.interrupt_word_threshold)
@@ -329,6 +336,7 @@ class TurnEngine:
         self.reply_kind = kind
         self.reply_audible = False
         self._reply_text = text
+        self._committed = self._reply_requested = False
         self.state = State.THINKING
         return StartReply(turn, text, say, self.reply_kind)
 
@@ -533,6 +541,35 @@ class TurnEngine:
             actions += self._resume()
         return actions + self.tick(t)
 
+    # --- turns driven by the client (OpenAI Realtime: input_audio_buffer.commit, response.create/.cancel) --
+    def commit(self, t: float) -> list[Action]:
+        """The user's turn is over: it is answered as soon as its words are transcribed (no endpointing wait)."""
+        if self.state is State.ENDED:
+            return []
+        self._committed = True
+        return self.tick(t)
+
+    def request_reply(self, t: float) -> list[Action]:
+        """Reply now, or as soon as the user's words are transcribed; nothing while a reply is under way."""
+        if self.state is State.ENDED or self._ending is not None or self._greeting is not None:
+            return []
+        if self.reply_turn is not None:
+            return []
+        self._committed = self._reply_requested = True
+        return self.tick(t)
+
+    def cancel(self, t: float) -> list[Action]:
+        """Stop the reply under way: cut off where the user stopped hearing it, or dropped if nothing was heard."""
+        if self.reply_turn is None or self.state is State.ENDED or self._ending is not None:
+            return []
+        if self.state in (State.SPEAKING, State.PAUSED):
+            return self._interrupt()
+        turn = self.reply_turn
+        self._clear_reply()
+        self._quiet_since = t
+        self.state = State.USER_SPEAKING if self._utt is not None else State.LISTENING
+        return [CancelReply(turn)]
+
     # --- the clock ------------------------------------------------------------------------------------------
     def tick(self, t: float) -> list[Action]:
         if self.state is State.ENDED:
@@ -576,10 +613,12 @@ class TurnEngine:
             if self._pending_text and not self._utterances and self._voice_end is not None:
                 text = " ".join(self._pending_text)
                 wait = p.max_endpointing_delay if looks_unfinished(text) else self.endpoint_delay
-                if t >= self._voice_end + max(wait, self.endpoint_delay):
+                if self._committed or t >= self._voice_end + max(wait, self.endpoint_delay):
                     self._pending_text.clear()
                     self._reprompts = 0
                     return [self.start_reply(text)]
+            elif self._reply_requested and not self._utterances:
+                return [self.start_reply("")]  # nothing new from the user: the agent speaks on
             elif (
                 p.silence_timeout is not None
                 and not self._pending_text

@@ -21,33 +21,35 @@ import logging
 import secrets
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from pydantic import ValidationError
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from ..audio.g711 import ulaw_decode_float
-from ..audio.resample import Resampler
 from ..config.tts import PiperTTS
 from ..pipeline.call import CallSession
 from ..providers.tts.base import open_session
-from ..recording import anonymize_client_event
+from ..recording import ANONYMIZED_AUDIO, anonymize_client_event
 from ..session import SessionConfig as AgentSessionConfig
-from .observer import ConversationEvents
+from .audio_formats import InputAudio, choose_formats
+from .instructions import TYPED_CLASSES
 from .protocol import (
     FORMAT_RATES,
     ErrorEvent,
     ErrorInfo,
     InputAudioBufferAppend,
+    InputAudioBufferCommit,
+    ResponseCreate,
     ServerEvent,
     SessionConfig,
     SessionUpdate,
     SessionUpdated,
+    TurnEvent,
     fatal,
     invalid_request,
     parse_client_event,
     warning,
 )
 from .sink import RealtimeSink
+from .unmute_events import UNMUTE_SERVER_EVENTS, ChatEvents
 
 if TYPE_CHECKING:
     from ..runtime import Runtime
@@ -88,24 +90,28 @@ class RealtimeConnection:
         self.fields_set: set[str] = set()
         self.session: CallSession | None = None
         self.sink: RealtimeSink | None = None
-        self.events: ConversationEvents | None = None
+        self.events: ChatEvents | None = None
         self.voice_name: str | None = None
         self._pending_voice: tuple[str | None, Any, Any] | None = None
         self._agent_tts: Any = None
         self._outbox: asyncio.Queue[str | None] = asyncio.Queue()
         self._sender: asyncio.Task | None = None
         self._update_lock = asyncio.Lock()
-        self._input_format = "pcm16"
-        self._in_resampler = Resampler(FORMAT_RATES["pcm16"], PIPELINE_RATE)
-        self._leftover = b""
+        self.audio_in = InputAudio(PIPELINE_RATE)
+        self._bad_audio_warned = False
+        self.unmute_style = False  # Opus or typed instructions: only Unmute's events, plus its chat history
+        self._prompt_text: str | None = None  # the instructions' system prompt (random parts drawn once per update)
         self._early_audio_warned = False
         self.closed = False
+        self._lease: Any = None  # concurrent-session slots (telebridge.security), released at cleanup
+        self._expiry: asyncio.TimerHandle | None = None
+        self._closing: asyncio.Future | None = None
         self.recording = runtime.recorder.session(self.id, transport="realtime", agent=runtime.agent.id)
 
     # --- output ---------------------------------------------------------------------------------------------
     def emit(self, event: ServerEvent) -> None:
         """Queue a server event (in order) and record it. Synchronous: the sink and observer call it."""
-        if self.closed:
+        if self.closed or (self.unmute_style and event.type not in UNMUTE_SERVER_EVENTS):
             return
         data = event.model_dump(mode="json")
         self._outbox.put_nowait(json.dumps(data, ensure_ascii=False))
@@ -134,9 +140,17 @@ class RealtimeConnection:
 
     async def close_fatal(self, code: int, reason: str) -> None:
         """Unrecoverable: tell the client why (``fatal``), then close with ``code`` (1011)."""
+        await self._close_with(fatal(reason), code, reason)
+
+    async def close_policy(self, code: str, message: str) -> None:
+        """A limit ends (or refuses) the session: an ``invalid_request_error`` naming it, then close 1008."""
+        await self._close_with(ErrorEvent(error=ErrorInfo(type="invalid_request_error", code=code, message=message)),
+                               1008, message)
+
+    async def _close_with(self, event: ErrorEvent, code: int, reason: str) -> None:
         if self.closed:
             return
-        self.emit(fatal(reason))
+        self.emit(event)
         await self._flush()
         self.closed = True
         try:
@@ -162,6 +176,11 @@ class RealtimeConnection:
         await self.ws.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
         self._sender = asyncio.get_running_loop().create_task(self._send_loop(), name=f"{self.id}-send")
         try:
+            refusal = self._admit()
+            if refusal is not None:
+                log.info("realtime %s: refused: %s", self.id, refusal.code)
+                await self.close_policy(refusal.code, refusal.message)
+                return
             if not self.runtime.accepting:
                 await self.close_fatal(1011, "the server is at capacity; try again later")
                 return
@@ -189,12 +208,36 @@ class RealtimeConnection:
                 self.emit(invalid_request(exc))
                 continue
             if isinstance(event, InputAudioBufferAppend):
-                self._record_client(event)
                 self._on_audio(event.audio)
             elif isinstance(event, SessionUpdate):
                 await self._on_session_update(event)
+            elif isinstance(event, TurnEvent):
+                self._on_turn_event(event)
+
+    def _admit(self) -> Any:
+        """Concurrency slots and the length limit (telebridge.security): None, or the Refusal to answer with."""
+        from ..security import ACCESS_SCOPE_KEY, Refusal
+
+        guard = getattr(self.ws.app.state, "guard", None)  # None: the access middleware did not run; fail closed
+        admitted = (guard.admit_session(self.ws.scope.get(ACCESS_SCOPE_KEY)) if guard is not None
+                    else Refusal(401, "unauthorized", "not authorized"))
+        if isinstance(admitted, Refusal):
+            return admitted
+        self._lease, seconds = admitted, guard.session_seconds()
+        if seconds is not None:
+            self._expiry = asyncio.get_running_loop().call_later(seconds, self._expire, seconds)
+        return None
+
+    def _expire(self, seconds: float) -> None:
+        message = f"the session reached its maximum length of {seconds:g} s"
+        self._closing = asyncio.ensure_future(self.close_policy("session_expired", message))
 
     async def _cleanup(self) -> None:
+        if self._expiry is not None:
+            self._expiry.cancel()
+        if self._lease is not None:
+            self._lease.release()
+            self._lease = None
         session, self.session = self.session, None
         if session is not None:
             await session.aclose()
@@ -210,37 +253,72 @@ class RealtimeConnection:
             except (asyncio.TimeoutError, asyncio.CancelledError):
                 self._sender.cancel()
 
-    def _record_client(self, event: InputAudioBufferAppend | SessionUpdate) -> None:
-        if self.recording is None:
-            return
-        if isinstance(event, InputAudioBufferAppend):
-            rate, width = FORMAT_RATES[self._input_format], (2 if self._input_format == "pcm16" else 1)
-            self.recording.client(anonymize_client_event({"type": event.type, "audio": event.audio}, rate, width))
-        else:
+    def _record_client(self, event: SessionUpdate | TurnEvent) -> None:
+        if self.recording is not None:
             self.recording.client(event.model_dump(mode="json", exclude_unset=True))  # as the client sent it
 
+    def _record_audio(self, data: bytes, decoded: int) -> None:
+        if self.recording is None:
+            return
+        fmt = self.audio_in.format
+        if fmt == "opus":  # compressed: the samples decoded are the count
+            event = {"type": ANONYMIZED_AUDIO, "number_of_samples": decoded, "sample_rate": FORMAT_RATES[fmt]}
+        else:
+            event = anonymize_client_event({"type": "input_audio_buffer.append", "audio": data},
+                                           FORMAT_RATES[fmt], 2 if fmt == "pcm16" else 1)
+        self.recording.client(event)
+
     # --- audio in -------------------------------------------------------------------------------------------
-    def _set_input_format(self, fmt: str) -> None:
-        if fmt != self._input_format:
-            self._input_format = fmt
-            self._in_resampler = Resampler(FORMAT_RATES[fmt], PIPELINE_RATE)
-            self._leftover = b""
+    def _formats(self) -> tuple[str, str]:
+        cfg = self.config
+        chosen = {k: getattr(cfg, k) for k in ("input_audio_format", "output_audio_format") if k in self.fields_set}
+        return choose_formats(chosen, self.audio_in.sniffed, self._typed_instructions())
+
+    def _typed_instructions(self) -> bool:
+        return self.config is not None and isinstance(self.config.instructions, TYPED_CLASSES)
+
+    def _apply_formats(self) -> None:
+        fmt_in, fmt_out = self._formats()
+        self.audio_in.use(fmt_in)
+        if self.sink is not None:
+            self.sink.set_output_format(fmt_out)
+        self.unmute_style = self.unmute_style or self._typed_instructions() or "opus" in (fmt_in, fmt_out)
 
     def _on_audio(self, data: bytes) -> None:
+        if self.audio_in.sniff_first(data, "input_audio_format" in self.fields_set):
+            self._apply_formats()
+        try:  # decoded even before the session starts: an Ogg stream's first pages carry its headers
+            decoded, pcm = self.audio_in.decode(data)
+        except ValueError as exc:
+            if not self._bad_audio_warned:
+                self._bad_audio_warned = True
+                self.emit(ErrorEvent(error=ErrorInfo(
+                    type="invalid_request_error", code="invalid_audio", param="audio",
+                    message=f"Audio is not the session's {self.audio_in.format} stream: {exc}")))
+            return
+        self._record_audio(data, decoded)
         if self.session is None:
             if not self._early_audio_warned:
                 self._early_audio_warned = True
                 self.emit(warning("audio before the first session.update is ignored", code="session_not_configured"))
             return
-        if self._input_format == "g711_ulaw":
-            pcm = ulaw_decode_float(data)
-        else:
-            data = self._leftover + data
-            usable = len(data) - len(data) % 2
-            self._leftover = data[usable:]
-            pcm = np.frombuffer(data[:usable], dtype="<i2").astype(np.float32) / np.float32(32768.0)
         if len(pcm):
-            self.session.on_audio(self._in_resampler.process(pcm))
+            self.session.on_audio(pcm)
+
+    # --- turns driven by the client (OpenAI Realtime) -------------------------------------------------------
+    def _on_turn_event(self, event: TurnEvent) -> None:
+        """``input_audio_buffer.commit`` ends the user's turn, ``response.create`` asks for a reply,
+        ``response.cancel`` stops one. Before the first ``session.update`` they do nothing."""
+        self._record_client(event)
+        session = self.session
+        if session is None:
+            return
+        if isinstance(event, InputAudioBufferCommit):
+            session.commit_user_turn()
+        elif isinstance(event, ResponseCreate):
+            session.request_reply()
+        else:
+            session.cancel_reply()
 
     # --- session.update -------------------------------------------------------------------------------------
     async def _on_session_update(self, event: SessionUpdate) -> None:
@@ -254,16 +332,18 @@ class RealtimeConnection:
             if self.recording is not None:
                 self.recording.set_consent(merged.allow_recording)
                 self._record_client(event)
+            if "instructions" in fields or self.config is None:
+                self._prompt_text = merged.instructions.system_prompt() if merged.instructions else None
             if self.session is None:
                 self.config = merged
                 self.fields_set |= fields
-                self._set_input_format(merged.input_audio_format)
-                self.voice_name = merged.voice
+                self._apply_formats()
+                self.voice_name = self._store_voice(merged.voice)
                 self._start_session(merged)
             else:
-                if "voice" in fields and merged.voice != self._next_voice():
+                if "voice" in fields and self._store_voice(merged.voice) != self._next_voice():
                     try:
-                        await self._prepare_voice(merged.voice)
+                        await self._prepare_voice(self._store_voice(merged.voice))
                     except Exception as exc:
                         log.warning("realtime %s: voice %r unusable: %s", self.id, merged.voice, exc)
                         self.emit(ErrorEvent(error=ErrorInfo(
@@ -272,13 +352,11 @@ class RealtimeConnection:
                         return
                 self.config = merged
                 self.fields_set |= fields
-                self._set_input_format(merged.input_audio_format)
-                if self.sink is not None:
-                    self.sink.set_output_format(merged.output_audio_format)
+                self._apply_formats()
                 if self.session.config is not None:  # not yet configured: _adjust_config applies them
                     apply_instructions(self.session.history, self._prompt())
             if self.recording is not None:
-                self.recording.update_metadata(voice=self._next_voice(), audio_format=merged.output_audio_format)
+                self.recording.update_metadata(voice=self._next_voice(), audio_format=self._formats()[1])
             echo = merged.echo()
             for key in ("input_audio_format", "output_audio_format"):
                 if key in self.fields_set:
@@ -289,7 +367,22 @@ class RealtimeConnection:
         return self._pending_voice[0] if self._pending_voice is not None else self.voice_name
 
     def _prompt(self) -> str | None:
-        return self.config.instructions.system_prompt() if self.config and self.config.instructions else None
+        return self._prompt_text
+
+    def _store_voice(self, voice: str | None) -> str | None:
+        """The store's name for the voice a client chose (by name, or by Unmute's ``path_on_server``)."""
+        return (self.runtime.voices.resolve(voice) or voice) if voice is not None else None
+
+    def _response_voice(self) -> str:
+        """``response.voice``, never null (Unmute's clients require a string): the voice as the client named
+        it, else the store's name, else the agent's own TTS voice or provider."""
+        cfg = self.config
+        if cfg is not None and cfg.voice is not None and self._store_voice(cfg.voice) == self.voice_name:
+            return cfg.voice
+        if self.voice_name is not None:
+            return self.voice_name
+        voice = getattr(self._agent_tts, "voice", None)
+        return voice if isinstance(voice, str) and voice else str(getattr(self._agent_tts, "provider", "default"))
 
     async def _prepare_voice(self, name: str | None) -> None:
         """Load the voice's engine now; it is switched in when the next reply starts."""
@@ -320,7 +413,7 @@ class RealtimeConnection:
             "transport": "realtime",
             "session_id": self.id,
             "instructions": cfg.instructions.model_dump() if cfg.instructions else None,
-            "voice": cfg.voice,
+            "voice": self._store_voice(cfg.voice),
             "allow_recording": cfg.allow_recording,
             "user_agent": headers.get("user-agent"),
             "origin": headers.get("origin"),
@@ -344,13 +437,14 @@ class RealtimeConnection:
         return config
 
     def _start_session(self, cfg: SessionConfig) -> None:
-        self.sink = RealtimeSink(self.emit, output_format=cfg.output_audio_format,
+        self.sink = RealtimeSink(self.emit, output_format=self._formats()[1],
                                  chunk_ms=self.settings.realtime_chunk_ms, lead_ms=self.settings.realtime_lead_ms)
         session_ref: list[CallSession] = []
-        self.events = ConversationEvents(
+        self.events = ChatEvents(
             self.emit,
+            enabled=lambda: self.unmute_style,
             history=lambda: session_ref[0].history if session_ref else [],
-            voice=lambda: self.voice_name,
+            voice=self._response_voice,
             text_sink=self.sink,
             before_reply=self._before_reply,
         )

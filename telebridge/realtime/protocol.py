@@ -22,14 +22,17 @@ from pydantic import (
     TypeAdapter,
     ValidationError,
     ValidationInfo,
+    WrapValidator,
     field_validator,
     model_serializer,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
 
-AudioFormat = Literal["pcm16", "g711_ulaw"]
-FORMAT_RATES: dict[str, int] = {"pcm16": 24000, "g711_ulaw": 8000}
+from .instructions import TYPED_CLASSES, TYPED_INSTRUCTIONS, TypedInstructions
+
+AudioFormat = Literal["pcm16", "g711_ulaw", "opus"]
+FORMAT_RATES: dict[str, int] = {"pcm16": 24000, "g711_ulaw": 8000, "opus": 24000}
 
 _ID_ALPHABET = string.ascii_letters + string.digits
 
@@ -56,10 +59,26 @@ class Instructions(BaseModel):
     character: str | None = Field(None, max_length=20000)
     scenario: str | None = Field(None, max_length=20000)
 
-    def system_prompt(self) -> str | None:
+    def system_prompt(self, rng: Any = None) -> str | None:
         """The system message an agent receives for these instructions (None when both are empty)."""
         parts = [p.strip() for p in (self.character, self.scenario) if p and p.strip()]
         return "\n\n".join(parts) or None
+
+
+def _instructions(value: Any, handler: Any) -> Any:
+    """The seed's ``{character, scenario}``, or (with a ``type`` tag) one of Unmute's typed instructions.
+
+    Each shape is validated on its own, so errors keep the seed's locations (``["session", "instructions",
+    "character"]``) and typed ones are located under their tag, as in Unmute (``[..., "constant", "text"]``)."""
+    if value is None or isinstance(value, (Instructions, *TYPED_CLASSES)):
+        return value
+    if isinstance(value, dict) and "type" in value:
+        return TYPED_INSTRUCTIONS.validate_python(value)
+    return _SEED_INSTRUCTIONS.validate_python(value)
+
+
+_SEED_INSTRUCTIONS: TypeAdapter[Instructions] = TypeAdapter(Instructions)
+AnyInstructions = Annotated[Instructions | TypedInstructions | None, WrapValidator(_instructions)]
 
 
 class SessionConfig(BaseModel):
@@ -72,7 +91,7 @@ class SessionConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    instructions: Instructions | None = None
+    instructions: AnyInstructions = None
     voice: str | None = None
     allow_recording: bool = False
     input_audio_format: AudioFormat = "pcm16"
@@ -91,7 +110,7 @@ class SessionConfig(BaseModel):
     @classmethod
     def _known_voice(cls, value: str | None, info: ValidationInfo) -> str | None:
         store = (info.context or {}).get("voices")
-        if value is not None and store is not None and not store.is_listed(value):
+        if value is not None and store is not None and store.resolve(value) is None:
             names = store.names()
             shown = ", ".join(names[:10]) + (", …" if len(names) > 10 else "")
             raise PydanticCustomError(
@@ -138,14 +157,50 @@ class InputAudioBufferAppend(BaseModel):
         return _decode_base64(value)
 
 
-ClientEvent = SessionUpdate | InputAudioBufferAppend
-CLIENT_EVENTS: dict[str, type[BaseModel]] = {"session.update": SessionUpdate, "input_audio_buffer.append": InputAudioBufferAppend}
+class InputAudioBufferCommit(BaseModel):
+    """OpenAI's: the user's turn is over (telebridge answers once it is transcribed, with no endpointing wait)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["input_audio_buffer.commit"]
+    event_id: str | None = None
+
+
+class ResponseCreate(BaseModel):
+    """OpenAI's: reply now (or as soon as the user's words are transcribed). ``response`` options are ignored:
+    the agent decides what and how to answer."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["response.create"]
+    event_id: str | None = None
+    response: dict[str, Any] | None = None
+
+
+class ResponseCancel(BaseModel):
+    """OpenAI's: stop the reply in progress (its audio stops, the history keeps what was heard)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["response.cancel"]
+    event_id: str | None = None
+    response_id: str | None = None
+
+
+TurnEvent = InputAudioBufferCommit | ResponseCreate | ResponseCancel
+ClientEvent = SessionUpdate | InputAudioBufferAppend | TurnEvent
+CLIENT_EVENTS: dict[str, type[BaseModel]] = {
+    "session.update": SessionUpdate, "input_audio_buffer.append": InputAudioBufferAppend,
+    "input_audio_buffer.commit": InputAudioBufferCommit, "response.create": ResponseCreate,
+    "response.cancel": ResponseCancel,
+}
 
 
 class _Envelope(BaseModel):
     model_config = ConfigDict(extra="allow")
 
-    type: Literal["session.update", "input_audio_buffer.append"]
+    type: Literal["session.update", "input_audio_buffer.append", "input_audio_buffer.commit", "response.create",
+                  "response.cancel"]
 
 
 _JSON_OBJECT: TypeAdapter[dict[str, Any]] = TypeAdapter(dict[str, Any])
@@ -270,6 +325,14 @@ class AudioDone(ServerEvent):
 
 class InterruptedByVad(ServerEvent):
     type: Literal["unmute.interrupted_by_vad"] = "unmute.interrupted_by_vad"
+
+
+class AdditionalOutputs(ServerEvent):
+    """Unmute's: ``args = {"chat_history": [{role, content}, …] (no system messages), "debug_dict": {…},
+    "debug_plot_data": []}``, sent whenever the conversation changes (Unmute-style clients only)."""
+
+    type: Literal["unmute.additional_outputs"] = "unmute.additional_outputs"
+    args: dict[str, Any]
 
 
 def invalid_request(exc: ValidationError, message: str = "Invalid message") -> ErrorEvent:

@@ -20,10 +20,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..audio.g711 import ulaw_encode
-from ..audio.pcm import to_int16
 from ..audio.resample import Resampler
 from ..pipeline.outbound import Pacer
+from .audio_formats import OpusEncoder, encode_plain
 from .protocol import FORMAT_RATES, AudioDelta, AudioDone, ServerEvent, TextDelta
 
 log = logging.getLogger("telebridge.realtime.sink")
@@ -76,19 +75,32 @@ class AudioEncoder:
         self.sample_rate = sample_rate
         self.format = fmt
         self._resampler: Resampler | None = None
+        self._opus: OpusEncoder | None = None
         self.set_format(fmt)
 
     def set_format(self, fmt: str) -> None:
         self.format = fmt
         rate = FORMAT_RATES[fmt]
         self._resampler = Resampler(self.sample_rate, rate) if rate != self.sample_rate else None
+        if fmt == "opus" and self._opus is None:
+            self._opus = OpusEncoder()  # one Ogg stream for the whole session, kept across format switches
 
     def encode(self, audio: np.ndarray) -> bytes:
         if self._resampler is not None:
             audio = self._resampler.process(audio)
-        if self.format == "g711_ulaw":
-            return ulaw_encode(audio)
-        return to_int16(audio).astype("<i2", copy=False).tobytes()
+        if self.format == "opus":
+            assert self._opus is not None
+            return self._opus.encode(audio)
+        return encode_plain(audio, self.format)
+
+    def flush(self) -> bytes:
+        """The end of a reply: what an encoder still holds (Opus: the last partial frame, padded)."""
+        return self._opus.flush() if self.format == "opus" and self._opus is not None else b""
+
+    def drop(self) -> None:
+        """The client cleared its playback buffer: forget held samples."""
+        if self._opus is not None:
+            self._opus.drop()
 
 
 class RealtimeSink:
@@ -194,6 +206,7 @@ class RealtimeSink:
         self._queue.clear()
         self._played_at.clear()
         self.pacer.reset(now)
+        self.encoder.drop()
 
     def forget_turn(self, turn_id: int) -> None:
         self._segments.pop(turn_id, None)
@@ -280,6 +293,9 @@ class RealtimeSink:
 
     def _all_sent(self, segment_id: int, seg: _Segment) -> None:
         """A finished segment's last chunk has gone out: the reply's words and audio are complete."""
+        tail = self.encoder.flush()
+        if tail:
+            self._send(AudioDelta(delta=base64.b64encode(tail).decode("ascii")))
         reply = self._replies.get(seg.reply_id)
         if reply is not None:
             self._release_words(reply, everything=True)
@@ -340,7 +356,9 @@ class RealtimeSink:
         reply = self._replies.get(seg.reply_id)
         if reply is not None:
             self._release_words(reply, upto=seg.base + seg.sent)
-        self._send(AudioDelta(delta=base64.b64encode(self.encoder.encode(piece)).decode("ascii")))
+        encoded = self.encoder.encode(piece)
+        if encoded:  # Opus: samples short of a whole frame wait for the next chunk (or the reply's end)
+            self._send(AudioDelta(delta=base64.b64encode(encoded).decode("ascii")))
         if not seg.audible:
             seg.audible = True
             if self.on_turn_audible is not None:

@@ -71,6 +71,11 @@ class SimulatedCall:
     def events_of(self, kind: str) -> list[TimelineEvent]:
         return [e for e in self.events if e.kind == kind]
 
+    @property
+    def agent_dtmf(self) -> str:
+        """The keys the agent pressed, in order, as decoded from the audio the caller heard."""
+        return "".join(e.text for e in self.events if e.side == "agent" and e.kind == "dtmf")
+
 
 class SimulatorError(Exception):
     """The call could not be set up the way Twilio would set it up."""
@@ -136,6 +141,8 @@ def format_transcript(call: SimulatedCall) -> str:
                 "dtmf": f"caller: [presses {ev.text}]",
                 "hangup": f"caller: [hangs up{': ' + ev.text if ev.text else ''}]",
             }.get(ev.kind)
+        elif ev.kind == "dtmf" and ev.side == "agent":
+            line = f"agent: [presses {ev.text}]"
         elif ev.kind == "clear":
             line = f"agent: [clear: {ev.text}]"
         elif ev.kind == "close":

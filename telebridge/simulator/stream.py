@@ -18,6 +18,7 @@ import numpy as np
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
+from telebridge.audio.dtmf import DtmfDetector
 from telebridge.audio.g711 import ulaw_decode_float, ulaw_encode
 
 from .constants import _EPS, FRAME, RATE, SPEECH_RMS, TICK, FloatArray, Side
@@ -137,6 +138,7 @@ class StreamSession:
         self.end_when_quiet = end_when_quiet
         self.realtime = realtime
         self.buffer = PlaybackBuffer()
+        self.keypad = DtmfDetector(RATE)  # keys the agent presses, heard in its audio as a phone menu hears them
         self.caller = _CallerAudio()
         self.events: list[TimelineEvent] = []
         self.protocol_errors: list[str] = []
@@ -298,6 +300,8 @@ class StreamSession:
         played, marks = self.buffer.advance(FRAME)
         audio = ulaw_decode_float(played)
         self.heard.append(audio)
+        for hit in self.keypad.push(audio):
+            self._event(hit.start, "agent", "dtmf", hit.key)
         real = self.buffer.played_samples > before
         if real and now - TICK >= self._caller_ref - _EPS:
             self._agent_talk += (self.buffer.played_samples - before) / RATE

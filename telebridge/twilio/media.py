@@ -24,7 +24,8 @@ from .stream import (
     StopEvent,
     StreamDecoder,
 )
-from .webhook import signature_ok
+from .transfer import WHISPER_PATH
+from .webhook import external_url, signature_ok
 
 if TYPE_CHECKING:
     from ..recording import SessionRecording
@@ -55,6 +56,14 @@ def _compose(*steps: Callable[[SessionConfig], SessionConfig] | None) -> Callabl
         return config
 
     return adjust
+
+
+def _whisper_endpoint(ws: WebSocket, settings: Settings) -> str | None:
+    """Where Twilio reaches our transfer whisper: the public base URL, else the host this stream came in on."""
+    try:
+        return external_url(ws, settings, WHISPER_PATH)
+    except ValueError:
+        return None
 
 
 async def media_stream(ws: WebSocket) -> None:
@@ -131,6 +140,7 @@ async def media_stream(ws: WebSocket) -> None:
                     close=close,
                     observer=observer,
                     adjust_config=_compose(phone_defaults, adjust),
+                    whisper_endpoint=_whisper_endpoint(ws, settings),
                 )
                 runtime.register(session)
                 session.start()

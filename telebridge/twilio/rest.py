@@ -114,10 +114,14 @@ class TwilioCallControl:
         """``Status=completed``. A call that already ended (20404) counts as hung up."""
         return await self._update(status="completed")
 
-    async def transfer(self, target: str, caller_id: str | None = None) -> bool:
-        """Replace the call's TwiML with ``<Dial>target</Dial>``; Twilio ends our stream and dials."""
+    async def transfer(
+        self, target: str, caller_id: str | None = None, *, timeout: int | None = None,
+        whisper_url: str | None = None,
+    ) -> bool:
+        """Replace the call's TwiML with ``<Dial>target</Dial>`` (see :func:`~.twiml.dial` for the options);
+        Twilio ends our stream and dials."""
         try:
-            twiml = dial(target, caller_id=caller_id)
+            twiml = dial(target, caller_id=caller_id, timeout=timeout, whisper_url=whisper_url)
         except ValueError as exc:
             log.warning("call %s: refusing to transfer: %s", self.call_sid, exc)
             return False

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 from twilio.twiml.voice_response import VoiceResponse
 
-__all__ = ["connect_stream", "reject", "say_and_hangup", "dial"]
+__all__ = ["connect_stream", "reject", "say_and_hangup", "dial", "say", "empty", "hang_up"]
 
 # Characters XML 1.0 cannot carry even escaped (C0 controls except TAB/LF/CR, U+FFFE/U+FFFF, lone surrogates).
 # ElementTree would write them raw and produce a document Twilio cannot parse.
@@ -114,21 +114,50 @@ def hang_up() -> str:
     return str(response.to_xml())
 
 
-def dial(number: str, caller_id: str | None = None) -> str:
+def dial(
+    number: str,
+    caller_id: str | None = None,
+    *,
+    timeout: int | None = None,
+    whisper_url: str | None = None,
+) -> str:
     """``<Dial>`` a transfer target: an E.164 number (``<Number>``) or a ``sip:``/``sips:`` URI (``<Sip>``).
 
     Anything else is refused: a transfer target usually comes from configuration or an agent's tool call, and
-    a loose format is how a prompt-injected agent dials premium numbers.
+    a loose format is how a prompt-injected agent dials premium numbers. ``caller_id`` (E.164: Twilio accepts
+    the calling number, the called number, or a number of the account or verified with it) is what the target
+    sees; ``timeout`` how long it may ring (Twilio allows 5-600 s); ``whisper_url`` the TwiML Twilio runs for
+    whoever answers, before the caller is connected (``<Number url>`` / ``<Sip url>``, requested with POST).
     """
     _xml_text(number, "number")
     if caller_id is not None and not _E164.fullmatch(caller_id):
         raise ValueError(f"caller_id must be an E.164 number, got {caller_id!r}")
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int) or not 5 <= timeout <= 600):
+        raise ValueError(f"timeout must be whole seconds within 5..600, got {timeout!r}")
+    noun: dict[str, str] = {}
+    if whisper_url is not None:
+        _check_url(whisper_url, "whisper_url", {"https", "http"})
+        noun = {"url": whisper_url, "method": "POST"}
     response = VoiceResponse()
-    target = response.dial(caller_id=caller_id)
+    target = response.dial(caller_id=caller_id, timeout=timeout)
     if _E164.fullmatch(number):
-        target.number(number)
+        target.number(number, **noun)
     elif number.lower().startswith(("sip:", "sips:")) and len(number) > 5 and not any(c.isspace() for c in number):
-        target.sip(number)
+        target.sip(number, **noun)
     else:
         raise ValueError(f"number must be E.164 (+15551234567) or a sip: URI, got {number!r}")
     return str(response.to_xml())
+
+
+def say(message: str, *, voice: str | None = None, language: str | None = None) -> str:
+    """``<Say>`` alone: e.g. a transfer's whisper (once it ends, Twilio connects the two calls)."""
+    if not _xml_text(message, "message").strip():
+        raise ValueError("message must not be blank")
+    response = VoiceResponse()
+    response.say(message, voice=voice, language=language)
+    return str(response.to_xml())
+
+
+def empty() -> str:
+    """``<Response/>``: nothing to do (for a whisper: connect the calls at once)."""
+    return str(VoiceResponse().to_xml())

@@ -33,7 +33,8 @@ def _error(status: int, detail: str) -> JSONResponse:
 
 async def list_voices(request: Request) -> JSONResponse:
     runtime: Runtime = request.app.state.runtime
-    return JSONResponse([voice.public() for voice in runtime.voices.listed()])
+    style = getattr(request.app.state.settings, "voices_list_style", "seed")
+    return JSONResponse([voice.listing(style) for voice in runtime.voices.listed()])
 
 
 async def create_voice(request: Request) -> JSONResponse:

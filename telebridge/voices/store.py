@@ -48,6 +48,7 @@ from telebridge.session import TTSConfig
 log = logging.getLogger("telebridge.voices")
 
 CLONED_PREFIX = "cloned_voice_"
+VOICE_PATH_PREFIX = "voices/"
 CLONED_NAME = re.compile(r"^cloned_voice_[A-Za-z0-9]{6,32}$")
 _TTS_ADAPTER: TypeAdapter[Any] = TypeAdapter(TTSConfig)
 # Never written to a clone's file: a cloud voice reads its key from the environment when it is used.
@@ -89,8 +90,22 @@ class VoiceEntry(BaseModel):
     )
 
     def public(self) -> dict[str, str]:
-        """What ``GET /v1/voices`` returns for this voice (the seed's shape, nothing internal)."""
+        """The seed's shape of this voice (nothing internal)."""
         return {"name": self.name, "language": self.language, "gender": self.gender}
+
+    @property
+    def path_on_server(self) -> str:
+        """The id Unmute's clients send as the session voice (Unmute names voices by their sample's path)."""
+        return VOICE_PATH_PREFIX + self.name
+
+    def listing(self, style: str = "seed") -> dict[str, Any]:
+        """What ``GET /v1/voices`` returns for this voice: the seed's fields plus Unmute's ``source``; or
+        (``style="unmute"``) exactly Unmute's ``VoiceSample`` fields, which its Python client parses with
+        ``extra="forbid"``."""
+        source = {"source_type": "file", "path_on_server": self.path_on_server}
+        if style == "unmute":
+            return {"name": self.name, "good": True, "instructions": None, "source": source}
+        return {**self.public(), "source": source}
 
 
 def new_cloned_name() -> str:
@@ -207,6 +222,14 @@ class VoiceStore:
         """Whether ``name`` is one of the voices ``GET /v1/voices`` lists (the ones sessions may choose)."""
         entry = self.get(name)
         return entry is not None and entry.good
+
+    def resolve(self, voice: str) -> str | None:
+        """The listed voice a session asked for, by name or by ``path_on_server`` (None if there is none)."""
+        if self.is_listed(voice):
+            return voice
+        if voice.startswith(VOICE_PATH_PREFIX) and self.is_listed(voice[len(VOICE_PATH_PREFIX) :]):
+            return voice[len(VOICE_PATH_PREFIX) :]
+        return None
 
     def names(self) -> list[str]:
         return [v.name for v in self.listed()]

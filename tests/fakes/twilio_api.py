@@ -13,7 +13,10 @@ What the real API does and this fake does too:
 once a simulated call registers them (it implements :class:`telebridge.simulator.TwilioApiHook`),
 and a REST update acts on the live simulated call through its :class:`~telebridge.simulator.CallHandle`: the
 stream gets ``stop`` and closes, as with Twilio. The server runs in its own thread and loop, so one instance can
-serve a whole test module. Every request is recorded in ``requests``.
+serve a whole test module. Every request is recorded in ``requests``; the TwiML of each update in the call's
+``twiml`` (the latest) and ``twiml_updates`` (all). When new TwiML ``<Dial>``s a ``<Number url>`` / ``<Sip url>``
+(a transfer's whisper), the fake plays the answering target: it requests that URL signed, with the child leg's
+parameters, as Twilio does once the target picks up, and records the exchange in ``dial_url_requests``.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from email.utils import format_datetime
 from collections.abc import Callable
 from typing import Any
 
+import httpx
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -54,6 +58,16 @@ class RecordedRequest:
 
 
 @dataclass
+class DialUrlRequest:
+    """Twilio's request for a ``<Number url>`` / ``<Sip url>`` once the dialled party answered, and the answer."""
+
+    url: str
+    form: dict[str, str]
+    status: int
+    body: str
+
+
+@dataclass
 class FakeCall:
     sid: str
     account_sid: str
@@ -68,6 +82,7 @@ class FakeCall:
     answered_by: str | None = None
     duration: int | None = None
     create_form: dict[str, str] = field(default_factory=dict)
+    twiml_updates: list[str] = field(default_factory=list)
 
 
 def _error(status: int, code: int, message: str) -> JSONResponse:
@@ -96,6 +111,7 @@ class FakeTwilioApi:
         self.outbound_results: dict[str, OutboundResult] = {}
         self.transcribe_outbound = False  # Whisper on what the callee heard (tests that check the words)
         self._outbound_tasks: set[asyncio.Task] = set()
+        self.dial_url_requests: list[DialUrlRequest] = []  # the whisper requests of transfers (see the docstring)
         self.numbers = FakeIncomingNumbers(self)  # IncomingPhoneNumbers: see the block at the end of this file
         self.app.router.routes.extend(self.numbers.routes())
 
@@ -158,11 +174,55 @@ class FakeTwilioApi:
                         handle.complete()
                 elif "Twiml" in form:
                     call.twiml = form["Twiml"]
+                    call.twiml_updates.append(form["Twiml"])
                     if handle is not None:
                         handle.redirect(form["Twiml"])
+                    self._answer_dial(call, form["Twiml"])
                 elif form.get("Status"):
                     return _error(400, 21218, f"Invalid parameter: Status {form['Status']!r}")
             return JSONResponse(self._resource(call))
+
+    # --- <Dial><Number url>: the target answers and Twilio asks the application what to play to it ------------
+    def _answer_dial(self, call: FakeCall, twiml: str) -> None:
+        import xml.etree.ElementTree as ET
+
+        try:
+            dial = ET.fromstring(twiml).find("./Dial")
+        except ET.ParseError:
+            return
+        noun = None if dial is None else next((n for n in dial if n.tag in ("Number", "Sip") and n.get("url")), None)
+        if dial is None or noun is None:
+            return
+        child = "CA" + secrets.token_hex(16)
+        form = {"AccountSid": call.account_sid, "CallSid": child, "ParentCallSid": call.sid,
+                "From": dial.get("callerId") or call.from_, "To": (noun.text or "").strip(),
+                "CallStatus": "in-progress", "Direction": "outbound-dial", "ApiVersion": API_VERSION}
+        task = asyncio.get_running_loop().create_task(self._request_dial_url(noun.get("url", ""), form))
+        self._outbound_tasks.add(task)
+        task.add_done_callback(self._outbound_tasks.discard)
+
+    async def _request_dial_url(self, url: str, form: dict[str, str]) -> None:
+        from telebridge.twilio.signature import compute_signature
+
+        headers = {"X-Twilio-Signature": compute_signature(url, form, self.auth_token),
+                   "User-Agent": "TwilioProxy/1.1"}
+        try:
+            async with httpx.AsyncClient(timeout=10) as http:
+                response = await http.post(url, data=form, headers=headers)
+            status, body = response.status_code, response.text
+        except httpx.HTTPError as exc:
+            status, body = 0, repr(exc)
+        self.dial_url_requests.append(DialUrlRequest(url, form, status, body))
+
+    async def wait_dial_url(self, parent_sid: str, timeout: float = 10.0) -> DialUrlRequest:
+        deadline = time.monotonic() + timeout
+        while True:
+            for req in self.dial_url_requests:
+                if req.form.get("ParentCallSid") == parent_sid:
+                    return req
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no <Dial> url was requested for call {parent_sid}")
+            await asyncio.sleep(0.05)
 
     # --- Calls.create: placing an outbound call the way Twilio does ------------------------------------------------
     # ``POST /2010-04-01/Accounts/{AccountSid}/Calls.json``: Basic auth (20003), ``To`` / ``From`` E.164 (21211 /
@@ -292,7 +352,7 @@ class FakeTwilioServer:
         self.thread.join(timeout=10)
 
 
-__all__ = ["FakeTwilioApi", "FakeTwilioServer", "FakeCall", "RecordedRequest"]
+__all__ = ["FakeTwilioApi", "FakeTwilioServer", "FakeCall", "RecordedRequest", "DialUrlRequest"]
 
 
 # =================================================================================================================

@@ -1,0 +1,155 @@
+"""The access decision: who a request is (:class:`Access`) or why it is refused (:class:`Refusal`).
+
+One :class:`Guard` per app holds the key ring, the session-token store and the limiters. Its methods are
+synchronous and take the time from ``clock`` (``time.time`` unless a test passes another), so the whole
+decision is testable without a server; :mod:`.middleware` is the ASGI glue around it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from starlette.datastructures import Headers
+
+from .keys import KeyRing
+from .limits import ConcurrencyLimiter, Lease, SessionLength, WindowLimiter, acquire_all, admit_all
+from .policy import Policy, bearer, is_loopback, origin_allowed, parse_origins, relayed
+from .redact import install_redaction
+from .tokens import Minted, SessionTokens, StoreFull
+
+if TYPE_CHECKING:
+    from ..settings import Settings
+
+log = logging.getLogger("telebridge.security")
+
+ACCESS_SCOPE_KEY = "telebridge.access"
+UPLOAD_WINDOW = 3600.0
+
+
+@dataclass(frozen=True)
+class Access:
+    via: str  # key | token | loopback | open
+    key: str | None  # the key's label ("key1"); for a token, the key that minted it
+    client: str  # the client's address (after trusted proxies), "" when unknown
+
+
+@dataclass(frozen=True)
+class Refusal:
+    status: int
+    code: str
+    message: str
+    retry_after: float | None = None
+
+
+NO_KEY_LOOPBACK_ONLY = Refusal(
+    403, "loopback_only", "no API key is configured on this server (TELEBRIDGE_API_KEYS): this endpoint answers "
+    "loopback clients only")
+
+
+class Guard:
+    def __init__(self, settings: Settings, clock: Callable[[], float] = time.time) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.keys = KeyRing.from_settings(settings)
+        self.tokens = SessionTokens(settings.session_token_ttl)
+        self.allowed_origins, self.any_origin = parse_origins(settings.allowed_origins)
+        proxies = [p.strip() for p in settings.trusted_proxies.split(",") if p.strip()]
+        self.trust_any_proxy = "*" in proxies
+        self.body_limit = settings.max_request_body_kb * 1024
+        self.sessions_per_key = ConcurrencyLimiter(settings.max_realtime_sessions_per_key)
+        self.sessions_per_client = ConcurrencyLimiter(settings.max_realtime_sessions_per_client)
+        self.session_length = SessionLength(settings.max_realtime_session_seconds)
+        self.uploads_per_key = WindowLimiter(settings.max_uploads_per_hour_per_key, UPLOAD_WINDOW)
+        self.uploads_per_client = WindowLimiter(settings.max_uploads_per_hour_per_client, UPLOAD_WINDOW)
+        install_redaction()
+
+    # --- who is it -------------------------------------------------------------------------------------------
+    def check(self, policy: Policy, headers: Headers, client: str, token: str | None = None) -> Access | Refusal:
+        """Authenticate a request for ``policy``. ``token`` is a session token taken from a WebSocket handshake."""
+        if policy.kind in ("open", "twilio") or (policy.kind == "read" and not self.settings.protect_reads):
+            return Access("open", None, client)
+        if policy.kind == "key_only" and not self.keys:
+            return Refusal(404, "not_found", "Not Found")
+        origin = headers.get("origin")
+        if origin is not None and not origin_allowed(
+                origin, host=headers.get("host"), public_url=self.settings.public_url,
+                allowed=self.allowed_origins, any_origin=self.any_origin):
+            return Refusal(403, "origin_not_allowed",
+                           f"origin {origin[:100]!r} is not allowed here (TELEBRIDGE_ALLOWED_ORIGINS)")
+        if not self.keys:
+            if is_loopback(client) and not relayed(headers) and not self.trust_any_proxy:
+                return Access("loopback", None, client)
+            return NO_KEY_LOOPBACK_ONLY
+        presented = bearer(headers)
+        if presented is not None:
+            label = self.keys.match(presented)
+            if label is not None:
+                return Access("key", label, client)
+            if not (policy.tokens and SessionTokens.looks_like_token(presented)):
+                return Refusal(401, "invalid_api_key", "the API key is not valid")
+            token = presented
+        if token is not None and policy.tokens:
+            label = self.tokens.redeem(token, self.clock())
+            if label is not None:
+                return Access("token", label, client)
+            return Refusal(401, "invalid_session_token", "the session token is not valid, was used or has expired")
+        what = "an API key (Authorization: Bearer <key>)" + (" or a session token" if policy.tokens else "")
+        return Refusal(401, "unauthorized", f"{what} is required")
+
+    # --- limits ----------------------------------------------------------------------------------------------
+    def admit_upload(self, access: Access) -> Refusal | None:
+        checks = [(self.uploads_per_client, "addr:" + access.client)]
+        if access.key is not None:
+            checks.append((self.uploads_per_key, "key:" + access.key))
+        wait = admit_all(checks, self.clock())
+        if wait == 0:
+            return None
+        return Refusal(429, "rate_limit_exceeded", f"too many uploads; try again in {int(wait) + 1} s",
+                       retry_after=wait)
+
+    def admit_session(self, access: Access | None) -> Lease | Refusal:
+        if access is None:  # the middleware did not run: fail closed
+            return Refusal(401, "unauthorized", "not authorized")
+        checks = [(self.sessions_per_client, "addr:" + access.client)]
+        if access.key is not None:
+            checks.append((self.sessions_per_key, "key:" + access.key))
+        lease = acquire_all(checks)
+        if lease is not None:
+            return lease
+        whose = "this client" if not self.sessions_per_client.available("addr:" + access.client) else "this API key"
+        return Refusal(429, "rate_limit_exceeded", f"too many concurrent realtime sessions for {whose}")
+
+    def session_seconds(self) -> float | None:
+        """How long a realtime session may last from its start (None: no limit)."""
+        return self.session_length.remaining(0.0, 0.0)
+
+    def mint(self, access: Access) -> Minted | Refusal:
+        if access.via != "key" or access.key is None:
+            return Refusal(401, "unauthorized", "an API key is required to create session tokens")
+        try:
+            return self.tokens.mint(access.key, self.clock())
+        except StoreFull as exc:
+            return Refusal(429, "rate_limit_exceeded", f"{exc}; try again shortly", retry_after=5.0)
+
+
+def log_access_posture(settings: Settings) -> None:
+    """At start-up: say plainly who can reach the protected endpoints."""
+    keys = KeyRing.from_settings(settings)
+    if keys:
+        log.info("%d API key(s) configured: /v1/realtime, POST /v1/voices, /v1/calls, /console and /metrics "
+                 "require one%s", len(keys), "" if not settings.protect_reads else " (and GET /v1/voices, /v1/health)")
+    else:
+        log.warning("No API key set (TELEBRIDGE_API_KEYS): /v1/realtime, POST /v1/voices, /console and /metrics "
+                    "answer loopback clients only, and /v1/calls and /v1/realtime/sessions are off. Set a key "
+                    "before serving anyone else.")
+    proxies = [p.strip() for p in settings.trusted_proxies.split(",") if p.strip()]
+    if "*" in proxies:
+        log.warning("TELEBRIDGE_TRUSTED_PROXIES=*: every client's X-Forwarded-For is believed, so client addresses "
+                    "(limits, the loopback-only default) can be forged; list your proxies' addresses instead.")
+    if "*" in [o.strip() for o in settings.allowed_origins.split(",")]:
+        log.warning("TELEBRIDGE_ALLOWED_ORIGINS=*: any web page may open realtime sessions and upload voices "
+                    "from its visitors' browsers.")
