@@ -37,7 +37,7 @@ def load_env_file(path: str | Path = ".env") -> None:
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="TELEBRIDGE_", env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="TELEBRIDGE_", env_file=".env", extra="ignore", env_ignore_empty=True)
 
     public_url: str | None = Field(
         default=None,
