@@ -105,3 +105,20 @@ def synth(text: str, rate: int = 8000) -> np.ndarray:
 def synth_phone_16k(text: str) -> np.ndarray:
     """Speech as the STT engine receives it: Piper → 8 kHz → μ-law → 16 kHz."""
     return resample(phone_line(synth(text, 8000)), 8000, 16000)
+
+
+def leading_text(segments: list, expected: str) -> tuple[str, str]:
+    """Split the heard agent segments into (the first ``expected``-sized utterance, the rest).
+
+    A reply is spoken sentence by sentence (or clause by clause); on a loaded machine a short gap between two
+    pieces can split what was meant as one utterance into two heard segments. Join leading segments until they
+    hold as many words as ``expected``, so tests compare what was heard, not where a gap happened to fall.
+    """
+    want = len(normalise_words(expected))
+    texts = [getattr(s, "text", s) for s in segments]
+    words = 0
+    for i, text in enumerate(texts):
+        words += len(normalise_words(text))
+        if words >= want - 1:
+            return " ".join(texts[: i + 1]), " ".join(texts[i + 1 :])
+    return " ".join(texts), ""

@@ -14,7 +14,7 @@ from conftest import LiveServer, finished_call
 from fakes.elevenlabs import FakeElevenLabs
 from fakes.serve import serve_app
 from fakes.speech import speech_backend
-from speechutil import fuzzy_ratio, resample
+from speechutil import fuzzy_ratio, leading_text, resample
 
 from telebridge.config import TTS
 from telebridge.providers.context import ProviderContext
@@ -248,8 +248,9 @@ async def test_phone_call_with_an_elevenlabs_agent(auth_token, monkeypatch):
             srv.stop()
     assert record.call_id == call.call_sid
     said = [seg.text for seg in call.agent_segments]
-    assert fuzzy_ratio(GREETING, said[0]) > 0.7, said
-    assert fuzzy_ratio(ANSWER, " ".join(said[1:])) > 0.6, said
+    greeting, rest = leading_text(call.agent_segments, GREETING)
+    assert fuzzy_ratio(GREETING, greeting) > 0.7, said
+    assert fuzzy_ratio(ANSWER, rest) > 0.6, said
     sock = fake.sockets[0]
     assert sock["query"]["output_format"] == "ulaw_8000" and sock["path"].endswith("/VoiceAbc123/multi-stream-input")
     assert len(fake.sockets) == 1  # one socket for the whole call

@@ -363,8 +363,8 @@ async def test_phone_call_with_openai_speech_both_ways(auth_token, monkeypatch):
                 await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(engine.aclose(), srv.loop))
             srv.stop()
     said = [seg.text for seg in call.agent_segments]
-    assert fuzzy_ratio(GREETING, said[0]) > 0.7, said
-    assert fuzzy_ratio(ANSWER, " ".join(said[1:])) > 0.6, said
+    # A loaded machine may split the greeting at a sentence gap: compare what was heard as a whole.
+    assert fuzzy_ratio(f"{GREETING} {ANSWER}", " ".join(said)) > 0.7, said
     paths = [r["path"] for r in fake.audio_requests]
     assert "/v1/audio/transcriptions" in paths and paths.count("/v1/audio/speech") >= 2
     assert health["tts.openai"]["fallbacks"] == 0 and health["stt.openai"]["fallbacks"] == 0, health
