@@ -13,6 +13,7 @@ from starlette.routing import Route, WebSocketRoute
 
 from .agent import Agent
 from .health import health_endpoint
+from .metrics import metrics_endpoint
 from .outbound.api import create_call, get_call
 from .outbound.calls import AMD_STATUS_PATH, CALL_STATUS_PATH, OUTBOUND_TWIML_PATH
 from .outbound.webhooks import amd_status, call_status, outbound_twiml
@@ -63,6 +64,7 @@ def create_app(settings: Settings | None = None, *, agent: Agent | None = None, 
             Route("/v1/calls", create_call, methods=["POST"]),
             Route("/v1/calls/{sid}", get_call, methods=["GET"]),
             Route("/healthz", health),
+            Route("/metrics", metrics_endpoint, methods=["GET"]),  # Prometheus; behind the access middleware
             # Unmute's session API (the seed): health, voices and cloning, the realtime WebSocket.
             Route("/v1/health", health_endpoint, methods=["GET"]),
             Route("/v1/voices", list_voices, methods=["GET"]),

@@ -30,7 +30,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     overrides = {k: v for k, v in {"agent": args.agent, "host": args.host, "port": args.port}.items() if v is not None}
     settings = Settings(**overrides)
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     try:
         app = create_app(settings)
     except (AgentLoadError, ValueError) as exc:

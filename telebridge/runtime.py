@@ -12,6 +12,7 @@ import hashlib
 import logging
 from typing import TYPE_CHECKING, Any
 
+from . import metrics
 from .agent import Agent, load_agent
 from .config import STT, TTS
 from .inference import InferencePool
@@ -85,6 +86,7 @@ class Runtime:
         # Every call this process hears of (placed here, status callbacks, inbound): GET /v1/calls/{sid}.
         self.call_registry = MemoryCallRegistry()
         self._call_agents: dict[str, Agent] = {}
+        self._metered: dict[int, tuple[str, str]] = {}  # id(call) -> its calls_active labels, until unregistered
 
     def agent_for(self, spec: str | None) -> Agent:
         """The agent for one call: the server's, or the one an outbound call named (loaded once, then cached)."""
@@ -128,11 +130,15 @@ class Runtime:
 
     def register(self, call: CallSession) -> None:
         self.calls[call.call_id] = call
+        self._metered[id(call)] = metrics.call_started(call)  # telebridge_calls_active
 
     def unregister(self, call: CallSession) -> None:
         if self.calls.get(call.call_id) is call:
             del self.calls[call.call_id]
         self.finished.append(call)
+        labels = self._metered.pop(id(call), None)
+        if labels is not None:
+            metrics.call_ended(labels, call)  # telebridge_calls_active, telebridge_calls_total{outcome}
 
     # --- engines --------------------------------------------------------------------------------------------
     # Loading a model takes a second or more: it happens in a worker thread (never on the event loop), once per

@@ -48,6 +48,10 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=0, le=65535)
     agent: str | None = Field(default=None, description="path/to/agent.py or package.module:attr")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="'json': one JSON object per line (timestamp, level, logger, message, call_sid "
+        "on call lines), numbers masked and secrets redacted as in text logs.",
+    )
 
     twilio_account_sid: str | None = Field(
         default=None, validation_alias=AliasChoices("TWILIO_ACCOUNT_SID", "TELEBRIDGE_TWILIO_ACCOUNT_SID")

@@ -6,11 +6,12 @@ may be the caller's voice (else the segmenter sees probability 0), the segmenter
 :class:`~telebridge.pipeline.turns.TurnEngine` turns everything into actions that this shell carries out:
 transcriptions, replies, pauses, resumes, interruptions, hang-ups and transfers.
 
-A reply streams the agent's LLM text through a sentence chunker into TTS; its audio is kept whole (at the sink's
-rate) and fed to the :class:`~telebridge.pipeline.sink.AudioSink` in *segments*: a pause clears the sink and a
-resume plays the rest from the heard position as a new segment (a new sink turn id, so the mark ledger never
-confuses the flushed marks of the old segment with the new ones). Reply offsets = segment base + the segment's
-heard samples.
+The parts, each in its own module: the caller's words (:mod:`.listening`: final, early and interim STT), the
+agent's replies in flight (:mod:`.speaking`: segments on the sink, pause, resume, interrupt), a reply's data and
+the making of its audio (:mod:`.reply`), what the call measured (:mod:`.call_metrics`), who answered
+(:mod:`.answering`), how it ends (:mod:`.ending`: end_call, transfer_call, hang-up and transfer through the call
+control), keypad tones (:mod:`.keypad`) and the speech providers (:mod:`.speech`). This module keeps the call's
+lifecycle, the inbound hot path (``on_audio``, ``_on_window``), the action dispatch and the client-driven turns.
 
 Everything a call starts is owned by its :class:`CallSession` and cancelled by :meth:`CallSession.aclose`.
 """
@@ -19,43 +20,37 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
-import difflib
 import logging
-import re
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..agent import configure
 from ..audio.resample import Resampler
+from ..logs import call_context
+from ..metrics import call_event
 from ..session import SessionConfig
 from ..tools import make_builtin_tools
 from .answering import CalleeWatch, first_speaker_waits
+from .call_metrics import CallMetrics
 from .echo import EchoGuard, NoiseGate, PlayoutClock
+from .ending import HANGUP_CLOSE_AFTER, CallEnding  # noqa: F401  (re-exported, as every name below that lived here)
 from .events import EventDispatcher
-from .interim import InterimTranscriber
-from .keypad import KeypadTones, Tones, current_reply, queue_tones
-from .llm import respond
+from .keypad import KeypadTones, current_reply, queue_tones
+from .listening import (  # noqa: F401
+    EARLY_STT_AFTER, ECHO_TEXT_MIN_WORDS, ECHO_TEXT_SHARE, OVER_AGENT_MIN_LOGPROB, Listener, normalise,
+)
 from .observer import ConversationObserver
-from .sentences import SentenceChunker
+from .reply import (  # noqa: F401
+    CUT_OFF_MARK, THREAD_RESAMPLE_SECONDS, ReplyProducer, _AudioStore, _CallAgent, _Reply, _Span, heard_text,
+)
 from .sink import AudioSink
+from .speaking import Speaking
 from .speech import CallSpeech
 from .turns import (
-    CancelReply,
-    HangUp,
-    Interrupt,
-    Notify,
-    Pause,
-    Resume,
-    StartReply,
-    Transcribe,
-    Transfer,
-    TurnEngine,
-    TurnParams,
+    CancelReply, HangUp, Interrupt, Notify, Pause, Resume, StartReply, Transcribe, Transfer, TurnEngine, TurnParams,
 )
 from .vad import SegmenterParams, SpeechEnded, SpeechStarted, VadSegmenter
 
@@ -66,136 +61,9 @@ log = logging.getLogger("telebridge.call")
 
 PHONE_RATE = 8000
 MAX_EARLY_AUDIO_SECONDS = 10.0  # buffer caller audio while configure_session runs
-CUT_OFF_MARK = "…"
-# Start transcribing once the caller has been quiet this long, before the VAD confirms the end of speech, so
-# STT runs during the endpointing wait. If the caller speaks again, the early transcript is discarded.
-EARLY_STT_AFTER = 0.2
-# Words heard over the agent with less confidence than this are taken for noise (Whisper turns coughs and hums
-# into "you", "them." and the like).
-OVER_AGENT_MIN_LOGPROB = -1.0
 # Silero confirms speech a window or three after the sound began; the caller's speech is counted (for the
 # interruption time threshold) from the start of the run of voice-like windows that led to it, at most this early.
 MAX_ONSET_BACKDATE = 0.25
-# Words heard over the agent are its own echo when this share of them matches what it just said (2+ words).
-ECHO_TEXT_SHARE = 0.6
-ECHO_TEXT_MIN_WORDS = 2
-# Agent audio longer than this arrives as one chunk (a whole sentence): it is resampled in a worker thread, since
-# doing it on the event loop stalls every call's frames for tens of milliseconds under load.
-THREAD_RESAMPLE_SECONDS = 0.5
-# After a successful REST hang-up Twilio stops the stream itself; if it has not within this time, we close.
-HANGUP_CLOSE_AFTER = 5.0
-
-
-def normalise(text: str) -> list[str]:
-    return re.findall(r"[a-z0-9']+", text.lower())
-
-
-class _AudioStore:
-    """A reply's audio at the sink's rate, appended per sentence; kept whole so a pause can resume from any sample."""
-
-    def __init__(self) -> None:
-        self._buf = np.zeros(0, dtype=np.float32)
-        self.size = 0
-
-    def append(self, pcm: np.ndarray) -> None:
-        need = self.size + len(pcm)
-        if need > len(self._buf):
-            grown = np.zeros(max(need, 2 * len(self._buf), 8000), dtype=np.float32)
-            grown[: self.size] = self._buf[: self.size]
-            self._buf = grown
-        self._buf[self.size : need] = pcm
-        self.size = need
-
-    def view(self, start: int, end: int | None = None) -> np.ndarray:
-        end = self.size if end is None else min(end, self.size)
-        return self._buf[max(0, start) : max(0, end)]
-
-    def mean_square(self, start: int, end: int) -> float:
-        part = self.view(start, end)
-        return float(np.dot(part, part)) / len(part) if len(part) else 0.0
-
-
-@dataclass(slots=True)
-class _Span:
-    start: int  # sample offsets within the reply, at the sink's rate
-    end: int
-    text: str
-
-
-@dataclass(slots=True)
-class _Reply:
-    turn_id: int
-    user_text: str
-    kind: str = "user"
-    say: str | None = None
-    task: asyncio.Task | None = None
-    spans: list[_Span] = field(default_factory=list)
-    audio: _AudioStore = field(default_factory=_AudioStore)
-    enqueued: int = 0  # samples produced so far (reply offsets)
-    text_done: bool = False
-    user_index: int | None = None  # index of the user message in history (removed if the reply is dropped)
-    said_from: int = 0  # spans before this index are already in the history (spoken before a tool round)
-    timings: dict[str, float] = field(default_factory=dict)
-    segment: int = 0  # the sink turn id now carrying this reply's audio
-    base: int = 0  # reply offset where that segment starts
-    paused: bool = False
-    pause_task: asyncio.Task | None = None
-    heard_at_pause: int = 0
-    audible: bool = False
-    segments: list[int] = field(default_factory=list)
-    sentences: asyncio.Queue[Any] | None = None  # the producer's queue (keypad tones join it; see keypad.py)
-    chunker: SentenceChunker | None = None
-
-    @property
-    def greeting(self) -> bool:
-        return self.kind != "user"
-
-
-@dataclass(slots=True)
-class CallMetrics:
-    """Per-turn latency split and turn-taking events, for the benchmarks, the tests and the logs."""
-
-    turns: list[dict[str, float]] = field(default_factory=list)
-    # (call time, kind, detail): pause / resume / interrupt / dtmf / reprompt / goodbye / hangup / transfer / ...
-    events: list[tuple[float, str, str]] = field(default_factory=list)
-    # One row per finished reply: turn, kind, samples (whole reply), heard (samples), text, cut_off.
-    replies: list[dict[str, Any]] = field(default_factory=list)
-    # One row per reply (greetings too): seconds from its first sentence reaching the TTS to the provider's first
-    # audio (``tts``), and from that audio to the first media message sent (``bridge``). Benchmarks read these.
-    speech: list[dict[str, float]] = field(default_factory=list)
-    interims: int = 0
-    echo_windows_suppressed: int = 0
-    noise_windows_refused: int = 0
-
-    def count(self, kind: str) -> int:
-        return sum(1 for _, k, _ in self.events if k == kind)
-
-
-def heard_text(spans: list[_Span], heard: int) -> str:
-    """The part of a reply the caller heard, from the played sample count (partial sentences by word share)."""
-    words: list[str] = []
-    for span in spans:
-        if heard >= span.end:
-            words.extend(span.text.split())
-        elif heard > span.start:
-            parts = span.text.split()
-            share = (heard - span.start) / max(1, span.end - span.start)
-            words.extend(parts[: int(len(parts) * share)])
-            break
-        else:
-            break
-    return " ".join(words)
-
-
-class _CallAgent:
-    """The agent as one call's LLM loop sees it: its handler, and its tools plus the opted-in built-ins."""
-
-    def __init__(self, agent: Any, extra_tools: dict[str, Callable[..., Awaitable[str]]]) -> None:
-        self.llm_response_handler = agent.llm_response_handler
-        own = agent.tools_by_name
-        for name in extra_tools.keys() & own.keys():
-            log.warning("agent tool %r overrides the built-in tool of that name", name)
-        self.tools_by_name = {**extra_tools, **own}
 
 
 class CallSession:
@@ -225,7 +93,7 @@ class CallSession:
         self.input_rate = input_rate
         self.observer = observer or ConversationObserver()
         self._adjust_config = adjust_config
-        self._control = control
+        self.ending = CallEnding(self, control)  # end_call / transfer_call, HangUp / Transfer, the control
         self.whisper_endpoint = whisper_endpoint
         self.keypad = KeypadTones(sink.sample_rate)
         self.config: SessionConfig | None = None
@@ -240,25 +108,18 @@ class CallSession:
         self._closed = False
         self._now = 0.0  # call clock: seconds of caller audio seen by the VAD
         self._tasks: set[asyncio.Task] = set()
-        self._reply: _Reply | None = None
-        self._replies: dict[int, _Reply] = {}  # by reply turn id
-        self._segments: dict[int, _Reply] = {}  # by sink turn id
+        self._reply: _Reply | None = None  # the reply the caller hears now (kept by self.speaking)
         self.outbound = sink
-        sink.on_turn_audible = self._on_segment_audible
-        sink.on_turn_played = self._on_segment_played
+        self.speaking = Speaking(self)  # the agent's replies in flight
+        sink.on_turn_audible = self.speaking.segment_audible
+        sink.on_turn_played = self.speaking.segment_played
         self._upsample: Resampler | None = None
         self._vad_stream: Any = None
         self._segmenter: VadSegmenter | None = None
         self.engine: TurnEngine | None = None
         self._agent_view: _CallAgent | None = None
         self.speech: CallSpeech | None = None
-        self._utterance_span: tuple[float, float] = (0.0, 0.0)  # call-clock span of the utterance just ended
-        self._interim_sent = ""
-        self._speech_end_wall: float | None = None
-        self._last_stt = 0.0
-        self._early_stt: asyncio.Task | None = None  # speculative transcript of the current utterance
-        self._early_stt_ready: asyncio.Task | None = None  # handed to the Transcribe action that follows
-        self.early_stt_used = 0
+        self.listener: Listener | None = None  # the caller's words (STT), once the agent is configured
         self._echo: EchoGuard | None = None
         self._noise = NoiseGate()
         self._playout = PlayoutClock(sink.sample_rate)
@@ -268,7 +129,6 @@ class CallSession:
         self._heard_log: collections.deque[tuple[int, int]] = collections.deque()
         self._heard_then = 0
         self._sound_since: float | None = None  # start of the current run of windows that passed the gates
-        self._interim: InterimTranscriber | None = None
         self.ended_reason: str | None = None
         self.callee: CalleeWatch | None = None  # outbound: who answered (AMD verdict, beep)
         self._pending_verdicts: list[tuple[str, str]] = []
@@ -278,7 +138,8 @@ class CallSession:
         self._spawn(self._setup(), "setup")
 
     def _spawn(self, coro: Awaitable[Any], what: str) -> asyncio.Task:
-        task = self._loop.create_task(coro, name=f"{self.call_id}:{what}")  # type: ignore[arg-type]
+        task = self._loop.create_task(coro, name=f"{self.call_id}:{what}",  # type: ignore[arg-type]
+                                      context=call_context(self.call_id))  # its log lines carry the call's SID
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
         return task
@@ -308,8 +169,7 @@ class CallSession:
         self.events = EventDispatcher(self.agent, self.session_data, self.call_id)
         builtins = make_builtin_tools(cfg.builtin_tools, self, cfg.transfer_targets)
         self._agent_view = _CallAgent(self.agent, builtins)
-        if self._control is None:
-            self._control = self._default_control()
+        self.ending.configured()
         vad = cfg.vad
         self._segmenter = VadSegmenter(
             SegmenterParams(
@@ -324,8 +184,18 @@ class CallSession:
         self.engine = TurnEngine(TurnParams.from_config(cfg))
         if cfg.echo_guard:
             self._echo = EchoGuard()
-        self._interim = InterimTranscriber(
-            self._interim_text, self._spawn, self._on_interim, sample_rate=vad.sample_rate
+        speaking = self.speaking
+        self.listener = Listener(
+            call_id=self.call_id, speech=self.speech, engine=self.engine, vad_rate=vad.sample_rate,
+            sink_rate=self.outbound.sample_rate, now=lambda: self._now, playing=lambda: self._reply,
+            heard=speaking.heard, spawn=self._spawn, observe=self._observe, on_interim=self._on_interim,
+            on_transcript=self._on_transcript,
+        )
+        speaking.producer = ReplyProducer(
+            call_id=self.call_id, config=cfg, speech=self.speech, agent=self._agent_view,
+            sink_rate=self.outbound.sample_rate, history=lambda: self.history, session_data=lambda: self.session_data,
+            spawn=self._spawn, fire=self._fire, observe=self._observe, feed=speaking.feed,
+            play_tones=speaking.play_tones,
         )
         if vad.sample_rate != self.input_rate:
             self._upsample = Resampler(self.input_rate, vad.sample_rate)
@@ -363,14 +233,6 @@ class CallSession:
         else:
             self.callee.verdict(verdict, source=source)
 
-    def _default_control(self) -> Any | None:
-        call_sid = str(self.custom_data.get("CallSid") or "")
-        if not call_sid.startswith("CA"):
-            return None
-        from ..twilio.rest import TwilioCallControl
-
-        return TwilioCallControl.from_settings(self.runtime.settings, call_sid, self.custom_data.get("AccountSid"))
-
     async def aclose(self) -> None:
         """The caller hung up (or the socket died): stop everything this call started."""
         if self._closed:
@@ -387,17 +249,14 @@ class CallSession:
         if self.speech is not None:
             await self.speech.aclose()
         reply = self._reply
-        if reply is not None and self._heard(reply) > 0:
-            self._commit_cut_off(reply)
+        if reply is not None and self.speaking.heard(reply) > 0:
+            self.speaking.commit_cut_off(reply)
         if self._echo is not None:
             self.metrics.echo_windows_suppressed = self._echo.suppressed
         self.metrics.noise_windows_refused = self._noise.refused
         if self.events is not None:
             await self.events.aclose()
-        closer = getattr(self._control, "aclose", None)
-        if closer is not None:
-            with contextlib.suppress(Exception):
-                await closer()
+        await self.ending.aclose()
 
     # --- inbound (hot path) ---------------------------------------------------------------------------------
     def on_audio(self, pcm: np.ndarray) -> None:
@@ -448,7 +307,7 @@ class CallSession:
         engine = self.engine
         if self.keypad.pending or engine.floor_held:  # keypad tones in flight: no barge-in (see keypad.py)
             reply = self._reply
-            heard = self._heard(reply) if reply is not None else 0
+            heard = self.speaking.heard(reply) if reply is not None else 0
             engine.floor_held = self.keypad.holds_floor(reply.turn_id if reply else None, heard, end_time)
         # Gate: one energy per window, compared with the line's noise floor and with what the caller heard.
         energy = float(np.dot(window, window)) / len(window)
@@ -470,26 +329,27 @@ class CallSession:
                     onset = self._sound_since
                 actions += engine.speech_started(onset)
             elif isinstance(event, SpeechEnded):
-                self._speech_end_wall = time.perf_counter() - (end_time - event.t)
-                self._utterance_span = (event.t - len(event.audio) / segmenter.params.sample_rate, event.t)
-                self._early_stt_ready, self._early_stt = self._early_stt, None
+                self.listener.utterance_ended(  # type: ignore[union-attr]  # set with the engine
+                    time.perf_counter() - (end_time - event.t),
+                    (event.t - len(event.audio) / segmenter.params.sample_rate, event.t),
+                )
                 self._observe("user_speech_stopped", event.t)
                 actions += engine.speech_ended(event.t, event.audio)
         if segmenter.speaking:
             quiet = segmenter.silence_duration
             if quiet == 0.0:
                 engine.speech_continues(end_time)
-            if quiet == 0.0 and self._early_stt is not None:
-                self._early_stt.cancel()  # the caller went on talking: that transcript is stale
-                self._early_stt = None
-            elif quiet >= EARLY_STT_AFTER and self._early_stt is None and not self._streaming:
-                self._early_stt = self._spawn(self._stt_text(segmenter.snapshot()), "early-stt")
+            listener: Listener = self.listener  # type: ignore[assignment]  # set with the engine
+            if quiet == 0.0 and listener.early is not None:
+                listener.cancel_early()  # the caller went on talking: that transcript is stale
+            elif quiet >= EARLY_STT_AFTER and listener.early is None and not listener.streaming:
+                listener.start_early(segmenter.snapshot())
             uid = engine.current_utterance
             if uid is not None and engine.wants_interim:
-                if self._streaming:
-                    self._poll_stream_interim(uid, engine.current_start, end_time)
-                elif self._interim is not None:
-                    self._interim.poll(end_time, uid, engine.current_start, segmenter.snapshot)
+                if listener.streaming:
+                    listener.poll_stream_interim(uid, engine.current_start, end_time)
+                else:
+                    listener.interim.poll(end_time, uid, engine.current_start, segmenter.snapshot)
         actions += engine.tick(end_time)
         if actions:
             self._run_actions(actions)
@@ -509,32 +369,36 @@ class CallSession:
         start, end = self._playout.advance(t)
         return reply.audio.mean_square(start, end) if end > start else 0.0
 
+    def _playout_restarts(self, base: int) -> None:
+        """The reply the caller hears starts a segment at reply offset ``base``: the echo's playout clock too."""
+        self._heard_log.clear()
+        self._heard_then = base
+        self._playout.reset(base, self._fed / self.input_rate)
+
     # --- actions --------------------------------------------------------------------------------------------
     def _run_actions(self, actions: list[Any]) -> None:
         for action in actions:
             if isinstance(action, Notify):
                 self._fire(action.event)
             elif isinstance(action, Transcribe):
-                early, self._early_stt_ready = self._early_stt_ready, None
-                self._interim_sent = ""
-                self._spawn(self._transcribe(action.utterance_id, action.audio, early, self._utterance_span),
-                            f"stt{action.utterance_id}")
+                self.listener.transcribe(action)  # type: ignore[union-attr]  # set with the engine
             elif isinstance(action, StartReply):
-                self._start_reply(action)
+                self.speaking.start(action)
             elif isinstance(action, CancelReply):
-                self._drop_reply(action.turn_id)
+                self.speaking.drop(action.turn_id)
             elif isinstance(action, Pause):
-                self._pause(action.turn_id)
+                self.speaking.pause(action.turn_id)
             elif isinstance(action, Resume):
-                self._resume(action.turn_id)
+                self.speaking.resume(action.turn_id)
             elif isinstance(action, Interrupt):
                 self._event("interrupt", str(action.turn_id))
-                self._interrupt(action.turn_id)
+                self.speaking.interrupt(action.turn_id)
             elif isinstance(action, (HangUp, Transfer)):
-                self._spawn(self._end_call(action), "end-call")
+                self._spawn(self.ending.end(action), "end-call")
 
     def _event(self, kind: str, detail: str = "") -> None:
         self.metrics.events.append((self._now, kind, detail))
+        call_event(kind)  # Prometheus: interrupt, resume
         log.debug("call %s: %s %s at %.2f s", self.call_id, kind, detail, self._now)
 
     def _observe(self, hook: str, *args: Any) -> None:
@@ -547,397 +411,21 @@ class CallSession:
         if self.events is not None:
             self.events.fire(name, payload)
 
-    # --- speech to text -------------------------------------------------------------------------------------
-    @property
-    def _streaming(self) -> bool:
-        return self.speech is not None and self.speech.streaming
-
-    def _poll_stream_interim(self, utterance_id: int, start: float, now: float) -> None:
-        """A streaming STT's interim words for the current utterance, handed to the engine when they change."""
-        text = self.speech.interim_words(start - 0.1, now)  # type: ignore[union-attr]
-        if text is None or text == self._interim_sent:
-            return
-        self._interim_sent = text
-        text = self._not_our_words(text)
-        if text:
-            self._on_interim(utterance_id, text)
-
-    async def _recognise(self, audio: np.ndarray, span: tuple[float, float] | None = None) -> Any | None:
-        """Transcribe an utterance: by its call-clock ``span`` from a streaming STT, else its audio."""
-        assert self.config is not None and self.speech is not None
-        rate = self.config.vad.sample_rate
-        if span is None:
-            end = self._now
-            span = (end - len(audio) / rate, end)
-        return await self.speech.transcribe(audio, rate, *span)
-
-    async def _stt_text(self, audio: np.ndarray) -> Any | None:
-        return await self._recognise(audio)
-
-    @staticmethod
-    def _confident(transcript: Any) -> str:
-        if transcript is None:
-            return ""
-        logprob = getattr(transcript, "avg_logprob", None)
-        if logprob is not None and logprob < OVER_AGENT_MIN_LOGPROB:
-            return ""
-        return str(transcript.text)
-
-    async def _interim_text(self, audio: np.ndarray) -> str:
-        return self._not_our_words(self._confident(await self._recognise(audio)))
-
-    def _not_our_words(self, text: str) -> str:
-        """Words heard over the agent that are mostly the agent's own recent words are its echo, not the caller."""
-        reply = self._reply
-        words = normalise(text)
-        if reply is None or len(words) < ECHO_TEXT_MIN_WORDS:
-            return text
-        heard, rate = self._heard(reply), self.outbound.sample_rate
-        recent = [s.text for s in reply.spans if s.start <= heard + rate and s.end >= heard - 8 * rate]
-        matcher = difflib.SequenceMatcher(None, words, normalise(" ".join(recent)), autojunk=False)
-        matched = sum(block.size for block in matcher.get_matching_blocks())
-        if matched >= ECHO_TEXT_SHARE * len(words):
-            log.debug("call %s: %r is the agent's own echo", self.call_id, text)
-            return ""
-        return text
-
+    # --- the caller's words (from self.listener) ------------------------------------------------------------
     def _on_interim(self, utterance_id: int, text: str) -> None:
         if self._closed or self.engine is None:
             return
         self.metrics.interims += 1
         self._run_actions(self.engine.interim(utterance_id, text, self._now))
 
-    async def _transcribe(
-        self, utterance_id: int, audio: np.ndarray, early: asyncio.Task | None, span: tuple[float, float]
-    ) -> None:
+    def _on_transcript(self, utterance_id: int, text: str) -> None:
         assert self.engine is not None
-        started = time.perf_counter()
-        transcript: Any | None = None
-        used_early = False
-        if early is not None:
-            # Only silence followed the early snapshot, so its transcript is the whole utterance's.
-            await asyncio.wait({early})  # our own cancellation still propagates; early's does not
-            if not early.cancelled():
-                transcript = early.result()
-                used_early = True
-                self.early_stt_used += 1
-        if not used_early:
-            transcript = await self._recognise(audio, span)
-        self._last_stt = time.perf_counter() - started
-        if self.engine.is_over_agent(utterance_id):
-            text = self._not_our_words(self._confident(transcript))
-        else:
-            text = str(transcript.text) if transcript is not None else ""
-        if text.strip():
-            self._observe("user_transcript", text.strip())
-        log.debug("call %s: heard %r (%.0f ms STT)", self.call_id, text, 1000 * self._last_stt)
         self._run_actions(self.engine.transcript(utterance_id, text, self._now))
 
-    # --- replies --------------------------------------------------------------------------------------------
-    def _start_reply(self, action: StartReply) -> None:
-        turn_id, user_text = action.turn_id, action.text
-        reply = _Reply(turn_id, user_text, kind=action.kind, say=action.say, segment=turn_id, segments=[turn_id])
-        reply.timings["speech_end"] = self._speech_end_wall or time.perf_counter()
-        reply.timings["stt"] = self._last_stt
-        reply.timings["start"] = time.perf_counter()
-        if user_text:
-            message = {"role": "user", "content": user_text}
-            reply.user_index = len(self.history)
-            self.history.append(message)
-            self._fire("on_user_message_added", {"message": message})
-        if action.kind in ("reprompt", "goodbye"):
-            self._event(action.kind, action.say or "")
-            if action.kind == "goodbye":
-                self._observe("call_ending", self.ended_reason or "goodbye")
-        self._reply = reply
-        self._replies[turn_id] = reply
-        self._segments[turn_id] = reply
-        self._observe("reply_started", turn_id)
-        reply.task = self._spawn(self._produce(reply), f"reply{turn_id}")
-
-    def _feed(self, reply: _Reply, pcm: np.ndarray) -> None:
-        """New reply audio: keep it, and send it unless the reply is paused."""
-        reply.audio.append(pcm)
-        if not reply.paused:
-            self.outbound.enqueue(reply.segment, pcm)
-
-    async def _produce(self, reply: _Reply) -> None:
-        """LLM text (or fixed text) → sentences → TTS → the sink's rate → the reply's audio, one sentence at a time."""
-        assert self.config is not None and self._agent_view is not None and self.speech is not None
-        speech = self.speech
-        rate = speech.sample_rate
-        resampler = Resampler(rate, self.outbound.sample_rate)
-        sentences: asyncio.Queue[str | Tones | None] = asyncio.Queue(maxsize=8)
-        reply.sentences = sentences
-        agent_view = self._agent_view
-
-        async def text_source() -> None:
-            chunker = reply.chunker = SentenceChunker()
-            current_reply.set(reply)  # the send_dtmf tool queues its tones in this reply
-            try:
-                if reply.say is not None:
-                    for piece in chunker.push(reply.say) + chunker.flush():
-                        await sentences.put(piece)
-                else:
-                    await llm_text(chunker)
-            except BaseException:
-                # Cancelled or failed: never block here, nobody may be reading the queue any more.
-                with contextlib.suppress(asyncio.QueueFull):
-                    sentences.put_nowait(None)
-                raise
-            await sentences.put(None)
-
-        async def llm_text(chunker: SentenceChunker) -> None:
-            def on_event(name: str, payload: dict) -> None:
-                if name == "on_function_calls_executed":
-                    # Text streamed before the tool round is stored with its tool-call message already.
-                    reply.said_from = len(reply.spans)
-                self._fire(name, payload)
-
-            stream = respond(
-                agent_view,  # type: ignore[arg-type]
-                self.history,
-                self.session_data,
-                call_id=self.call_id,
-                max_nested_function_calls=self.config.max_nested_function_calls,
-                on_event=on_event,
-            )
-            first = True
-            async with contextlib.aclosing(stream):
-                async for delta in stream:
-                    if first:
-                        reply.timings["llm_first_token"] = time.perf_counter()
-                        first = False
-                    for piece in chunker.push(delta):
-                        await sentences.put(piece)
-            for piece in chunker.flush():
-                await sentences.put(piece)
-
-        source = self._spawn(text_source(), f"llm{reply.turn_id}")
-        try:
-            while (sentence := await sentences.get()) is not None:
-                if isinstance(sentence, Tones):
-                    self._play_tones(reply, sentence)
-                    continue
-                reply.timings.setdefault("tts_request", time.perf_counter())
-                span: _Span | None = None
-                # Each chunk goes out as it arrives: a streaming provider's first bytes reach the caller at once.
-                async for chunk, chunk_rate in speech.speak(sentence, reply.turn_id):
-                    if "tts_first_audio" not in reply.timings:
-                        reply.timings["tts_first_audio"] = time.perf_counter()
-                    if chunk_rate != rate:  # a fallback provider took over mid-reply
-                        rate, resampler = chunk_rate, Resampler(chunk_rate, self.outbound.sample_rate)
-                    if len(chunk) > rate * THREAD_RESAMPLE_SECONDS:  # a whole sentence at once (Piper, Google)
-                        pcm = np.asarray(await asyncio.to_thread(resampler.process, chunk), dtype=np.float32)
-                    else:
-                        pcm = np.asarray(resampler.process(chunk), dtype=np.float32)
-                    if not len(pcm):
-                        continue
-                    if span is None:
-                        self._observe("reply_text", reply.turn_id, sentence, reply.enqueued)
-                        span = _Span(reply.enqueued, reply.enqueued, sentence)
-                        reply.spans.append(span)
-                    span.end += len(pcm)
-                    reply.enqueued += len(pcm)
-                    self._feed(reply, pcm)
-            await source  # surfaces LLM errors
-            await speech.end_reply(reply.turn_id)
-        except asyncio.CancelledError:
-            source.cancel()
-            raise
-        except Exception:
-            log.exception("call %s: reply %d failed; the call goes on", self.call_id, reply.turn_id)
-            source.cancel()
-        reply.text_done = True
-        if not reply.paused and self.outbound.finish_turn(reply.segment):
-            self._on_segment_played(reply.segment)
-
-    def _on_segment_audible(self, segment: int) -> None:
-        reply = self._segments.get(segment)
-        if reply is None or segment != reply.segment:
-            return
-        if reply is self._reply:
-            self._heard_log.clear()
-            self._heard_then = reply.base
-            self._playout.reset(reply.base, self._fed / self.input_rate)
-        if reply.audible:
-            return
-        reply.audible = True
-        reply.timings["first_audio"] = time.perf_counter()
-        self._record_latency(reply)
-        if self.engine is not None:
-            self._run_actions(self.engine.reply_audio_started(reply.turn_id, self._now))
-        self._fire("on_agent_started_speaking")
-
-    def _record_latency(self, reply: _Reply) -> None:
-        t = reply.timings
-        if "tts_request" in t and "tts_first_audio" in t:
-            self.metrics.speech.append({"turn": reply.turn_id, "tts": t["tts_first_audio"] - t["tts_request"],
-                                        "bridge": t["first_audio"] - t["tts_first_audio"]})
-        if reply.greeting or "speech_end" not in t:
-            return
-        llm_first = t.get("llm_first_token", t["start"])
-        row = {
-            "total": t["first_audio"] - t["speech_end"],
-            # From the end of speech to the reply starting, minus what STT added beyond the endpointing wait.
-            "endpointing": t["start"] - t["speech_end"],
-            "stt": t.get("stt", 0.0),
-            "llm_first_token": llm_first - t["start"],
-            "tts_first_audio": t.get("tts_first_audio", t["first_audio"]) - llm_first,
-            "send": t["first_audio"] - t.get("tts_first_audio", t["first_audio"]),
-        }
-        self.metrics.turns.append(row)
-        log.info(
-            "call %s: turn %d latency %.0f ms (endpointing+STT %.0f, STT %.0f, LLM first token %.0f, TTS %.0f)",
-            self.call_id, reply.turn_id, *(1000 * row[k] for k in ("total", "endpointing", "stt", "llm_first_token", "tts_first_audio")),
-        )
-
-    def _on_segment_played(self, segment: int) -> None:
-        """Every sample of a sink segment has played. Stale segments (paused, then resumed) are ignored."""
-        reply = self._segments.get(segment)
-        if reply is None or segment != reply.segment or reply.paused or not reply.text_done:
-            return
-        self._turn_played(reply)
-
-    def _turn_played(self, reply: _Reply) -> None:
-        """Every sample of the reply has played at the caller's end."""
-        if self._replies.pop(reply.turn_id, None) is None:
-            return
-        text = " ".join(s.text for s in reply.spans[reply.said_from :]).strip()
-        if text:
-            message = {"role": "assistant", "content": text}
-            self.history.append(message)
-            self._fire("on_agent_message_added", {"message": message})
-            self._fire("on_agent_stopped_speaking")
-        self._observe("reply_done", reply.turn_id, " ".join(s.text for s in reply.spans).strip())
-        self._record_reply(reply, reply.enqueued, False)
-        self._forget_segments(reply)
-        if self._reply is reply:
-            self._reply = None
-        if self.engine is not None:
-            self._run_actions(self.engine.agent_finished(reply.turn_id, self._now))
-
-    def _record_reply(self, reply: _Reply, heard: int, cut_off: bool) -> None:
-        self.metrics.replies.append({
-            "turn": reply.turn_id, "kind": reply.kind, "samples": reply.enqueued, "heard": heard,
-            "text": " ".join(s.text for s in reply.spans), "cut_off": cut_off, "segments": len(reply.segments),
-        })
-
-    def _forget_segments(self, reply: _Reply) -> None:
-        for segment in reply.segments:
-            self._segments.pop(segment, None)
-            self.outbound.forget_turn(segment)
-
-    def _drop_reply(self, turn_id: int) -> None:
-        """The caller kept talking before hearing any of this reply: forget it entirely."""
-        reply = self._replies.pop(turn_id, None)
-        if reply is None:
-            return
-        if reply.task:
-            self._cancel_at_provider(reply)  # before the task: see _cancel_at_provider
-            reply.task.cancel()
-        self.outbound.drop_turn(reply.segment)
-        self._forget_segments(reply)
-        self._observe("reply_dropped", turn_id)
-        if reply.user_index is not None and reply.user_index < len(self.history):
-            # the user's words are merged into the next turn by the engine
-            if self.history[reply.user_index].get("content") == reply.user_text:
-                del self.history[reply.user_index :]
-        if self._reply is reply:
-            self._reply = None
-
-    def _heard(self, reply: _Reply) -> int:
-        if reply.paused:
-            return reply.heard_at_pause
-        return reply.base + self.outbound.heard(reply.segment)
-
-    # --- pause, resume, interrupt ---------------------------------------------------------------------------
-    def _pause(self, turn_id: int) -> None:
-        """Stop at once and clear the far end's buffer, keeping the reply (and its production) alive."""
-        reply = self._replies.get(turn_id)
-        if reply is None or reply.paused:
-            return
-        reply.paused = True
-        reply.heard_at_pause = reply.base + self.outbound.heard(reply.segment)
-        self.outbound.drop_turn(reply.segment)
-        reply.pause_task = self._spawn(self._clear_for_pause(reply), f"pause{turn_id}")
-
-    async def _clear_for_pause(self, reply: _Reply) -> None:
-        await self.outbound.clear()
-        reply.heard_at_pause = max(reply.heard_at_pause, reply.base + self.outbound.heard(reply.segment))
-        self._event("pause", f"{reply.turn_id}@{reply.heard_at_pause}")
-        self._observe("reply_paused", reply.turn_id, reply.heard_at_pause)
-
-    def _resume(self, turn_id: int) -> None:
-        reply = self._replies.get(turn_id)
-        if reply is None or not reply.paused:
-            return
-        self._spawn(self._resume_after_pause(reply), f"resume{turn_id}")
-
-    async def _resume_after_pause(self, reply: _Reply) -> None:
-        if reply.pause_task is not None:
-            await asyncio.wait({reply.pause_task})
-        if not reply.paused or reply.turn_id not in self._replies or self.engine is None:
-            return
-        start = reply.heard_at_pause
-        segment = self.engine.new_turn_id()
-        reply.segment, reply.base, reply.paused = segment, start, False
-        reply.segments.append(segment)
-        self._segments[segment] = reply
-        self._event("resume", f"{reply.turn_id}@{start}")
-        self._observe("reply_resumed", reply.turn_id, start)
-        rest = reply.audio.view(start)
-        if len(rest):
-            self.outbound.enqueue(segment, rest.copy())
-        if reply.text_done and self.outbound.finish_turn(segment):
-            self._on_segment_played(segment)
-
-    def _interrupt(self, turn_id: int) -> None:
-        """Commit a barge-in now: the history gets the heard part before the caller's next words, whatever the
-        socket does; stopping the audio (if not paused already) and cancelling the reply's work follow."""
-        reply = self._replies.pop(turn_id, None)
-        if reply is None:
-            return
-        if reply.task:
-            self._cancel_at_provider(reply)  # before the task: see _cancel_at_provider
-            reply.task.cancel()
-        if not reply.paused:
-            # Marks echoed after this instant may still be credited to audio that Twilio flushes; taking the
-            # position now errs on the side of "not heard", never the other way round.
-            reply.heard_at_pause = reply.base + self.outbound.heard(reply.segment)
-            reply.paused = True
-            self.outbound.drop_turn(reply.segment)
-            self._spawn(self.outbound.clear(), f"clear{turn_id}")
-        if self._reply is reply:
-            self._reply = None
-        message = self._commit_cut_off(reply)
-        self._record_reply(reply, reply.heard_at_pause, True)
-        self._forget_segments(reply)
-        self._observe("reply_interrupted", turn_id, message["content"])
-        self._fire("on_agent_interrupted", {"message": message})
-        self._fire("on_agent_stopped_speaking")
-
-    def _cancel_at_provider(self, reply: _Reply) -> None:
-        """A cancelled reply's synthesis stops at the provider too (Clear, close the context), not only here.
-
-        Called *before* the reply's task is cancelled: the cancel task is scheduled first, so the TTS session
-        still knows the sentence in flight when it runs. The other way round, the reply task's cancellation
-        unwinds the session's stream first (its ``finally`` forgets the sentence), and the session has nothing
-        left to stop -- on Python 3.12+ always, on 3.11 only thanks to ``wait_for``'s extra loop steps."""
-        if self.speech is not None and not reply.text_done:
-            self._spawn(self.speech.cancel_reply(reply.turn_id), f"tts-cancel{reply.turn_id}")
-
-    def _commit_cut_off(self, reply: _Reply) -> dict[str, str]:
-        """Keep in the history only what the caller heard, marked as cut off."""
-        heard = heard_text(reply.spans, self._heard(reply))
-        already = " ".join(s.text for s in reply.spans[: reply.said_from])
-        if already and heard.startswith(already):
-            heard = heard[len(already) :].strip()
-        message = {"role": "assistant", "content": (heard + CUT_OFF_MARK) if heard else CUT_OFF_MARK}
-        if unplayed := self.keypad.unplayed(reply.turn_id, self._heard(reply)):
-            message["content"] += f" [cut off before the keypad tones {unplayed} were sent: nothing was pressed]"
-        self.history.append(message)
-        return message
+    @property
+    def early_stt_used(self) -> int:
+        """Utterances whose transcript came from the early STT."""
+        return self.listener.early_used if self.listener is not None else 0
 
     # --- turns driven by the client (realtime: input_audio_buffer.commit, response.create, response.cancel) -
     def commit_user_turn(self) -> None:
@@ -966,59 +454,17 @@ class CallSession:
         if reply is not None and reply.user_text and any(isinstance(a, CancelReply) for a in actions):
             self.history.append({"role": "user", "content": reply.user_text})
 
-    # --- winding down (built-in tools and the engine's HangUp / Transfer) -----------------------------------
+    # --- the built-in tools (tools.CallActions: end_call and transfer_call are carried out by self.ending) ---
     def request_end_call(self, reason: str) -> None:
         """``end_call``: the current reply plays out, a goodbye only if the agent said nothing, then hang up."""
-        if self.engine is None or self.config is None:
-            return
-        self.ended_reason = "end_call"
-        self._event("end_call", reason)
-        self._run_actions(
-            self.engine.request_end(self._now, "end_call", say=self.config.goodbye_message, only_if_silent=True)
-        )
+        self.ending.request_end_call(reason)
 
     def request_transfer(self, target: str, name: str) -> None:
-        if self.engine is None or self.config is None:
-            return
-        self.ended_reason = "transfer_call"
-        self._event("transfer_call", name)
-        self._run_actions(
-            self.engine.request_end(
-                self._now, "transfer_call", say=self.config.transfer_message, only_if_silent=True,
-                transfer_to=target,
-            )
-        )
+        self.ending.request_transfer(target, name)
 
     async def send_dtmf(self, keys: str) -> bool:
         """``send_dtmf``: press ``keys`` (valid, normalised) in the reply whose LLM round called the tool."""
         reply = current_reply.get()
-        if self._closed or reply is None or self._replies.get(reply.turn_id) is not reply:
+        if self._closed or reply is None or self.speaking.replies.get(reply.turn_id) is not reply:
             return False
         return await queue_tones(reply, self.keypad.make(keys))
-
-    def _play_tones(self, reply: _Reply, tones: Tones) -> None:
-        start = reply.enqueued
-        reply.enqueued += len(tones.audio)
-        self.keypad.placed(reply.turn_id, start, reply.enqueued, tones.keys)
-        self._event("send_dtmf", tones.keys)
-        self._feed(reply, tones.audio)
-
-    async def _end_call(self, action: HangUp | Transfer) -> None:
-        control = self._control
-        self.ended_reason = self.ended_reason or action.reason
-        if isinstance(action, Transfer):
-            from ..twilio.transfer import transfer_options
-
-            self._event("transfer", action.target)
-            self._observe("call_ending", "transfer_call")
-            options = transfer_options(self.config, self.custom_data, self.runtime.settings, self.whisper_endpoint)
-            ok = control is not None and await control.transfer(action.target, **options)
-            if not ok:
-                log.error("call %s: transfer to %s failed; hanging up", self.call_id, action.target)
-        else:
-            self._event("hangup", action.reason)
-            self._observe("call_ending", action.reason)
-            ok = control is not None and await control.hang_up()
-        if ok:
-            await asyncio.sleep(HANGUP_CLOSE_AFTER)  # Twilio stops the stream; this is only a safety net
-        await self._close(1000, "call ended")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -20,7 +21,7 @@ import numpy as np
 
 from ..audio.g711 import ulaw_encode
 from ..twilio.stream import encode_clear, encode_mark, encode_media
-from .ledger import MarkLedger
+from .ledger import Echo, MarkLedger
 
 log = logging.getLogger("telebridge.outbound")
 
@@ -83,6 +84,7 @@ class OutboundAudio:
         self._task: asyncio.Task | None = None
         self.closed = False
         self.sent_messages = 0
+        self._heard_waiters: dict[int, Callable[[float], None]] = {}
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name=f"outbound:{self.stream_sid}")
@@ -107,10 +109,21 @@ class OutboundAudio:
 
     def forget_turn(self, turn_id: int) -> None:
         self.ledger.forget(turn_id)
+        self._heard_waiters.pop(turn_id, None)
+
+    def when_heard(self, turn_id: int, callback: Callable[[float], None]) -> None:
+        """Call ``callback(t)`` once the first mark of ``turn_id`` echoes as played, ``t`` being the
+        ``time.perf_counter()`` instant its playback began (the echo's time less the audio it says was played).
+        Never called if the turn is flushed or forgotten before any of it is heard."""
+        self._heard_waiters[turn_id] = callback
 
     def mark_echoed(self, name: str) -> None:
         """Twilio echoed one of our marks: playback reached it (or it was flushed by our ``clear``)."""
         result = self.ledger.echoed(name)
+        if self._heard_waiters and result.outcome is Echo.PLAYED:
+            waiter = self._heard_waiters.pop(result.turn_id, None)  # type: ignore[arg-type]
+            if waiter is not None:
+                waiter(time.perf_counter() - result.heard_offset / SAMPLE_RATE)
         if result.turn_finished and result.turn_id is not None and self.on_turn_played:
             self.on_turn_played(result.turn_id)
 
@@ -169,6 +182,7 @@ class OutboundAudio:
     async def aclose(self) -> None:
         self.closed = True
         self._queue.clear()
+        self._heard_waiters.clear()
         if self._task:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)

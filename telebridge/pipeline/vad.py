@@ -29,6 +29,7 @@ from typing import Callable, Iterator
 import numpy as np
 import onnxruntime as ort
 
+from telebridge import metrics
 from telebridge.inference import InferencePool, PoolClosedError
 
 __all__ = [
@@ -171,6 +172,12 @@ class VadStream:
     @property
     def pending_windows(self) -> int:
         return self._buffered // self.window
+
+    @property
+    def lag(self) -> float:
+        """Seconds of audio fed but not yet taken for inference: right after a pass delivers, how far the VAD's
+        verdicts trail the newest audio (real time, as calls feed audio as it arrives)."""
+        return self._buffered / self.sample_rate
 
     @property
     def time(self) -> float:
@@ -378,6 +385,7 @@ class VadHub:
             await self.pool.run(_infer_batched, self.model, groups)
             for job in jobs:
                 self._deliver(job)
+            metrics.vad_pass(self.passes, len(jobs), lambda: (j.stream.lag for j in jobs if not j.stream.closed))
             n = sum(int(job.windows.shape[0]) for job in jobs)
             self.windows_processed += n
             return n

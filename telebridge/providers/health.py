@@ -11,6 +11,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from .. import metrics
+
 __all__ = ["ProviderHealth"]
 
 RECENT = 60.0  # seconds: a provider whose last outcome in this window is an error is reported down
@@ -52,6 +54,7 @@ class ProviderHealth:
             c.by_kind[kind] = c.by_kind.get(kind, 0) + 1
             c.last_error = time.monotonic()
             c.last_error_detail = detail[:200]
+        metrics.provider_error(name, kind)  # telebridge_provider_errors_total
 
     def fallback(self, name: str) -> None:
         with self._lock:

@@ -24,9 +24,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from ..config.tts import PiperTTS
 from ..pipeline.call import CallSession
-from ..providers.tts.base import open_session
 from ..recording import ANONYMIZED_AUDIO, anonymize_client_event
 from ..session import SessionConfig as AgentSessionConfig
 from .audio_formats import InputAudio, choose_formats
@@ -50,6 +48,7 @@ from .protocol import (
 )
 from .sink import RealtimeSink
 from .unmute_events import UNMUTE_SERVER_EVENTS, ChatEvents
+from .voice import SessionVoice
 
 if TYPE_CHECKING:
     from ..runtime import Runtime
@@ -91,9 +90,7 @@ class RealtimeConnection:
         self.session: CallSession | None = None
         self.sink: RealtimeSink | None = None
         self.events: ChatEvents | None = None
-        self.voice_name: str | None = None
-        self._pending_voice: tuple[str | None, Any, Any] | None = None
-        self._agent_tts: Any = None
+        self.voice = SessionVoice(runtime, self.id)  # the client's voice, switched in between replies
         self._outbox: asyncio.Queue[str | None] = asyncio.Queue()
         self._sender: asyncio.Task | None = None
         self._update_lock = asyncio.Lock()
@@ -338,12 +335,12 @@ class RealtimeConnection:
                 self.config = merged
                 self.fields_set |= fields
                 self._apply_formats()
-                self.voice_name = self._store_voice(merged.voice)
+                self.voice.name = self.voice.store_name(merged.voice)
                 self._start_session(merged)
             else:
-                if "voice" in fields and self._store_voice(merged.voice) != self._next_voice():
+                if "voice" in fields and self.voice.store_name(merged.voice) != self.voice.next_name():
                     try:
-                        await self._prepare_voice(self._store_voice(merged.voice))
+                        await self.voice.prepare(self.voice.store_name(merged.voice))
                     except Exception as exc:
                         log.warning("realtime %s: voice %r unusable: %s", self.id, merged.voice, exc)
                         self.emit(ErrorEvent(error=ErrorInfo(
@@ -356,56 +353,15 @@ class RealtimeConnection:
                 if self.session.config is not None:  # not yet configured: _adjust_config applies them
                     apply_instructions(self.session.history, self._prompt())
             if self.recording is not None:
-                self.recording.update_metadata(voice=self._next_voice(), audio_format=self._formats()[1])
+                self.recording.update_metadata(voice=self.voice.next_name(), audio_format=self._formats()[1])
             echo = merged.echo()
             for key in ("input_audio_format", "output_audio_format"):
                 if key in self.fields_set:
                     echo[key] = getattr(merged, key)
             self.emit(SessionUpdated(session=echo))
 
-    def _next_voice(self) -> str | None:
-        return self._pending_voice[0] if self._pending_voice is not None else self.voice_name
-
     def _prompt(self) -> str | None:
         return self._prompt_text
-
-    def _store_voice(self, voice: str | None) -> str | None:
-        """The store's name for the voice a client chose (by name, or by Unmute's ``path_on_server``)."""
-        return (self.runtime.voices.resolve(voice) or voice) if voice is not None else None
-
-    def _response_voice(self) -> str:
-        """``response.voice``, never null (Unmute's clients require a string): the voice as the client named
-        it, else the store's name, else the agent's own TTS voice or provider."""
-        cfg = self.config
-        if cfg is not None and cfg.voice is not None and self._store_voice(cfg.voice) == self.voice_name:
-            return cfg.voice
-        if self.voice_name is not None:
-            return self.voice_name
-        voice = getattr(self._agent_tts, "voice", None)
-        return voice if isinstance(voice, str) and voice else str(getattr(self._agent_tts, "provider", "default"))
-
-    async def _prepare_voice(self, name: str | None) -> None:
-        """Load the voice's engine now; it is switched in when the next reply starts."""
-        cfg = PiperTTS(voice=name) if name is not None else self._agent_tts
-        if cfg is None:  # the agent is not configured yet: _adjust_config will pick the voice up
-            self._pending_voice = None
-            self.voice_name = name
-            return
-        engine = await self.runtime.tts_for(cfg)
-        self._pending_voice = (name, cfg, await open_session(engine, call_id=self.id))
-
-    def _before_reply(self, turn_id: int) -> None:
-        pending, self._pending_voice = self._pending_voice, None
-        session = self.session
-        if pending is None or session is None or session.config is None:
-            return
-        name, cfg, tts_session = pending
-        # CallSession reads its TTS session once per reply (the reply's resampler is built from its rate), so
-        # switching here, before the reply's task runs, changes the voice exactly from this reply on.
-        if session.speech is not None:
-            session.speech.use_tts(cfg, tts_session)
-        session.config.tts = cfg
-        self.voice_name = name
 
     def _custom_data(self, cfg: SessionConfig) -> dict[str, Any]:
         headers = self.ws.headers
@@ -413,7 +369,7 @@ class RealtimeConnection:
             "transport": "realtime",
             "session_id": self.id,
             "instructions": cfg.instructions.model_dump() if cfg.instructions else None,
-            "voice": self._store_voice(cfg.voice),
+            "voice": self.voice.store_name(cfg.voice),
             "allow_recording": cfg.allow_recording,
             "user_agent": headers.get("user-agent"),
             "origin": headers.get("origin"),
@@ -421,14 +377,8 @@ class RealtimeConnection:
 
     def _adjust_config(self, config: AgentSessionConfig) -> AgentSessionConfig:
         """The agent's SessionConfig, with the session's voice and instructions (the latest ones) applied."""
-        self._agent_tts = config.tts
-        cfg = self.config
-        assert cfg is not None
-        name = self._next_voice()
-        self._pending_voice = None
-        self.voice_name = name
-        if name is not None:
-            config.tts = PiperTTS(voice=name)
+        assert self.config is not None
+        name = self.voice.agent_configured(config)
         messages = [dict(m) for m in config.initial_messages]
         apply_instructions(messages, self._prompt())
         config.initial_messages = messages  # type: ignore[assignment]
@@ -444,9 +394,9 @@ class RealtimeConnection:
             self.emit,
             enabled=lambda: self.unmute_style,
             history=lambda: session_ref[0].history if session_ref else [],
-            voice=self._response_voice,
+            voice=lambda: self.voice.response_voice(self.config),
             text_sink=self.sink,
-            before_reply=self._before_reply,
+            before_reply=lambda turn_id: self.voice.before_reply(self.session),
         )
         session = CallSession(
             runtime=self.runtime,
