@@ -150,15 +150,20 @@ class Speaking:
             self.segments.pop(segment, None)
             self.outbound.forget_turn(segment)
 
+    def _take(self, turn_id: int) -> _Reply | None:
+        """Remove a reply in flight and stop its work: at the provider first, then the task."""
+        reply = self.replies.pop(turn_id, None)
+        if reply is not None and reply.task:
+            self._cancel_at_provider(reply)  # before the task: see _cancel_at_provider
+            reply.task.cancel()
+        return reply
+
     def drop(self, turn_id: int) -> None:
         """The caller kept talking before hearing any of this reply: forget it entirely."""
         s = self.session
-        reply = self.replies.pop(turn_id, None)
+        reply = self._take(turn_id)
         if reply is None:
             return
-        if reply.task:
-            self._cancel_at_provider(reply)  # before the task: see _cancel_at_provider
-            reply.task.cancel()
         self.outbound.drop_turn(reply.segment)
         self._forget_segments(reply)
         s._observe("reply_dropped", turn_id)
@@ -216,12 +221,9 @@ class Speaking:
         """Commit a barge-in now: the history gets the heard part before the caller's next words, whatever the
         socket does; stopping the audio (if not paused already) and cancelling the reply's work follow."""
         s = self.session
-        reply = self.replies.pop(turn_id, None)
+        reply = self._take(turn_id)
         if reply is None:
             return
-        if reply.task:
-            self._cancel_at_provider(reply)  # before the task: see _cancel_at_provider
-            reply.task.cancel()
         if not reply.paused:
             # Marks echoed after this instant may still be credited to audio that Twilio flushes; taking the
             # position now errs on the side of "not heard", never the other way round.
