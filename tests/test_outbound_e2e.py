@@ -64,7 +64,7 @@ async def _record(srv: LiveServer, sid: str, *, until: str = "ended_reason", tim
 async def test_a_human_hears_a_greeting_with_the_calls_data_after_saying_hello(outbound):
     api, srv = outbound
     api.callees["+14155550101"] = human("Hello?")
-    placed = await place_call(srv.settings, to="+14155550101", from_=FROM, data={"name": "Alice"})
+    placed = await place_call(srv.settings, to="+14155550101", from_=FROM, data={"name": "Margaret"})
     assert placed.call_sid.startswith("CA") and placed.status == "queued" and placed.to.endswith("0101")
     result = await api.wait_outbound(placed.call_sid)
     assert result.status == "completed" and result.call is not None
@@ -78,13 +78,13 @@ async def test_a_human_hears_a_greeting_with_the_calls_data_after_saying_hello(o
     assert twiml_form["Direction"] == "outbound-api" and twiml_form["CallStatus"] == "in-progress"
     statuses = [form["CallStatus"] for path, form, _ in result.callbacks if path == "/twilio/call-status"]
     assert statuses == ["initiated", "ringing", "in-progress", "completed"], statuses
-    assert "Alice" not in api.calls[placed.call_sid].create_form["Url"]  # the data is sealed, not in clear
+    assert "Margaret" not in api.calls[placed.call_sid].create_form["Url"]  # the data is sealed, not in clear
 
     # The callee spoke first; the greeting came after their hello and used the call's data.
     hello = call.events_of("say")[0]
     greeting = call.agent_segments[0]
     assert greeting.start > hello.t + 0.3, (hello, greeting)
-    expected = _agent_module().GREETING.format(name="Alice")
+    expected = _agent_module().GREETING.format(name="Margaret")
     heard = " ".join(seg.text for seg in call.agent_segments)
     assert fuzzy_ratio(expected, heard) > 0.7, heard
 
@@ -92,13 +92,15 @@ async def test_a_human_hears_a_greeting_with_the_calls_data_after_saying_hello(o
     data = record.custom_data
     assert data["Direction"] == "outbound-api" and data["CallSid"] == placed.call_sid
     assert data["To"] == "+14155550101" and data["From"] == FROM
-    assert data["name"] == "Alice" and data["custom_parameters"] == {"name": "Alice"}
+    assert data["name"] == "Margaret" and data["custom_parameters"] == {"name": "Margaret"}
     assert not any(k.startswith("tb_") for k in data)
 
     body = await _record(srv, placed.call_sid)
     assert body["status"] == "completed" and body["direction"] == "outbound-api"
     assert body["ran_here"] and body["from"].endswith("0100") and "4155550100" not in body["from"]
     assert body["transcript"] and body["transcript"][0]["role"] == "assistant"
+    # The agent said the greeting with the call's data (exactly, server side; what was heard is checked above).
+    assert [m["content"] for m in record.history if m["role"] == "assistant"][0] == expected
 
 
 async def test_voicemail_gets_the_message_after_the_beep(outbound):
