@@ -11,6 +11,7 @@ from starlette.responses import JSONResponse
 from starlette.middleware import Middleware
 from starlette.routing import Route, WebSocketRoute
 
+from . import tracing
 from .agent import Agent
 from .health import health_endpoint
 from .metrics import metrics_endpoint
@@ -41,6 +42,7 @@ def create_app(settings: Settings | None = None, *, agent: Agent | None = None, 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         settings.log_security_posture()
+        tracing.configure(settings.otel_traces)
         runtime = Runtime(settings, agent)
         app.state.runtime = runtime
         await runtime.start(warmup=warmup)
@@ -48,6 +50,7 @@ def create_app(settings: Settings | None = None, *, agent: Agent | None = None, 
             yield
         finally:
             await runtime.stop()
+            tracing.shutdown()
 
     guard = Guard(settings)
     app = Starlette(

@@ -12,7 +12,7 @@ import hashlib
 import logging
 from typing import TYPE_CHECKING, Any
 
-from . import metrics
+from . import metrics, tracing
 from .agent import Agent, load_agent
 from .config import STT, TTS
 from .inference import InferencePool
@@ -130,7 +130,8 @@ class Runtime:
 
     def register(self, call: CallSession) -> None:
         self.calls[call.call_id] = call
-        self._metered[id(call)] = metrics.call_started(call)  # telebridge_calls_active
+        labels = self._metered[id(call)] = metrics.call_started(call)  # telebridge_calls_active
+        tracing.call_started(call, labels)  # OpenTelemetry, when on
 
     def unregister(self, call: CallSession) -> None:
         if self.calls.get(call.call_id) is call:
@@ -139,6 +140,7 @@ class Runtime:
         labels = self._metered.pop(id(call), None)
         if labels is not None:
             metrics.call_ended(labels, call)  # telebridge_calls_active, telebridge_calls_total{outcome}
+        tracing.call_ended(call, metrics.call_outcome(call))
 
     # --- engines --------------------------------------------------------------------------------------------
     # Loading a model takes a second or more: it happens in a worker thread (never on the event loop), once per

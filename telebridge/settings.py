@@ -52,6 +52,10 @@ class Settings(BaseSettings):
         default="text", description="'json': one JSON object per line (timestamp, level, logger, message, call_sid "
         "on call lines), numbers masked and secrets redacted as in text logs.",
     )
+    otel_traces: bool = Field(
+        default=False, description="OpenTelemetry traces (conversation -> turn -> endpointing/stt/llm/tts spans) "
+        "to the OTLP/HTTP collector named by the standard OTEL_EXPORTER_OTLP_* variables; needs the 'otel' extra.",
+    )
 
     twilio_account_sid: str | None = Field(
         default=None, validation_alias=AliasChoices("TWILIO_ACCOUNT_SID", "TELEBRIDGE_TWILIO_ACCOUNT_SID")

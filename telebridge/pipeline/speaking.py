@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .. import tracing
 from ..metrics import barge_in, turn_latency
 from .keypad import Tones
 from .reply import CUT_OFF_MARK, ReplyProducer, _Reply, heard_text
@@ -114,6 +115,7 @@ class Speaking:
         if row is None:
             return
         turn_latency(self.outbound, reply.segment, reply.timings["speech_end"], row)  # Prometheus; total = heard
+        tracing.turn_measured(self.session, reply.turn_id, reply.timings, row)  # OpenTelemetry, when on
         log.info(
             "call %s: turn %d latency %.0f ms (endpointing+STT %.0f, STT %.0f, LLM first token %.0f, TTS %.0f)",
             self.session.call_id, reply.turn_id, *(1000 * row[k] for k in ("total", "endpointing", "stt", "llm_first_token", "tts_first_audio")),
