@@ -1,5 +1,5 @@
 # Two commands do everything on a fresh machine:
-#   make serve   — create .venv, install telebridge with the embedded speech stack, answer calls with the demo agent
+#   make serve   — create .venv, install telebridge with the embedded speech stack (and end-of-turn model), answer calls with the demo agent
 #   make test    — create .venv, install everything the tests need, run the whole suite
 PYTHON ?= python3
 VENV := .venv
@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[local,openai,cloud,dev]'
+	$(BIN)/python -m pip install -q -e '.[local,turn,openai,cloud,dev]'
 	rm -f $(VENV)/.installed-* && touch $(STAMP)
 
 install: $(STAMP)

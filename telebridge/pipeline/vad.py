@@ -497,6 +497,11 @@ class VadSegmenter:
         """Seconds of silence since the caller's last speech window (0 when not speaking)."""
         return self._silence_samples / self.params.sample_rate if self.speaking else 0.0
 
+    @property
+    def voice_end(self) -> float:
+        """End of the current utterance's last speech window (meaningful while ``speaking``)."""
+        return self._speech_end
+
     def snapshot(self) -> np.ndarray:
         """The current utterance's audio so far (for transcribing before the end of speech is confirmed)."""
         if not self._speech:
@@ -545,6 +550,15 @@ class VadSegmenter:
             self._silence_samples += n
             if self._silence_samples >= self._min_silence:
                 self._end_speech(events)
+        return events
+
+    def end_now(self) -> list[SegmentEvent]:
+        """End the current utterance at once, inside its closing silence (an end-of-turn model is sure the caller
+        has finished): the same :class:`SpeechEnded` the full ``min_silence_duration`` would have given."""
+        if not self.speaking or self._silence_samples == 0:
+            return []
+        events: list[SegmentEvent] = []
+        self._end_speech(events)
         return events
 
     # -- internals -----------------------------------------------------------------

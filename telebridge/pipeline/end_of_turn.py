@@ -1,0 +1,105 @@
+"""When to ask the end-of-turn model, and what its answer means for one call (sans-I/O).
+
+The VAD closes an utterance after ``min_silence_duration`` (0.55 s) of silence, and the turn engine then waits
+``min_endpointing_delay``: a fixed wait that is too long after a finished question and too short for a caller who
+pauses mid-thought. With the model on, each pause is a *candidate*: once the caller has been quiet for
+:data:`ASK_AFTER` (and no agent reply is in flight), :class:`EndOfTurn` asks the model about the turn so far
+(this utterance and the turn's earlier ones, the last 8 s). The answer concerns that pause only -- speech that
+resumes makes it stale, and it is dropped:
+
+* **complete** (probability ≥ threshold): the utterance is closed at once (no need to sit out the rest of the
+  VAD's closing silence) and the engine answers as soon as the words are in -- unless the words themselves look
+  unfinished ("my number is four one five", "I'd like to"), which always wins (:func:`.backchannel.looks_unfinished`);
+* **incomplete**: the engine waits up to ``max_endpointing_delay`` for the caller to go on;
+* **no answer** (model busy, failed, not installed): the fixed waits, as without the model.
+
+:class:`EndOfTurn` is fed the call clock and returns :class:`Ask` requests; the call's shell runs them through
+the process-wide :class:`~.turn_classifier.TurnClassifier` and hands the answer back to :meth:`verdict`, which
+says what to do. No I/O, no clock of its own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .smart_turn import WINDOW as MODEL_WINDOW
+
+ASK_AFTER = 0.2  # seconds of silence that make a pause a candidate (as early as the early transcript starts)
+
+
+@dataclass(frozen=True, slots=True)
+class Ask:
+    """Ask the model about the turn whose latest speech ended at ``voice_end``."""
+
+    voice_end: float
+    audio: np.ndarray  # float32, 16 kHz, the turn's last ≤ 8 s
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What an answer means now: close the open utterance early (``close``), and tell the engine ``complete``."""
+
+    voice_end: float
+    complete: bool
+    close: bool
+    probability: float
+
+
+class EndOfTurn:
+    """Per-call: pause candidates in, :class:`Ask` out; answers in, :class:`Verdict` out (or nothing if stale)."""
+
+    def __init__(self, threshold: float = 0.5, *, sample_rate: int = 16000) -> None:
+        if sample_rate != 16000:
+            raise ValueError("the end-of-turn model listens at 16 kHz")
+        self.threshold = threshold
+        self._turn: list[np.ndarray] = []  # audio of the turn's earlier utterances (≤ 8 s kept)
+        self._turn_samples = 0
+        self._asked: float | None = None  # voice_end of the pause asked about
+        self._speaking = False  # an utterance is open
+        self._voice_end: float | None = None  # latest voice_end seen (open utterance, or the last closed one)
+        self.asked = 0
+        self.stale = 0
+
+    def window(self, *, speaking: bool, quiet: float, voice_end: float, awaiting: bool,
+               snapshot) -> Ask | None:  # noqa: ANN001 - a callable returning the open utterance's audio
+        """Each VAD window: ``speaking`` (an utterance is open), ``quiet`` (its closing silence so far),
+        ``voice_end`` (the end of its last speech), ``awaiting`` (the caller's turn is open: no reply in flight,
+        the agent not talking). ``snapshot()`` is only called when a question is asked."""
+        self._speaking = speaking
+        if not speaking:
+            return None
+        self._voice_end = voice_end
+        if quiet < ASK_AFTER or not awaiting or self._asked == voice_end:
+            return None
+        self._asked = voice_end
+        self.asked += 1
+        return Ask(voice_end, self._turn_audio(snapshot()))
+
+    def utterance_ended(self, audio: np.ndarray, voice_end: float) -> None:
+        """An utterance closed (early or not): it becomes part of the turn's audio."""
+        self._speaking = False
+        self._voice_end = voice_end
+        self._turn.append(np.asarray(audio, dtype=np.float32))
+        self._turn_samples += len(audio)
+        while self._turn and self._turn_samples - len(self._turn[0]) >= MODEL_WINDOW:
+            self._turn_samples -= len(self._turn.pop(0))
+
+    def turn_answered(self) -> None:
+        """The agent started replying: the next words start a new turn."""
+        self._turn.clear()
+        self._turn_samples = 0
+
+    def verdict(self, voice_end: float, probability: float | None) -> Verdict | None:
+        """The model's answer about the pause at ``voice_end``; ``None`` when it is stale or there is no answer."""
+        if probability is None or voice_end != self._voice_end:
+            self.stale += probability is not None
+            return None
+        complete = probability >= self.threshold
+        return Verdict(voice_end, complete, close=complete and self._speaking, probability=probability)
+
+    def _turn_audio(self, current: np.ndarray) -> np.ndarray:
+        parts = [*self._turn, np.asarray(current, dtype=np.float32)]
+        audio = np.concatenate(parts) if len(parts) > 1 else parts[0]
+        return audio[-MODEL_WINDOW:]

@@ -1,0 +1,109 @@
+"""One end-of-turn classifier per process, shared by every call: questions batched, answered off the event loop.
+
+Calls ask :meth:`TurnClassifier.classify` once per pause candidate (see :mod:`.end_of_turn`). Questions that
+arrive while the model is busy wait and go into the next batch, so a burst of pauses across many calls costs one
+thread hop per batch, and the worker runs one batch at a time (it never takes more than its one core from the
+VAD and the calls). The queue is bounded: past ``max_pending`` waiting questions, new ones are answered ``None``
+at once ("no opinion") and the turn engine falls back on its transcript rules, so an overloaded machine answers
+as it did before the model, never later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import numpy as np
+
+log = logging.getLogger("telebridge.turn_classifier")
+
+__all__ = ["TurnModel", "TurnClassifier"]
+
+
+class TurnModel(Protocol):
+    def predict(self, batch: list[np.ndarray]) -> list[float]: ...
+
+
+class TurnClassifier:
+    """Batches questions from every call to one model; ``run_blocking`` runs a batch on a worker thread."""
+
+    def __init__(
+        self,
+        load: Callable[[], TurnModel],
+        run_blocking: Callable[..., Any],
+        *,
+        max_batch: int = 8,
+        max_pending: int = 64,
+    ) -> None:
+        self._load = load
+        self._run_blocking = run_blocking
+        self.max_batch = max_batch
+        self.max_pending = max_pending
+        self._model: TurnModel | None = None
+        self._queue: list[tuple[np.ndarray, asyncio.Future[float | None]]] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self.batches = 0
+        self.questions = 0
+        self.refused = 0  # answered None: queue full, or the model failed
+
+    async def load(self) -> None:
+        """Load the model in a worker thread (the first call would otherwise wait for it)."""
+        if self._model is None:
+            self._model = await self._run_blocking(self._load)
+
+    async def classify(self, audio16k: np.ndarray) -> float | None:
+        """Probability that the turn ending with ``audio16k`` is complete; ``None`` when there is no answer."""
+        if len(self._queue) >= self.max_pending:
+            self.refused += 1
+            return None
+        future: asyncio.Future[float | None] = asyncio.get_running_loop().create_future()
+        self._queue.append((audio16k, future))
+        self.questions += 1
+        self._wake.set()
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run(), name="turn-classifier")
+        try:
+            return await future
+        except asyncio.CancelledError:
+            if not future.done():
+                future.cancel()
+            raise
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._queue:
+                batch = [(a, f) for a, f in self._queue[: self.max_batch] if not f.done()]
+                del self._queue[: self.max_batch]
+                if not batch:
+                    continue
+                try:
+                    await self.load()
+                    probs = await self._run_blocking(self._model.predict, [a for a, _ in batch])  # type: ignore[union-attr]
+                except asyncio.CancelledError:
+                    for _, f in batch:
+                        if not f.done():
+                            f.cancel()
+                    raise
+                except Exception:
+                    log.exception("end-of-turn model failed; these turns fall back on the transcript rules")
+                    probs = [None] * len(batch)
+                    self.refused += len(batch)
+                self.batches += 1
+                for (_, future), p in zip(batch, probs, strict=True):
+                    if not future.done():
+                        future.set_result(p)
+
+    async def aclose(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        for _, future in self._queue:
+            if not future.done():
+                future.cancel()
+        self._queue.clear()

@@ -1,0 +1,180 @@
+"""The end-of-turn model (issue 10): its features and verdicts on real speech, the per-call pause logic with
+synthetic time, and the process-wide classifier's batching and back-pressure."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import numpy as np
+import pytest
+from speechutil import synth_phone_16k
+
+from telebridge.pipeline.end_of_turn import ASK_AFTER, Ask, EndOfTurn
+from telebridge.pipeline.smart_turn import FRAMES, N_MELS, WINDOW, SmartTurnUnavailable, fit_window, log_mel
+from telebridge.pipeline.turn_classifier import TurnClassifier
+
+RATE = 16000
+
+
+def speech(text: str) -> np.ndarray:
+    x = synth_phone_16k(text).astype(np.float32)
+    return x / 32768.0 if np.abs(x).max() > 2 else x
+
+
+@pytest.fixture(scope="module")
+def model():
+    from telebridge.pipeline.smart_turn import shared_smart_turn
+
+    try:
+        return shared_smart_turn()
+    except SmartTurnUnavailable as exc:
+        pytest.skip(str(exc))
+
+
+# --- features and the model ----------------------------------------------------------------------------------
+
+def test_features_shape_padding_and_scale():
+    x = (np.random.default_rng(1).standard_normal(RATE * 3) * 0.1).astype(np.float32)
+    w = fit_window(x)
+    assert w.shape == (WINDOW,) and np.all(w[: WINDOW - x.size] == 0) and np.array_equal(w[-x.size :], x)
+    long = np.arange(WINDOW + 500, dtype=np.float32)
+    assert np.array_equal(fit_window(long), long[-WINDOW:])
+    f = log_mel(x)
+    assert f.shape == (N_MELS, FRAMES) and f.dtype == np.float32
+    # Whisper's scaling: at most 8 decades of range, mapped by (x + 4) / 4.
+    assert f.max() - f.min() <= 2.0 + 1e-6
+    # The zero padding (normalised to a constant) does not change over time; the noise is louder.
+    assert f[:, :100].std(axis=1).max() < 1e-3 and f[:, -100:].mean() > f[:, :100].mean() + 0.3
+
+
+def test_a_finished_question_is_complete_and_a_trailing_conjunction_is_not(model):
+    tail = np.zeros(int(0.2 * RATE), np.float32)  # the closing silence the VAD has seen when it asks
+    done, unfinished = model.predict([
+        np.concatenate([speech("What are your opening hours?"), tail]),
+        np.concatenate([speech("So I was wondering if"), tail]),
+    ])
+    assert done > 0.8, done
+    assert unfinished < 0.3, unfinished
+
+
+# --- when a call asks, and what an answer means ----------------------------------------------------------------
+
+def _window(eot: EndOfTurn, quiet: float, voice_end: float, audio: np.ndarray, *, awaiting: bool = True,
+            speaking: bool = True) -> Ask | None:
+    return eot.window(speaking=speaking, quiet=quiet, voice_end=voice_end, awaiting=awaiting, snapshot=lambda: audio)
+
+
+def test_one_question_per_pause_and_only_while_the_callers_turn_is_open():
+    eot = EndOfTurn()
+    audio = np.ones(RATE, np.float32)
+    assert _window(eot, 0.0, 1.0, audio) is None  # talking
+    assert _window(eot, ASK_AFTER - 0.01, 1.0, audio) is None  # not a candidate yet
+    ask = _window(eot, ASK_AFTER, 1.0, audio)
+    assert isinstance(ask, Ask) and ask.voice_end == 1.0 and ask.audio.size == RATE
+    assert _window(eot, ASK_AFTER + 0.1, 1.0, audio) is None  # asked once per pause
+    assert _window(eot, ASK_AFTER, 2.0, audio, awaiting=False) is None  # a reply is in flight / agent talking
+    assert _window(eot, ASK_AFTER, 2.0, audio, speaking=False) is None
+    assert eot.asked == 1
+
+
+def test_the_turns_earlier_utterances_are_heard_too_up_to_eight_seconds():
+    eot = EndOfTurn()
+    first, second = np.full(RATE * 5, 0.1, np.float32), np.full(RATE * 2, 0.2, np.float32)
+    eot.utterance_ended(first, 5.0)
+    eot.utterance_ended(second, 8.0)
+    ask = _window(eot, ASK_AFTER, 10.0, np.full(RATE * 2, 0.3, np.float32))
+    assert ask is not None and ask.audio.size == WINDOW
+    assert ask.audio[-1] == pytest.approx(0.3) and ask.audio[0] == pytest.approx(0.1)
+    eot.turn_answered()
+    ask = _window(eot, ASK_AFTER, 12.0, np.full(RATE, 0.4, np.float32))
+    assert ask is not None and ask.audio.size == RATE  # a new turn starts empty
+
+
+def test_an_answer_is_applied_only_to_the_pause_it_was_asked_about():
+    eot = EndOfTurn(threshold=0.6)
+    audio = np.ones(RATE, np.float32)
+    ask = _window(eot, ASK_AFTER, 1.0, audio)
+    v = eot.verdict(ask.voice_end, 0.9)
+    assert v is not None and v.complete and v.close  # the utterance is still open: close it now
+    # The caller went on talking before the answer came: the answer is stale.
+    ask = _window(eot, ASK_AFTER, 2.0, audio)
+    _window(eot, 0.0, 2.5, audio)
+    _window(eot, 0.1, 2.5, audio)
+    assert eot.verdict(ask.voice_end, 0.9) is None and eot.stale == 1
+    # Incomplete, or the VAD already closed the utterance: the engine is told, nothing to close.
+    ask = _window(eot, ASK_AFTER, 3.0, audio)
+    eot.utterance_ended(audio, 3.0)
+    v = eot.verdict(ask.voice_end, 0.2)
+    assert v is not None and not v.complete and not v.close
+    assert eot.verdict(3.0, None) is None  # no answer: the fixed waits
+
+
+# --- the shared classifier --------------------------------------------------------------------------------------
+
+class CountingModel:
+    def __init__(self, gate: threading.Event | None = None) -> None:
+        self.batches: list[int] = []
+        self.gate = gate
+
+    def predict(self, batch):
+        if self.gate is not None:
+            self.gate.wait(5)
+        self.batches.append(len(batch))
+        return [float(a[0]) for a in batch]
+
+
+async def _run_blocking(fn, *args):
+    return await asyncio.to_thread(fn, *args)
+
+
+async def test_questions_arriving_while_the_model_is_busy_share_one_batch():
+    gate = threading.Event()
+    model = CountingModel(gate)
+    clf = TurnClassifier(lambda: model, _run_blocking, max_batch=8)
+    first = asyncio.create_task(clf.classify(np.array([0.1], np.float32)))
+    await asyncio.sleep(0.05)  # the first batch is running (held by the gate)
+    rest = [asyncio.create_task(clf.classify(np.array([p], np.float32))) for p in (0.2, 0.3, 0.4)]
+    await asyncio.sleep(0.05)
+    gate.set()
+    assert await first == pytest.approx(0.1)
+    assert [await t for t in rest] == pytest.approx([0.2, 0.3, 0.4])
+    assert model.batches == [1, 3] and clf.batches == 2
+    await clf.aclose()
+
+
+async def test_a_full_queue_or_a_failing_model_answers_none_at_once():
+    gate = threading.Event()
+    model = CountingModel(gate)
+    clf = TurnClassifier(lambda: model, _run_blocking, max_batch=1, max_pending=2)
+    held = [asyncio.create_task(clf.classify(np.array([0.5], np.float32)))]
+    await asyncio.sleep(0.05)  # the model is busy with the first; two more wait
+    held += [asyncio.create_task(clf.classify(np.array([0.5], np.float32))) for _ in range(2)]
+    await asyncio.sleep(0.01)
+    assert await clf.classify(np.array([0.5], np.float32)) is None and clf.refused == 1
+    gate.set()
+    assert [await t for t in held] == [0.5, 0.5, 0.5]
+    await clf.aclose()
+
+    class Broken:
+        def predict(self, batch):
+            raise RuntimeError("onnx says no")
+
+    clf = TurnClassifier(lambda: Broken(), _run_blocking)
+    assert await clf.classify(np.zeros(4, np.float32)) is None
+    await clf.aclose()
+
+
+async def test_a_caller_that_hangs_up_while_waiting_leaves_nothing_behind():
+    gate = threading.Event()
+    clf = TurnClassifier(lambda: CountingModel(gate), _run_blocking)
+    t = asyncio.create_task(clf.classify(np.zeros(4, np.float32)))
+    t2 = asyncio.create_task(clf.classify(np.zeros(4, np.float32)))
+    await asyncio.sleep(0.05)
+    t2.cancel()
+    gate.set()
+    await t
+    with pytest.raises(asyncio.CancelledError):
+        await t2
+    await clf.aclose()
+    assert clf._task is None and not clf._queue
