@@ -16,6 +16,8 @@ from . import metrics, tracing
 from .agent import Agent, load_agent
 from .config import STT, TTS
 from .inference import InferencePool
+from .pipeline.smart_turn import SmartTurnUnavailable, default_model_path, shared_smart_turn
+from .pipeline.turn_classifier import TurnClassifier
 from .pipeline.vad import SileroModel, VadHub
 from .providers.context import ProviderContext
 from .providers.health import ProviderHealth
@@ -58,6 +60,16 @@ def config_key(cfg: Any) -> str:
     return cfg.model_dump_json() + digest
 
 
+def _turn_classifier(pool: InferencePool) -> TurnClassifier | None:
+    """The process's end-of-turn classifier, or None (with one log line) when the model is not installed."""
+    try:
+        default_model_path()
+    except SmartTurnUnavailable as exc:
+        log.warning("no end-of-turn model: %s; turns end after the fixed endpointing delays", exc)
+        return None
+    return TurnClassifier(shared_smart_turn, pool.run)
+
+
 class Runtime:
     def __init__(self, settings: Settings, agent: Agent | None = None) -> None:
         self.settings = settings
@@ -65,6 +77,9 @@ class Runtime:
         self.vad_pool = InferencePool("vad", max_workers=1, max_pending=64)
         self.speech_pool = InferencePool("speech", max_workers=settings.speech_workers, max_pending=256)
         self.vad_hub = VadHub(SileroModel(threads=1), self.vad_pool)
+        # The end-of-turn model (Smart Turn v3), asked at callers' pauses: its own worker, never the VAD's.
+        self.turn_pool = InferencePool("turn", max_workers=1, max_pending=8)
+        self.turn_classifier: TurnClassifier | None = _turn_classifier(self.turn_pool)
         self.calls: dict[str, CallSession] = {}
         # The last few finished calls (history, latency figures), for /debug tooling, tests and benchmarks.
         self.finished: collections.deque[CallSession] = collections.deque(maxlen=64)
@@ -111,6 +126,8 @@ class Runtime:
                 warm = getattr(engine, "warmup", None)
                 if warm is not None:
                     await warm()
+            if self.turn_classifier is not None:
+                await self.turn_classifier.load()
         log.info("telebridge ready: agent %r", self.agent.id)
 
     async def stop(self) -> None:
@@ -125,8 +142,11 @@ class Runtime:
                     await closer()
                 except Exception:
                     log.debug("closing engine %r failed", engine, exc_info=True)
+        if self.turn_classifier is not None:
+            await self.turn_classifier.aclose()
         self.vad_pool.shutdown()
         self.speech_pool.shutdown()
+        self.turn_pool.shutdown()
 
     def register(self, call: CallSession) -> None:
         self.calls[call.call_id] = call

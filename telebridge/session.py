@@ -150,6 +150,14 @@ class SessionConfig(BaseModel):
     echo_guard: bool = Field(
         True, description="Ignore caller audio that is the agent's own voice echoing back (speakerphones, line echo)."
     )
+    end_of_turn_model: bool = Field(
+        True, description="Ask an audio end-of-turn model (Smart Turn v3) at each pause whether the caller has "
+        "finished: answer sooner when they have, wait up to max_endpointing_delay when they have not. Needs the "
+        "'turn' extra; without it the fixed endpointing delays apply.",
+    )
+    end_of_turn_threshold: float = Field(
+        0.5, gt=0, lt=1, description="Probability from the end-of-turn model above which the turn counts as complete."
+    )
     silence_timeout: float | None = Field(
         None, gt=0, description="Seconds of silence after which the agent checks in (None: never)."
     )

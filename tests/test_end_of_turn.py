@@ -178,3 +178,62 @@ async def test_a_caller_that_hangs_up_while_waiting_leaves_nothing_behind():
         await t2
     await clf.aclose()
     assert clf._task is None and not clf._queue
+
+
+# --- what the turn engine does with an answer (synthetic time) ----------------------------------------------------
+
+from telebridge.pipeline.turns import StartReply, TurnEngine, TurnParams  # noqa: E402
+
+
+def _first_reply(engine: TurnEngine, text: str, *, verdict: bool | None, resume_at: float | None = None):
+    """The caller speaks 1.0–2.0 s; the VAD closes the utterance early (at 2.2 s) when the model is sure, else at
+    2.55 s; the words arrive 0.15 s later. Returns when the agent starts replying (and to what), or None."""
+    engine.speech_started(1.0)
+    uid = engine.current_utterance
+    closed = 2.2 if verdict else 2.55
+    engine.speech_ended(2.0, np.zeros(1600, np.float32))
+    if verdict is not None:
+        engine.turn_verdict(2.0, verdict)
+    t = closed + 0.15
+    for action in engine.transcript(uid, text, t):
+        if isinstance(action, StartReply):
+            return round(t, 2), action.text
+    while t < 8.0:
+        if resume_at is not None and abs(t - resume_at) < 0.005:
+            engine.speech_started(t)
+            return None
+        for action in engine.tick(t):
+            if isinstance(action, StartReply):
+                return round(t, 2), action.text
+        t = round(t + 0.01, 2)
+    return None
+
+
+PARAMS = dict(min_silence_duration=0.55, min_endpointing_delay=0.5, max_endpointing_delay=3.0)
+
+
+def test_a_complete_turn_is_answered_as_soon_as_its_words_are_in():
+    assert _first_reply(TurnEngine(TurnParams(**PARAMS)), "What are your hours?", verdict=True) == (
+        2.35, "What are your hours?")
+    # Without an answer from the model: the fixed waits (VAD silence, then the endpointing delay from voice end).
+    assert _first_reply(TurnEngine(TurnParams(**PARAMS)), "What are your hours?", verdict=None) == (
+        2.7, "What are your hours?")
+
+
+def test_an_unfinished_turn_waits_for_the_caller_to_go_on():
+    # The model hears an unfinished turn: the longest wait, so a caller back 1.2 s later is not cut off...
+    assert _first_reply(TurnEngine(TurnParams(**PARAMS)), "My number is four one five", verdict=False,
+                        resume_at=3.2) is None
+    # ...and a caller who really stopped is answered after max_endpointing_delay.
+    assert _first_reply(TurnEngine(TurnParams(**PARAMS)), "I have a question", verdict=False)[0] == 5.0
+    # Words that look unfinished win over a model that heard a finished sentence.
+    assert _first_reply(TurnEngine(TurnParams(**PARAMS)), "I'd like to", verdict=True)[0] == 5.0
+
+
+def test_an_answer_about_an_earlier_pause_is_ignored():
+    engine = TurnEngine(TurnParams(**PARAMS))
+    engine.speech_started(1.0)
+    engine.speech_ended(2.0, np.zeros(1600, np.float32))
+    engine.turn_verdict(1.5, True)  # about a pause the caller talked through
+    assert engine._endpoint_wait("Hello there") == engine.endpoint_delay
+    assert engine.awaiting_turn_end

@@ -36,6 +36,7 @@ from ..tools import make_builtin_tools
 from .answering import CalleeWatch, first_speaker_waits
 from .call_metrics import CallMetrics
 from .echo import EchoGuard, NoiseGate, PlayoutClock
+from .end_of_turn import Ask, EndOfTurn
 from .ending import HANGUP_CLOSE_AFTER, CallEnding  # noqa: F401  (re-exported, as every name below that lived here)
 from .events import EventDispatcher
 from .keypad import KeypadTones, current_reply, queue_tones
@@ -121,6 +122,7 @@ class CallSession:
         self.speech: CallSpeech | None = None
         self.listener: Listener | None = None  # the caller's words (STT), once the agent is configured
         self._echo: EchoGuard | None = None
+        self._eot: EndOfTurn | None = None  # when the end-of-turn model is asked about the caller's pauses
         self._noise = NoiseGate()
         self._playout = PlayoutClock(sink.sample_rate)
         self._fed = 0  # caller samples handed to the VAD (input rate): the call clock of the newest audio
@@ -184,6 +186,8 @@ class CallSession:
         self.engine = TurnEngine(TurnParams.from_config(cfg))
         if cfg.echo_guard:
             self._echo = EchoGuard()
+        if cfg.end_of_turn_model and self.runtime.turn_classifier is not None and vad.sample_rate == 16000:
+            self._eot = EndOfTurn(cfg.end_of_turn_threshold)
         speaking = self.speaking
         self.listener = Listener(
             call_id=self.call_id, speech=self.speech, engine=self.engine, vad_rate=vad.sample_rate,
@@ -329,12 +333,13 @@ class CallSession:
                     onset = self._sound_since
                 actions += engine.speech_started(onset)
             elif isinstance(event, SpeechEnded):
-                self.listener.utterance_ended(  # type: ignore[union-attr]  # set with the engine
-                    time.perf_counter() - (end_time - event.t),
-                    (event.t - len(event.audio) / segmenter.params.sample_rate, event.t),
-                )
-                self._observe("user_speech_stopped", event.t)
-                actions += engine.speech_ended(event.t, event.audio)
+                actions += self._speech_ended(event, end_time)
+        if self._eot is not None:
+            ask = self._eot.window(speaking=segmenter.speaking, quiet=segmenter.silence_duration,
+                                   voice_end=segmenter.voice_end, awaiting=engine.awaiting_turn_end,
+                                   snapshot=segmenter.snapshot)
+            if ask is not None:
+                self._spawn(self._ask_end_of_turn(ask), "end-of-turn")
         if segmenter.speaking:
             quiet = segmenter.silence_duration
             if quiet == 0.0:
@@ -375,6 +380,35 @@ class CallSession:
         self._heard_then = base
         self._playout.reset(base, self._fed / self.input_rate)
 
+    def _speech_ended(self, event: SpeechEnded, end_time: float) -> list[Any]:
+        assert self._segmenter is not None and self.engine is not None
+        self.listener.utterance_ended(  # type: ignore[union-attr]  # set with the engine
+            time.perf_counter() - (end_time - event.t),
+            (event.t - len(event.audio) / self._segmenter.params.sample_rate, event.t),
+        )
+        if self._eot is not None:
+            self._eot.utterance_ended(event.audio, event.t)
+        self._observe("user_speech_stopped", event.t)
+        return self.engine.speech_ended(event.t, event.audio)
+
+    async def _ask_end_of_turn(self, ask: Ask) -> None:
+        """The caller paused: ask the end-of-turn model, then close the utterance early or tell the engine."""
+        probability = await self.runtime.turn_classifier.classify(ask.audio)
+        if self._closed or self._eot is None or self.engine is None or self._segmenter is None:
+            return
+        verdict = self._eot.verdict(ask.voice_end, probability)
+        if verdict is None:
+            return
+        self._event("end_of_turn", f"{'complete' if verdict.complete else 'incomplete'} {verdict.probability:.2f}")
+        actions: list[Any] = []
+        if verdict.close:
+            for event in self._segmenter.end_now():
+                if isinstance(event, SpeechEnded):
+                    actions += self._speech_ended(event, self._now)
+        self.engine.turn_verdict(verdict.voice_end, verdict.complete)
+        actions += self.engine.tick(self._now)
+        self._run_actions(actions)
+
     # --- actions --------------------------------------------------------------------------------------------
     def _run_actions(self, actions: list[Any]) -> None:
         for action in actions:
@@ -383,6 +417,8 @@ class CallSession:
             elif isinstance(action, Transcribe):
                 self.listener.transcribe(action)  # type: ignore[union-attr]  # set with the engine
             elif isinstance(action, StartReply):
+                if self._eot is not None:
+                    self._eot.turn_answered()
                 self.speaking.start(action)
             elif isinstance(action, CancelReply):
                 self.speaking.drop(action.turn_id)

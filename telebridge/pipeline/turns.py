@@ -290,6 +290,7 @@ class TurnEngine:
         self._reply_requested = False  # the client asked for a reply (see request_reply)
         self.pauses = 0
         self.resumes = 0
+        self._verdict: tuple[float, bool] | None = None  # the end-of-turn model on the pause after _voice_end
 
     # --- derived --------------------------------------------------------------------------------------------
     @property
@@ -611,9 +612,8 @@ class TurnEngine:
             return []
         if self.state is State.LISTENING and self.reply_turn is None:
             if self._pending_text and not self._utterances and self._voice_end is not None:
-                text = " ".join(self._pending_text)
-                wait = p.max_endpointing_delay if looks_unfinished(text) else self.endpoint_delay
-                if self._committed or t >= self._voice_end + max(wait, self.endpoint_delay):
+                if self._committed or t >= self._voice_end + self._endpoint_wait(" ".join(self._pending_text)):
+                    text = " ".join(self._pending_text)
                     self._pending_text.clear()
                     self._reprompts = 0
                     return [self.start_reply(text)]
@@ -631,6 +631,29 @@ class TurnEngine:
                     return [self.start_reply("", say=p.silence_reprompt, kind="reprompt")]
                 return self.request_end(t, "silence", say=p.silence_goodbye)
         return []
+
+    def turn_verdict(self, voice_end: float, complete: bool) -> None:
+        """The end-of-turn model's answer about the pause after the caller's speech that ended at ``voice_end``
+        (ignored once the caller has spoken again)."""
+        self._verdict = (voice_end, complete)
+
+    @property
+    def awaiting_turn_end(self) -> bool:
+        """The caller holds the floor and nothing answers them yet: the moment an end-of-turn model is asked."""
+        return (self.state in (State.USER_SPEAKING, State.LISTENING) and self.reply_turn is None
+                and self._greeting is None and self._ending is None)
+
+    def _endpoint_wait(self, text: str) -> float:
+        """Silence after the caller's last speech before their turn ends. Words that look unfinished always wait
+        longest; otherwise the end-of-turn model's answer on this pause, when there is one, decides: complete →
+        no wait beyond the words; incomplete → the longest wait; no answer → the fixed endpointing delay."""
+        longest = max(self.params.max_endpointing_delay, self.endpoint_delay)
+        if looks_unfinished(text):
+            return longest
+        verdict = self._verdict
+        if verdict is not None and verdict[0] == self._voice_end:
+            return 0.0 if verdict[1] else longest
+        return self.endpoint_delay
 
     def _greeting_due(self, greeting: _PendingGreeting, t: float) -> bool:
         if t >= greeting.hard_deadline:
