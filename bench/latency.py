@@ -100,43 +100,6 @@ MID_THOUGHT = (
 )
 
 
-def _quiet_gaps(x: np.ndarray, rate: int = RATE, min_gap: float = 0.08) -> list[tuple[int, int]]:
-    """Quiet stretches inside speech (sample ranges), by 10 ms frame energy."""
-    hop = rate // 100
-    n = len(x) // hop
-    rms = np.sqrt(np.mean(x[: n * hop].reshape(n, hop).astype(np.float64) ** 2, axis=1))
-    loud = np.flatnonzero(rms > CALLER_LOUD)
-    if loud.size == 0:
-        return []
-    gaps, start = [], None
-    for i in range(int(loud[0]), int(loud[-1]) + 1):
-        if rms[i] <= CALLER_LOUD and start is None:
-            start = i
-        elif rms[i] > CALLER_LOUD and start is not None:
-            if (i - start) * hop >= min_gap * rate:
-                gaps.append((start * hop, i * hop))
-            start = None
-    return gaps
-
-
-def mid_thought_audio(sentence: str, stretch: tuple[int, ...], pause: float) -> tuple[np.ndarray, float]:
-    """The sentence with the chosen inner pauses lengthened to ``pause`` s; also the end of its first part."""
-    from speechutil import synth
-
-    x = synth(sentence, RATE).astype(np.float32)
-    x = x / 32768.0 if np.abs(x).max() > 2 else x
-    gaps = _quiet_gaps(x)
-    parts, at, first_end = [], 0, None
-    for k in stretch:
-        a, b = gaps[min(k, len(gaps) - 1)]
-        mid = (a + b) // 2
-        parts += [x[at:mid], np.zeros(int(pause * RATE), np.float32)]
-        first_end = first_end if first_end is not None else a / RATE
-        at = mid
-    parts.append(x[at:])
-    return np.concatenate(parts), float(first_end or 0.0)
-
-
 async def mid_thought_call(url: str, token: str, audio: np.ndarray, text: str) -> Any:
     from telebridge.simulator import Play, simulate_call
 
@@ -200,7 +163,9 @@ def run_question(server: Any, token: str, mode: str, question: str, out: dict[st
 
 def run_pause(server: Any, token: str, mode: str, i: int, out: dict[str, Any]) -> None:
     sentence, stretch, pause = MID_THOUGHT[i % len(MID_THOUGHT)]
-    audio, _ = mid_thought_audio(sentence, stretch, pause)
+    from speechutil import with_pauses
+
+    audio = with_pauses(sentence, stretch, pause, RATE)
     call = asyncio.run(mid_thought_call(server.url, token, audio, sentence))
     session = wait_finished(server, call.call_sid)
     bad = cut_off(call, session)

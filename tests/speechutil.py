@@ -20,6 +20,7 @@ __all__ = [
     "resample",
     "synth",
     "synth_phone_16k",
+    "with_pauses",
 ]
 
 PIPER_RATE = 22050
@@ -105,6 +106,43 @@ def synth(text: str, rate: int = 8000) -> np.ndarray:
 def synth_phone_16k(text: str) -> np.ndarray:
     """Speech as the STT engine receives it: Piper → 8 kHz → μ-law → 16 kHz."""
     return resample(phone_line(synth(text, 8000)), 8000, 16000)
+
+
+def quiet_gaps(x: np.ndarray, rate: int, *, floor_db: float = -40.0, min_gap: float = 0.08) -> list[tuple[int, int]]:
+    """Quiet stretches inside speech (sample ranges), by 10 ms frame energy."""
+    hop = rate // 100
+    n = len(x) // hop
+    rms = np.sqrt(np.mean(x[: n * hop].reshape(n, hop).astype(np.float64) ** 2, axis=1))
+    floor = 10 ** (floor_db / 20)
+    loud = np.flatnonzero(rms > floor)
+    gaps: list[tuple[int, int]] = []
+    start = None
+    for i in range(int(loud[0]), int(loud[-1]) + 1) if loud.size else ():
+        if rms[i] <= floor and start is None:
+            start = i
+        elif rms[i] > floor and start is not None:
+            if (i - start) * hop >= min_gap * rate:
+                gaps.append((start * hop, i * hop))
+            start = None
+    return gaps
+
+
+def with_pauses(sentence: str, gaps: tuple[int, ...], pause: float, rate: int = 8000) -> np.ndarray:
+    """One continuous sentence (so the voice's pitch at each cut is mid-sentence, as a caller's would be) with its
+    inner quiet gaps number ``gaps`` (0 = the first, at a comma) lengthened to ``pause`` seconds: a caller who
+    stops to think ("my number is four one five … five five five")."""
+    x = synth(sentence, rate)
+    found = quiet_gaps(x, rate)
+    if not found:
+        raise ValueError(f"no pause to stretch in {sentence!r}")
+    parts, at = [], 0
+    for k in gaps:
+        a, b = found[min(k, len(found) - 1)]
+        mid = (a + b) // 2
+        parts += [x[at:mid], np.zeros(int(pause * rate), np.float32)]
+        at = mid
+    parts.append(x[at:])
+    return np.concatenate(parts).astype(np.float32)
 
 
 def leading_text(segments: list, expected: str) -> tuple[str, str]:

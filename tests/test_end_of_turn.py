@@ -237,3 +237,22 @@ def test_an_answer_about_an_earlier_pause_is_ignored():
     engine.turn_verdict(1.5, True)  # about a pause the caller talked through
     assert engine._endpoint_wait("Hello there") == engine.endpoint_delay
     assert engine.awaiting_turn_end
+
+
+async def test_phone_calls_ask_at_8_khz_and_the_model_hears_16_khz():
+    eot = EndOfTurn(sample_rate=8000)
+    eot.utterance_ended(np.full(8000 * 7, 0.1, np.float32), 7.0)
+    ask = _window(eot, ASK_AFTER, 9.0, np.full(8000 * 2, 0.2, np.float32))
+    assert ask is not None and ask.rate == 8000 and ask.audio.size == 8000 * 8  # the last 8 s
+
+    seen: list[int] = []
+
+    class Sizes:
+        def predict(self, batch):
+            seen.extend(a.size for a in batch)
+            return [0.5] * len(batch)
+
+    clf = TurnClassifier(lambda: Sizes(), _run_blocking)
+    assert await clf.classify(ask.audio, ask.rate) == 0.5
+    assert seen == [WINDOW]
+    await clf.aclose()

@@ -186,8 +186,8 @@ class CallSession:
         self.engine = TurnEngine(TurnParams.from_config(cfg))
         if cfg.echo_guard:
             self._echo = EchoGuard()
-        if cfg.end_of_turn_model and self.runtime.turn_classifier is not None and vad.sample_rate == 16000:
-            self._eot = EndOfTurn(cfg.end_of_turn_threshold)
+        if cfg.end_of_turn_model and self.runtime.turn_classifier is not None:
+            self._eot = EndOfTurn(cfg.end_of_turn_threshold, sample_rate=vad.sample_rate)
         speaking = self.speaking
         self.listener = Listener(
             call_id=self.call_id, speech=self.speech, engine=self.engine, vad_rate=vad.sample_rate,
@@ -393,7 +393,7 @@ class CallSession:
 
     async def _ask_end_of_turn(self, ask: Ask) -> None:
         """The caller paused: ask the end-of-turn model, then close the utterance early or tell the engine."""
-        probability = await self.runtime.turn_classifier.classify(ask.audio)
+        probability = await self.runtime.turn_classifier.classify(ask.audio, ask.rate)
         if self._closed or self._eot is None or self.engine is None or self._segmenter is None:
             return
         verdict = self._eot.verdict(ask.voice_end, probability)

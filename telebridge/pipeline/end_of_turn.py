@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .smart_turn import WINDOW as MODEL_WINDOW
+from .smart_turn import WINDOW_SECONDS
 
 ASK_AFTER = 0.2  # seconds of silence that make a pause a candidate (as early as the early transcript starts)
 
@@ -34,7 +34,8 @@ class Ask:
     """Ask the model about the turn whose latest speech ended at ``voice_end``."""
 
     voice_end: float
-    audio: np.ndarray  # float32, 16 kHz, the turn's last ≤ 8 s
+    audio: np.ndarray  # float32 at ``rate``, the turn's last ≤ 8 s
+    rate: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,9 +52,10 @@ class EndOfTurn:
     """Per-call: pause candidates in, :class:`Ask` out; answers in, :class:`Verdict` out (or nothing if stale)."""
 
     def __init__(self, threshold: float = 0.5, *, sample_rate: int = 16000) -> None:
-        if sample_rate != 16000:
-            raise ValueError("the end-of-turn model listens at 16 kHz")
+        """``sample_rate``: the VAD's (8000 on phone calls); the classifier brings the audio to the model's rate."""
         self.threshold = threshold
+        self.rate = sample_rate
+        self._window = WINDOW_SECONDS * sample_rate
         self._turn: list[np.ndarray] = []  # audio of the turn's earlier utterances (≤ 8 s kept)
         self._turn_samples = 0
         self._asked: float | None = None  # voice_end of the pause asked about
@@ -75,7 +77,7 @@ class EndOfTurn:
             return None
         self._asked = voice_end
         self.asked += 1
-        return Ask(voice_end, self._turn_audio(snapshot()))
+        return Ask(voice_end, self._turn_audio(snapshot()), self.rate)
 
     def utterance_ended(self, audio: np.ndarray, voice_end: float) -> None:
         """An utterance closed (early or not): it becomes part of the turn's audio."""
@@ -83,7 +85,7 @@ class EndOfTurn:
         self._voice_end = voice_end
         self._turn.append(np.asarray(audio, dtype=np.float32))
         self._turn_samples += len(audio)
-        while self._turn and self._turn_samples - len(self._turn[0]) >= MODEL_WINDOW:
+        while self._turn and self._turn_samples - len(self._turn[0]) >= self._window:
             self._turn_samples -= len(self._turn.pop(0))
 
     def turn_answered(self) -> None:
@@ -102,4 +104,4 @@ class EndOfTurn:
     def _turn_audio(self, current: np.ndarray) -> np.ndarray:
         parts = [*self._turn, np.asarray(current, dtype=np.float32)]
         audio = np.concatenate(parts) if len(parts) > 1 else parts[0]
-        return audio[-MODEL_WINDOW:]
+        return audio[-self._window :]

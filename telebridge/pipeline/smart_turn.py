@@ -89,6 +89,17 @@ def _hann() -> np.ndarray:
     return np.hanning(N_FFT + 1)[:-1]  # periodic
 
 
+def to_model_rate(audio: np.ndarray, rate: int) -> np.ndarray:
+    """``audio`` at ``rate`` (8 kHz phone audio, or 16 kHz) as float32 at the model's 16 kHz."""
+    audio = np.asarray(audio, dtype=np.float32)
+    if rate == SAMPLE_RATE:
+        return audio
+    from scipy.signal import resample_poly
+
+    g = np.gcd(rate, SAMPLE_RATE)
+    return resample_poly(audio, SAMPLE_RATE // g, rate // g).astype(np.float32)
+
+
 def fit_window(audio: np.ndarray) -> np.ndarray:
     """The last 8 s of ``audio`` (float32 at 16 kHz), zero-padded at the front."""
     audio = np.asarray(audio, dtype=np.float32).ravel()

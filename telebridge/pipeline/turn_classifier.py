@@ -17,6 +17,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from .smart_turn import to_model_rate
+
 log = logging.getLogger("telebridge.turn_classifier")
 
 __all__ = ["TurnModel", "TurnClassifier"]
@@ -42,7 +44,7 @@ class TurnClassifier:
         self.max_batch = max_batch
         self.max_pending = max_pending
         self._model: TurnModel | None = None
-        self._queue: list[tuple[np.ndarray, asyncio.Future[float | None]]] = []
+        self._queue: list[tuple[np.ndarray, int, asyncio.Future[float | None]]] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
         self.batches = 0
@@ -54,13 +56,14 @@ class TurnClassifier:
         if self._model is None:
             self._model = await self._run_blocking(self._load)
 
-    async def classify(self, audio16k: np.ndarray) -> float | None:
-        """Probability that the turn ending with ``audio16k`` is complete; ``None`` when there is no answer."""
+    async def classify(self, audio: np.ndarray, rate: int = 16000) -> float | None:
+        """Probability that the turn ending with ``audio`` (float32 at ``rate``) is complete; ``None`` when there is
+        no answer."""
         if len(self._queue) >= self.max_pending:
             self.refused += 1
             return None
         future: asyncio.Future[float | None] = asyncio.get_running_loop().create_future()
-        self._queue.append((audio16k, future))
+        self._queue.append((audio, rate, future))
         self.questions += 1
         self._wake.set()
         if self._task is None or self._task.done():
@@ -77,15 +80,15 @@ class TurnClassifier:
             await self._wake.wait()
             self._wake.clear()
             while self._queue:
-                batch = [(a, f) for a, f in self._queue[: self.max_batch] if not f.done()]
+                batch = [(a, r, f) for a, r, f in self._queue[: self.max_batch] if not f.done()]
                 del self._queue[: self.max_batch]
                 if not batch:
                     continue
                 try:
                     await self.load()
-                    probs = await self._run_blocking(self._model.predict, [a for a, _ in batch])  # type: ignore[union-attr]
+                    probs = await self._run_blocking(self._predict, [(a, r) for a, r, _ in batch])
                 except asyncio.CancelledError:
-                    for _, f in batch:
+                    for _, _, f in batch:
                         if not f.done():
                             f.cancel()
                     raise
@@ -94,16 +97,21 @@ class TurnClassifier:
                     probs = [None] * len(batch)
                     self.refused += len(batch)
                 self.batches += 1
-                for (_, future), p in zip(batch, probs, strict=True):
+                for (_, _, future), p in zip(batch, probs, strict=True):
                     if not future.done():
                         future.set_result(p)
+
+    def _predict(self, batch: list[tuple[np.ndarray, int]]) -> list[float]:
+        """In the worker thread: phone audio up to the model's rate, then one inference for the batch."""
+        assert self._model is not None
+        return self._model.predict([to_model_rate(a, r) for a, r in batch])
 
     async def aclose(self) -> None:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
-        for _, future in self._queue:
+        for _, _, future in self._queue:
             if not future.done():
                 future.cancel()
         self._queue.clear()

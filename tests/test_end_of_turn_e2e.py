@@ -1,0 +1,60 @@
+"""The end-of-turn model on real calls (issue 10): a finished question is answered after the model said so, and
+a caller who stops to think mid-sentence is not cut off -- with the model on and with it off."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import LiveServer, finished_call
+from speechutil import with_pauses
+
+from telebridge.simulator import Play, Say, simulate_call
+
+AGENT = str(Path(__file__).parent / "agents" / "voice_agent.py")
+NUMBER = "My number is four one five, five five five, one two three four."
+
+
+@pytest.fixture(scope="module")
+def eot_server():
+    server = LiveServer(agent=AGENT).start()
+    if server.runtime.turn_classifier is None:
+        server.stop()
+        pytest.skip("the end-of-turn model is not installed (the 'turn' extra)")
+    yield server
+    server.stop()
+
+
+def user_turns(record) -> list[str]:
+    return [m["content"] for m in record.history if m.get("role") == "user"]
+
+
+async def test_a_finished_question_is_answered_on_the_models_word(eot_server, auth_token):
+    call = await simulate_call(
+        eot_server.url, script=[Say(at=None, text="What are your opening hours?", after_agent_quiet=0.8)],
+        auth_token=auth_token, duration=20, end_when_quiet=1.5, transcribe=False)
+    record = await finished_call(eot_server, call.call_sid)
+    verdicts = [detail for _, kind, detail in record.metrics.events if kind == "end_of_turn"]
+    assert verdicts and verdicts[-1].startswith("complete"), record.metrics.events
+    assert len(user_turns(record)) == 1 and len(record.metrics.turns) == 1
+    # How much sooner that answers is a benchmark figure (bench/latency.py), not a test's.
+
+
+@pytest.mark.parametrize("model", ["on", "off"])
+async def test_a_caller_who_pauses_mid_number_is_not_cut_off(eot_server, auth_token, model):
+    classifier = eot_server.runtime.turn_classifier
+    if model == "off":
+        eot_server.runtime.turn_classifier = None
+    try:
+        audio = with_pauses(NUMBER, (0,), 1.2)
+        call = await simulate_call(
+            eot_server.url, script=[Play(at=None, audio=audio, text=NUMBER, after_agent_quiet=0.8)],
+            auth_token=auth_token, duration=25, end_when_quiet=2.0, transcribe=False)
+        record = await finished_call(eot_server, call.call_sid)
+    finally:
+        eot_server.runtime.turn_classifier = classifier
+    turns = user_turns(record)
+    # One turn holding the whole number: the agent waited through the pause.
+    assert len(turns) == 1, turns
+    assert "1234" in turns[0].replace(" ", "").replace("-", "") or "four" in turns[0].lower().split()[-1], turns
+    assert record.metrics.count("interrupt") == 0
