@@ -142,6 +142,7 @@ def set_mode(server: Any, mode: str, model: Any) -> None:
 
 def run_question(server: Any, token: str, mode: str, question: str, out: dict[str, Any]) -> None:
     call = asyncio.run(one_call(server.url, token, question))
+    out["call_s"] += len(call.sent) / RATE
     if call.protocol_errors:
         out["problems"].append(f"{question!r}: protocol errors {call.protocol_errors[:2]}")
     c = caller_side_latency(call.sent, call.heard)
@@ -167,6 +168,7 @@ def run_pause(server: Any, token: str, mode: str, i: int, out: dict[str, Any]) -
 
     audio = with_pauses(sentence, stretch, pause, RATE)
     call = asyncio.run(mid_thought_call(server.url, token, audio, sentence))
+    out["call_s"] += len(call.sent) / RATE
     session = wait_finished(server, call.call_sid)
     bad = cut_off(call, session)
     out["mid"] += 1
@@ -179,7 +181,9 @@ def run_all(server: Any, token: str, modes: tuple[str, ...], questions: int, pau
     model = server.runtime.turn_classifier
     if "on" in modes and model is None:
         raise SystemExit("the end-of-turn model is not installed (pip install -e '.[turn]')")
-    results = {m: {"turns": [], "caller": [], "problems": [], "cut_off": 0, "mid": 0} for m in modes}
+    results = {m: {"turns": [], "caller": [], "problems": [], "cut_off": 0, "mid": 0, "call_s": 0.0}
+               for m in modes}
+    cpu0, asked0 = (model.cpu_seconds, model.questions) if model is not None else (0.0, 0)
     try:
         for i in range(questions):
             for mode in (modes if i % 2 == 0 else modes[::-1]):
@@ -191,6 +195,9 @@ def run_all(server: Any, token: str, modes: tuple[str, ...], questions: int, pau
                 run_pause(server, token, mode, i, results[mode])
     finally:
         server.runtime.turn_classifier = model
+    if model is not None and "on" in results:
+        results["on"]["model_cpu"] = model.cpu_seconds - cpu0
+        results["on"]["questions"] = model.questions - asked0
     return results
 
 
@@ -213,6 +220,11 @@ def report(mode: str, r: dict[str, Any]) -> None:
           f"{pct(caller, 50):.2f} s ({'met' if caller and pct(caller, 50) <= 0.6 else 'NOT met'})")
     if r["mid"]:
         print(f"callers pausing mid-thought cut off: {r['cut_off']} of {r['mid']} (target 0)")
+    if r.get("questions"):
+        per_q = 1000 * r["model_cpu"] / r["questions"]
+        print(f"end-of-turn model CPU: {per_q:.0f} ms per question, {r['questions']} questions in "
+              f"{r['call_s']:.0f} s of calls = {1000 * r['model_cpu'] / r['call_s']:.1f} ms per call-second "
+              f"(these calls are mostly the caller talking or pausing: a conversation's own rate is lower)")
     for p in r["problems"]:
         print("  problem: " + p)
 

@@ -20,35 +20,50 @@ log = logging.getLogger("telebridge.cli")
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
+    from pydantic import ValidationError
 
-    from .agent import AgentLoadError
-    from .app import create_app
-    from .server import DrainingServer
-    from .security import uvicorn_proxy_options
     from .settings import Settings
 
-    overrides = {k: v for k, v in {"agent": args.agent, "host": args.host, "port": args.port}.items() if v is not None}
-    settings = Settings(**overrides)
-    configure_logging(settings.log_level, settings.log_format)
+    overrides = {k: v for k, v in {"agent": args.agent, "host": args.host, "port": args.port,
+                                   "workers": args.workers}.items() if v is not None}
     try:
-        app = create_app(settings)
-    except (AgentLoadError, ValueError) as exc:
+        settings = Settings(**overrides)
+    except ValidationError as exc:  # one line: the setting and why
+        error = exc.errors(include_url=False)[0]
+        print(f"telebridge: invalid setting {'.'.join(map(str, error['loc']))}: {error['msg']}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level, settings.log_format)
+    workers = settings.workers or ((os.cpu_count() or 1) if settings.redis_url is not None else 1)
+    if workers > 1 and settings.redis_url is None:
+        print(f"telebridge: {workers} workers need REDIS_URL (a call's webhooks and stream may reach different "
+              "workers, which share calls and tokens through Redis); set REDIS_URL or use --workers 1",
+              file=sys.stderr)
+        return 2
+    if workers == 1:
+        from .agent import AgentLoadError
+        from .app import create_app
+        from .server import run_server
+
+        if settings.workers is None and settings.redis_url is None and (os.cpu_count() or 1) > 1:
+            log.info("one worker process (set REDIS_URL to run one per core: --workers N)")
+        try:
+            app = create_app(settings)
+        except (AgentLoadError, ValueError) as exc:
+            print(f"telebridge: {exc}", file=sys.stderr)
+            return 2
+        return 0 if run_server(settings, app=app) else 3
+    try:
+        settings.signatures_enforced  # noqa: B018 - an inconsistent configuration fails here, once
+    except ValueError as exc:
         print(f"telebridge: {exc}", file=sys.stderr)
         return 2
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        ws="websockets-sansio" if _has_sansio_ws() else "websockets",
-        ws_ping_interval=None,  # Twilio does not answer pings reliably; a dead call ends with its stream
-        timeout_graceful_shutdown=5,
-        **uvicorn_proxy_options(settings),  # X-Forwarded-* believed only from TELEBRIDGE_TRUSTED_PROXIES
-    )
-    server = DrainingServer(config, settings.drain_timeout)
-    server.run()
-    return 0
+    from .workers import Supervisor, WorkersError
+
+    try:
+        return Supervisor(overrides, settings.host, settings.port, workers).run()
+    except WorkersError as exc:
+        print(f"telebridge: {exc}", file=sys.stderr)
+        return 3
 
 
 def _recordings_show(args: argparse.Namespace) -> int:
@@ -84,12 +99,10 @@ def _voices_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _has_sansio_ws() -> bool:
-    try:
-        import uvicorn.protocols.websockets.websockets_sansio_impl  # noqa: F401
-    except ImportError:
-        return False
-    return True
+def _has_sansio_ws() -> bool:  # kept for bench/cpu_per_call.py
+    from .server import has_sansio_ws
+
+    return has_sansio_ws()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -99,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--agent", help="path/to/agent.py or package.module:attr (default: the built-in demo)")
     serve.add_argument("--host", help="interface to bind (default 127.0.0.1, or TELEBRIDGE_HOST)")
     serve.add_argument("--port", type=int, help="port (default 8000, or TELEBRIDGE_PORT)")
+    serve.add_argument("--workers", type=int, help="worker processes sharing the port (default: one per core with "
+                       "REDIS_URL, else 1; or TELEBRIDGE_WORKERS). More than one needs REDIS_URL.")
     serve.set_defaults(func=_serve)
     simulate = sub.add_parser("simulate", help="play Twilio and a caller against a running telebridge")
     from .simulator import add_simulate_arguments, run_simulate

@@ -4,7 +4,8 @@ Meant to be polled every second by a load balancer or a frontend, so it never ru
 network: each check looks at state the process already has (loaded engines, pools, the VAD task, whether a
 package or a model file is present, whether a directory is writable). Package and file checks are cached.
 
-``ok`` is false when a required part (VAD, STT, TTS, LLM) is down or the process is draining. Voice cloning
+``ok`` is false when a required part (VAD, STT, TTS, LLM) is down or the process is draining. ``redis`` reports
+the shared state (:mod:`telebridge.state`): with Redis away, calls go on and the features needing it are listed. Voice cloning
 and recording storage are reported but optional. ``providers`` counts each cloud provider's outcomes as calls
 use them (``stt.deepgram``, ``tts.elevenlabs``, …: ok, errors by kind, fallbacks; ``up`` is false while the
 latest outcome in the last minute is an error). A failing cloud provider does not make ``ok`` false: calls fall
@@ -100,6 +101,9 @@ def health_report(runtime: Runtime) -> dict[str, Any]:
         "sessions": len(runtime.calls),
         "parts": parts,
         "providers": runtime.provider_health.snapshot(),
+        # Shared state (REDIS_URL): up or not, and what works on this instance only while it is away. Calls never
+        # depend on it, so it does not make ``ok`` false.
+        "redis": state.report() if (state := getattr(runtime, "state", None)) is not None else {"configured": False},
     }
 
 

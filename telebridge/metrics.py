@@ -91,7 +91,8 @@ for _transport in ("phone", "realtime"):  # every live-call series exists from t
 STAGES = ("endpointing", "stt", "llm_first_token", "tts_first_audio", "send")
 _STAGE = {stage: TURN_LATENCY.labels(stage) for stage in (*STAGES, "total")}
 _EVENTS = {"interrupt": INTERRUPTIONS.labels("confirmed"), "resume": INTERRUPTIONS.labels("resumed")}
-OUTCOMES = frozenset({"end_call", "transfer_call", "silence", "max_duration", "voicemail", "answering_machine"})
+OUTCOMES = frozenset({"end_call", "transfer_call", "silence", "max_duration", "voicemail", "answering_machine",
+                      "console_hangup", "console_transfer"})  # the last two: an operator, from /console
 _KIND = re.compile(r"[^a-z0-9_]+")
 
 
@@ -112,7 +113,8 @@ def call_started(call: Any) -> tuple[str, str]:
 
 def call_outcome(call: Any) -> str:
     """``end_call``, ``transfer_call``, ``silence``, ``max_duration``, ``voicemail``, ``answering_machine`` (the
-    agent or the turn engine ended it); ``hung_up`` (the caller or client did); ``failed`` (the agent never started);
+    agent or the turn engine ended it); ``console_hangup``, ``console_transfer`` (an operator, from the console);
+    ``hung_up`` (the caller or client did); ``failed`` (the agent never started);
     ``other`` (a reason this list does not know yet: the label set stays bounded)."""
     reason = getattr(call, "ended_reason", None)
     if reason in OUTCOMES:
@@ -128,22 +130,30 @@ def call_ended(labels: tuple[str, str], call: Any) -> None:
 
 
 # --- turns, barge-ins (the conversation loop) ------------------------------------------------------------------
-def turn_latency(sink: Any, segment: int, speech_end: float, row: dict[str, float]) -> None:
+def turn_latency(sink: Any, segment: int, speech_end: float, row: dict[str, float],
+                 on_total: Callable[[float], None] | None = None) -> None:
     """One answered turn's latency row (``CallSession._record_latency``), at its first audio *sent*.
 
     ``total`` waits for the first agent audio *heard*: a sink with a mark ledger (Twilio's) calls back when the
     first mark of ``segment`` echoes as played, with the ``time.perf_counter()`` instant that playback began.
     A sink without one (the realtime API's pacing clock) has no acknowledgement: its first audio sent counts.
+    ``on_total`` is also given that total, when it is known (the console's latency rows).
     """
     for stage in STAGES:
         value = row.get(stage)
         if value is not None:
             _STAGE[stage].observe(max(0.0, value))
+
+    def total(seconds: float) -> None:
+        _STAGE["total"].observe(seconds)
+        if on_total is not None:
+            on_total(seconds)
+
     when_heard = getattr(sink, "when_heard", None)
     if when_heard is None:
-        _STAGE["total"].observe(max(0.0, row["total"]))
+        total(max(0.0, row["total"]))
     else:
-        when_heard(segment, lambda heard_at: _STAGE["total"].observe(max(0.0, heard_at - speech_end)))
+        when_heard(segment, lambda heard_at: total(max(0.0, heard_at - speech_end)))
 
 
 def barge_in(now: float, engine: Any) -> None:

@@ -49,10 +49,12 @@ def anonymize_client_event(event: Mapping[str, Any], sample_rate: int, bytes_per
 
 
 class Recorder:
-    """Where recordings go; ``enabled`` only when a directory is configured."""
+    """Where recordings go; ``enabled`` only when a directory is configured. ``index`` (a
+    :class:`telebridge.state.recordings.RecordingsIndex`) hears of every recording started, ended or deleted."""
 
-    def __init__(self, directory: Path | None) -> None:
+    def __init__(self, directory: Path | None, index: Any = None) -> None:
         self.directory = Path(directory) if directory is not None else None
+        self.index = index
 
     @property
     def enabled(self) -> bool:
@@ -62,7 +64,7 @@ class Recorder:
         """A recording for one session, still without consent (nothing is written until :meth:`set_consent`)."""
         if self.directory is None:
             return None
-        return SessionRecording(self.directory, session_id, metadata)
+        return SessionRecording(self.directory, session_id, metadata, index=self.index)
 
 
 class SessionRecording:
@@ -70,8 +72,9 @@ class SessionRecording:
 
     PHONE_AUDIO_LINE_SECONDS = 1.0
 
-    def __init__(self, directory: Path, session_id: str, metadata: dict[str, Any]) -> None:
+    def __init__(self, directory: Path, session_id: str, metadata: dict[str, Any], index: Any = None) -> None:
         self.directory = directory
+        self.index = index
         self.session_id = session_id
         self.metadata = dict(metadata)
         self.path: Path | None = None
@@ -126,6 +129,7 @@ class SessionRecording:
         self._write("metadata", {"type": STARTED, "session_id": self.session_id, "start_time": _iso(self._started),
                                  **self.metadata})
         log.info("recording session %s to %s", self.session_id, path.name)
+        self._tell("opened")
 
     def _delete(self) -> None:
         self._pending_samples = 0
@@ -138,6 +142,7 @@ class SessionRecording:
             except FileNotFoundError:
                 pass
             self.deleted.append(self.path)
+            self._tell("removed")
             log.info("recording of session %s deleted: consent withdrawn", self.session_id)
             self.path = None
 
@@ -208,7 +213,16 @@ class SessionRecording:
                                      **self.metadata})
             self._file.close()
             self._file = None
+            self._tell("closed")
         self._closed = True
+
+    def _tell(self, what: str) -> None:
+        """The recordings index hears of it; bookkeeping never breaks a recording."""
+        if self.index is not None:
+            try:
+                getattr(self.index, what)(self)
+            except Exception:
+                log.exception("recordings index: %s %s failed", what, self.session_id)
 
 
 # --- reading ------------------------------------------------------------------------------------------------

@@ -84,8 +84,6 @@ class Runtime:
         # The last few finished calls (history, latency figures), for /debug tooling, tests and benchmarks.
         self.finished: collections.deque[CallSession] = collections.deque(maxlen=64)
         self.draining = False
-        # How each stream we closed ended ("completed" or "failed"), for Twilio's <Connect action> request.
-        self.stream_outcomes: BoundedDict[str, str] = BoundedDict(4096)
         self._engines: dict[tuple[str, str, bool], Any] = {}
         self._loading: dict[tuple[str, str, bool], asyncio.Lock] = {}
         self.provider_health = ProviderHealth()
@@ -94,14 +92,20 @@ class Runtime:
         self.voices = VoiceStore(settings.voices_file, settings.voice_store_dir)
         self._cloner: Any = None
         from .recording import Recorder
+        from .state import SharedState
 
-        self.recorder = Recorder(settings.recordings_dir)
-        from .outbound.registry import MemoryCallRegistry
-
+        # Shared with the other workers/instances through Redis when REDIS_URL is set (telebridge/state/).
+        self.state = SharedState(settings, self.voices)
+        self.recorder = Recorder(settings.recordings_dir, index=self.state.recordings)
+        # How each stream we closed ended ("completed" or "failed"), for Twilio's <Connect action> request.
+        self.stream_outcomes = self.state.outcomes
         # Every call this process hears of (placed here, status callbacks, inbound): GET /v1/calls/{sid}.
-        self.call_registry = MemoryCallRegistry()
+        self.call_registry = self.state.calls
         self._call_agents: dict[str, Agent] = {}
         self._metered: dict[int, tuple[str, str]] = {}  # id(call) -> its calls_active labels, until unregistered
+        from .console.service import Console
+
+        self.console = Console(self.calls, history=settings.console_history)  # /console: live calls, last calls
 
     def agent_for(self, spec: str | None) -> Agent:
         """The agent for one call: the server's, or the one an outbound call named (loaded once, then cached)."""
@@ -118,6 +122,8 @@ class Runtime:
 
     async def start(self, *, warmup: bool = True) -> None:
         self._hub_task = asyncio.get_running_loop().create_task(self.vad_hub.run(), name="vad-hub")
+        self.state.bind(self)
+        await self.state.start()
         if warmup:
             # Load the default local models now, not on the first caller's first words.
             stt = await self.stt_for(STT.Whisper())
@@ -132,6 +138,8 @@ class Runtime:
 
     async def stop(self) -> None:
         self.draining = True
+        await self.console.aclose()
+        await self.state.stop()
         if self._hub_task:
             self._hub_task.cancel()
             await asyncio.gather(self._hub_task, return_exceptions=True)
@@ -152,6 +160,7 @@ class Runtime:
         self.calls[call.call_id] = call
         labels = self._metered[id(call)] = metrics.call_started(call)  # telebridge_calls_active
         tracing.call_started(call, labels)  # OpenTelemetry, when on
+        self.console.call_started(call)  # shown on /console, and followed there (an observer of its own)
 
     def unregister(self, call: CallSession) -> None:
         if self.calls.get(call.call_id) is call:
@@ -161,6 +170,7 @@ class Runtime:
         if labels is not None:
             metrics.call_ended(labels, call)  # telebridge_calls_active, telebridge_calls_total{outcome}
         tracing.call_ended(call, metrics.call_outcome(call))
+        self.console.call_ended(call)
 
     # --- engines --------------------------------------------------------------------------------------------
     # Loading a model takes a second or more: it happens in a worker thread (never on the event loop), once per
@@ -171,6 +181,9 @@ class Runtime:
         return await self._engine(("stt", config_key(cfg), phone), lambda: create_stt(cfg, self.provider_context(phone)))
 
     async def tts_for(self, cfg: Any, *, phone: bool = False) -> Any:
+        name = getattr(cfg, "voice", None) if getattr(cfg, "provider", None) == "piper" else None
+        if name:
+            await self.state.voices.ensure(name)  # a clone made on another instance a moment ago
         cfg = self.resolve_tts(cfg)
         phone = phone and cfg.provider not in LOCAL_PROVIDERS
         return await self._engine(("tts", config_key(cfg), phone), lambda: create_tts(cfg, self.provider_context(phone)))

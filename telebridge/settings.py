@@ -69,11 +69,29 @@ class Settings(BaseSettings):
         "an auth token is set; turning it off must be explicit and is logged as a warning.",
     )
 
-    max_calls: int = Field(default=50, ge=1, description="Concurrent calls per process; more are refused politely.")
+    max_calls: int = Field(default=50, ge=1, description="Concurrent calls per worker process (each worker of "
+                           "`serve --workers N` has its own cap); more are refused politely (TwiML 'lines are busy').")
     speech_workers: int = Field(default=2, ge=1, le=32, description="Threads for STT/TTS inference.")
     outbound_chunk_ms: int = Field(default=80, ge=20, le=500, description="Agent audio per media message.")
     outbound_lead_ms: int = Field(default=120, ge=0, le=2000, description="How far ahead of playback we send.")
     drain_timeout: float = Field(default=30.0, ge=0, description="On SIGTERM, seconds live calls may finish.")
+    # --- scaling out (issue 11): worker processes, shared state on Redis ---
+    workers: int | None = Field(
+        default=None, ge=1, le=256, description="Worker processes for `telebridge serve` sharing its port. Default: "
+        "one per core when REDIS_URL is set, else 1 (more than one needs REDIS_URL).",
+    )
+    redis_url: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("REDIS_URL", "TELEBRIDGE_REDIS_URL"),
+        description="redis://[user:password@]host:port/db (or rediss://): voices, calls, campaign dial pacing, the "
+        "recordings index and session tokens shared by every worker and instance. Unset: per process.",
+    )
+    redis_prefix: str = Field(default="telebridge", min_length=1, max_length=64,
+                              description="Key prefix in Redis: deployments sharing one Redis use different ones.")
+    instance_id: str | None = Field(
+        default=None, max_length=128, description="This process's name in call records and the recordings index; "
+        "default <hostname>:<pid>.",
+    )
+    call_record_ttl: int = Field(default=7 * 86400, ge=60, description="Seconds a call's record is kept in Redis.")
     twilio_api_key_sid: str | None = Field(
         default=None, validation_alias=AliasChoices("TWILIO_API_KEY", "TWILIO_API_KEY_SID", "TELEBRIDGE_TWILIO_API_KEY_SID"),
         description="A Twilio API key SID (SK…), used with its secret instead of the auth token for REST calls.",
@@ -113,6 +131,16 @@ class Settings(BaseSettings):
     max_uploads_per_hour_per_key: int = Field(default=100, ge=0, description="POST /v1/voices per key per hour.")
     max_uploads_per_hour_per_client: int = Field(default=30, ge=0, description="POST /v1/voices per address per hour.")
     max_request_body_kb: int = Field(default=1024, ge=1, description="Largest request body, except voice uploads.")
+
+    # --- the console (/console, issue 9) ---
+    console_token: SecretStr | None = Field(
+        default=None, description="Opens /console (and /metrics) as Authorization: Bearer <token> or in the page's "
+        "login form (then an HttpOnly session cookie); API keys do too. Neither set: loopback clients only.",
+    )
+    console_session_hours: float = Field(default=12.0, gt=0, le=24 * 30,
+                                         description="How long a console login (its session cookie) lasts.")
+    console_history: int = Field(default=200, ge=1, le=10_000,
+                                 description="Finished calls the console keeps in memory (past calls list).")
 
     # --- realtime API, voices, recording (issue 4) ---
     voices_file: Path | None = Field(
@@ -175,6 +203,15 @@ class Settings(BaseSettings):
         if not v.startswith(("https://", "http://")):
             raise ValueError("a provider base URL is an http(s)://host[:port] origin")
         return v
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is None or not v.get_secret_value().strip():
+            return None
+        if not v.get_secret_value().strip().startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("REDIS_URL is redis://[user:password@]host:port/db, rediss://… or unix://…")
+        return SecretStr(v.get_secret_value().strip())
 
     @field_validator("voice_store_dir", mode="before")
     @classmethod

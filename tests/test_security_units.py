@@ -12,7 +12,8 @@ from telebridge.security.guard import Access, Guard, Refusal
 from telebridge.security.keys import KeyRing
 from telebridge.security.limits import ConcurrencyLimiter, SessionLength, WindowLimiter, acquire_all, admit_all
 from telebridge.security.policy import (
-    KEY_ONLY, OPEN, PROTECTED, READ, REALTIME, TWILIO, UPLOAD, is_loopback, origin_allowed, parse_origins,
+    CONSOLE, CONSOLE_PAGE, KEY_ONLY, METRICS, OPEN, PROTECTED, READ, REALTIME, TWILIO, UPLOAD, is_loopback,
+    origin_allowed, parse_origins,
     policy_for, take_ws_token,
 )
 from telebridge.security.redact import SecretRedactor, install_redaction, redact_secrets
@@ -96,7 +97,7 @@ def test_session_length_with_a_synthetic_clock():
     ("/v1/realtime", "WEBSOCKET", REALTIME), ("/v1/realtime/", "WEBSOCKET", REALTIME),
     ("/v1/realtime/sessions", "POST", KEY_ONLY), ("/v1/calls", "POST", KEY_ONLY), ("/v1/calls/CA1", "GET", KEY_ONLY),
     ("/v1/voices", "POST", UPLOAD), ("/v1/voices", "GET", READ), ("/v1/health", "GET", READ),
-    ("/console", "GET", PROTECTED), ("/console/app.js", "GET", PROTECTED), ("/metrics", "GET", PROTECTED),
+    ("/console", "GET", CONSOLE_PAGE), ("/console/api/calls", "GET", CONSOLE), ("/metrics", "GET", METRICS),
     ("/v1/something-new", "DELETE", PROTECTED), ("/healthz", "GET", OPEN), ("/consoles", "GET", OPEN),
 ])
 def test_each_path_is_behind_its_door(path, method, policy):

@@ -23,7 +23,7 @@ from .phone import InvalidNumber, e164
 
 log = logging.getLogger("telebridge.outbound.api")
 
-__all__ = ["CreateCall", "create_call", "get_call"]
+__all__ = ["CreateCall", "create_call", "get_call", "list_calls"]
 
 
 class CreateCall(BaseModel):
@@ -82,3 +82,20 @@ async def get_call(request: Request) -> JSONResponse:
     if record is None:
         return _error(404, "not_found", "no such call")
     return JSONResponse(record.model_dump(mode="json", by_alias=True))
+
+
+MAX_LISTED = 500
+
+
+async def list_calls(request: Request) -> JSONResponse:
+    """``GET /v1/calls?limit=50``: the most recent calls, newest first — every instance's with ``REDIS_URL``."""
+    denied = require_key(request)
+    if denied is not None:
+        return denied
+    try:
+        limit = int(request.query_params.get("limit", "50"))
+    except ValueError:
+        return _error(422, "invalid_request", "limit must be a whole number")
+    limit = max(1, min(limit, MAX_LISTED))
+    records = await request.app.state.runtime.call_registry.list(limit)
+    return JSONResponse({"calls": [r.model_dump(mode="json", by_alias=True) for r in records]})

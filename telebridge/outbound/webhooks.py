@@ -122,5 +122,7 @@ async def amd_status(request: Request) -> Response:
     session = runtime.calls.get(call_sid)
     if session is not None and hasattr(session, "on_answered_by"):
         session.on_answered_by(verdict, source="twilio")
+    elif session is None:
+        await runtime.state.deliver_amd(call_sid, verdict)  # the call may run on another worker or instance
     log.info("call %s: answered by %s", call_sid, verdict)
     return Response(status_code=204)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -223,6 +224,11 @@ class CallSession:
         pending, self._pending_verdicts = self._pending_verdicts, []
         for verdict, source in pending:
             self.callee.verdict(verdict, source=source)
+
+    def levels(self) -> tuple[float, float]:
+        """RMS (0..1) of the caller's newest audio window and of the agent audio heard just now: the console's level
+        meters, read a few times a second (never on the audio path)."""
+        return math.sqrt(max(self._noise.last, 0.0)), math.sqrt(max(self.speaking.level(), 0.0))
 
     @property
     def answered_by(self) -> str | None:

@@ -188,8 +188,10 @@ class NoiseGate:
         self._n = 0
         self.floor = 0.0  # mean-square energy of the noise floor
         self.refused = 0
+        self.last = 0.0  # the newest window's mean-square energy (the console's level meter)
 
     def push(self, ms: float) -> bool:
+        self.last = ms
         self._ring.push(ms)
         self._n += 1
         if self._n % self._every == 0 or self._n <= self._every:

@@ -91,6 +91,35 @@ class CallEnding:
             await asyncio.sleep(HANGUP_CLOSE_AFTER)  # Twilio stops the stream; this is only a safety net
         await s._close(1000, "call ended")
 
+    # --- an operator's hang-up and transfer (the console) --------------------------------------------------
+    def hang_up_now(self, reason: str) -> asyncio.Task:
+        """End the call at once, without a goodbye, the way the engine's HangUp does: through the control (phone:
+        Twilio's REST API), or by closing the session when there is none (realtime, or no credentials)."""
+        s = self.session
+        s.ended_reason = s.ended_reason or reason
+        return s._spawn(self.end(HangUp(reason)), "hang-up-now")
+
+    async def transfer_now(self, target: str, reason: str) -> bool:
+        """Transfer the call at once to ``target`` (E.164 or sip:). True once Twilio took it: the call then ends as
+        after ``transfer_call``. False, and the conversation goes on, when there is no control or Twilio refused."""
+        from ..twilio.transfer import transfer_options
+
+        s = self.session
+        if self.control is None or s.config is None:
+            return False
+        options = transfer_options(s.config, s.custom_data, s.runtime.settings, s.whisper_endpoint)
+        if not await self.control.transfer(target, **options):
+            return False
+        s.ended_reason = s.ended_reason or reason
+        s._event("transfer", target)
+        s._observe("call_ending", reason)
+        s._spawn(self._close_after(HANGUP_CLOSE_AFTER), "transferred")
+        return True
+
+    async def _close_after(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)  # Twilio stops the stream; this is only a safety net
+        await self.session._close(1000, "call ended")
+
     async def aclose(self) -> None:
         closer = getattr(self.control, "aclose", None)
         if closer is not None:

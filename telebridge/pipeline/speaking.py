@@ -105,21 +105,24 @@ class Speaking:
             return
         reply.audible = True
         reply.timings["first_audio"] = time.perf_counter()
-        self._record_latency(reply)
+        s._observe("reply_audible", reply.turn_id, self._record_latency(reply))
         if s.engine is not None:
             s._run_actions(s.engine.reply_audio_started(reply.turn_id, s._now))
         s._fire("on_agent_started_speaking")
 
-    def _record_latency(self, reply: _Reply) -> None:
-        row = self.session.metrics.record_latency(reply)
+    def _record_latency(self, reply: _Reply) -> dict[str, float] | None:
+        s = self.session
+        row = s.metrics.record_latency(reply)
         if row is None:
-            return
-        turn_latency(self.outbound, reply.segment, reply.timings["speech_end"], row)  # Prometheus; total = heard
+            return None
+        turn_latency(self.outbound, reply.segment, reply.timings["speech_end"], row,  # Prometheus; total = heard
+                     on_total=lambda total: s._observe("reply_heard", reply.turn_id, total))
         tracing.turn_measured(self.session, reply.turn_id, reply.timings, row)  # OpenTelemetry, when on
         log.info(
             "call %s: turn %d latency %.0f ms (endpointing+STT %.0f, STT %.0f, LLM first token %.0f, TTS %.0f)",
             self.session.call_id, reply.turn_id, *(1000 * row[k] for k in ("total", "endpointing", "stt", "llm_first_token", "tts_first_audio")),
         )
+        return dict(row)
 
     def segment_played(self, segment: int) -> None:
         """Every sample of a sink segment has played. Stale segments (paused, then resumed) are ignored."""
@@ -253,6 +256,15 @@ class Speaking:
         s = self.session
         if s.speech is not None and not reply.text_done:
             s._spawn(s.speech.cancel_reply(reply.turn_id), f"tts-cancel{reply.turn_id}")
+
+    def level(self, seconds: float = 0.1) -> float:
+        """Mean-square energy of the agent audio heard in the last ``seconds`` (0 when silent): the console's meter."""
+        reply = self.session._reply
+        if reply is None or reply.paused or not reply.audible:
+            return 0.0
+        end = self.heard(reply)
+        start = max(0, end - int(seconds * self.outbound.sample_rate))
+        return reply.audio.mean_square(start, end) if end > start else 0.0
 
     def commit_cut_off(self, reply: _Reply) -> dict[str, str]:
         """Keep in the history only what the caller heard, marked as cut off."""

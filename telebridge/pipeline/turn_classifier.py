@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -50,6 +51,7 @@ class TurnClassifier:
         self.batches = 0
         self.questions = 0
         self.refused = 0  # answered None: queue full, or the model failed
+        self.cpu_seconds = 0.0  # CPU the worker spent answering (features + inference), for the benchmarks
 
     async def load(self) -> None:
         """Load the model in a worker thread (the first call would otherwise wait for it)."""
@@ -104,7 +106,11 @@ class TurnClassifier:
     def _predict(self, batch: list[tuple[np.ndarray, int]]) -> list[float]:
         """In the worker thread: phone audio up to the model's rate, then one inference for the batch."""
         assert self._model is not None
-        return self._model.predict([to_model_rate(a, r) for a, r in batch])
+        started = time.thread_time()
+        try:
+            return self._model.predict([to_model_rate(a, r) for a, r in batch])
+        finally:
+            self.cpu_seconds += time.thread_time() - started
 
     async def aclose(self) -> None:
         if self._task is not None:

@@ -199,6 +199,7 @@ class RealtimeConnection:
                     details=[{"type": "binary_frame", "loc": [], "msg": "Send JSON text frames, not binary ones"}],
                 )))
                 continue
+            await self.runtime.state.voices.ensure_in(text)  # a voice cloned on another instance (REDIS_URL)
             try:
                 event = parse_client_event(text, voices=self.runtime.voices)
             except ValidationError as exc:

@@ -11,10 +11,11 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from starlette.datastructures import Headers
 
+from ..console.auth import ConsoleAuth
 from .keys import KeyRing
 from .limits import ConcurrencyLimiter, Lease, SessionLength, WindowLimiter, acquire_all, admit_all
 from .policy import Policy, bearer, is_loopback, origin_allowed, parse_origins, relayed
@@ -48,6 +49,10 @@ class Refusal:
 NO_KEY_LOOPBACK_ONLY = Refusal(
     403, "loopback_only", "no API key is configured on this server (TELEBRIDGE_API_KEYS): this endpoint answers "
     "loopback clients only")
+NO_CONSOLE_TOKEN_LOOPBACK_ONLY = Refusal(
+    403, "loopback_only", "neither TELEBRIDGE_CONSOLE_TOKEN nor an API key is configured on this server: the console "
+    "and /metrics answer loopback clients only. Set one to reach them from elsewhere.")
+CONSOLE_LOGINS_PER_MINUTE = 20  # failed console logins per client address
 
 
 class Guard:
@@ -56,6 +61,7 @@ class Guard:
         self.clock = clock
         self.keys = KeyRing.from_settings(settings)
         self.tokens = SessionTokens(settings.session_token_ttl)
+        self.shared_tokens: Any = None  # telebridge.state.tokens.RedisTokens with REDIS_URL: tokens work on any worker
         self.allowed_origins, self.any_origin = parse_origins(settings.allowed_origins)
         proxies = [p.strip() for p in settings.trusted_proxies.split(",") if p.strip()]
         self.trust_any_proxy = "*" in proxies
@@ -65,6 +71,8 @@ class Guard:
         self.session_length = SessionLength(settings.max_realtime_session_seconds)
         self.uploads_per_key = WindowLimiter(settings.max_uploads_per_hour_per_key, UPLOAD_WINDOW)
         self.uploads_per_client = WindowLimiter(settings.max_uploads_per_hour_per_client, UPLOAD_WINDOW)
+        self.console = ConsoleAuth.from_settings(settings, self.keys)
+        self.console_logins = WindowLimiter(CONSOLE_LOGINS_PER_MINUTE, 60.0)
         install_redaction()
 
     # --- who is it -------------------------------------------------------------------------------------------
@@ -80,6 +88,8 @@ class Guard:
                 allowed=self.allowed_origins, any_origin=self.any_origin):
             return Refusal(403, "origin_not_allowed",
                            f"origin {origin[:100]!r} is not allowed here (TELEBRIDGE_ALLOWED_ORIGINS)")
+        if policy.kind == "console":
+            return self._check_console(policy, headers, client)
         if not self.keys:
             if is_loopback(client) and not relayed(headers) and not self.trust_any_proxy:
                 return Access("loopback", None, client)
@@ -99,6 +109,60 @@ class Guard:
             return Refusal(401, "invalid_session_token", "the session token is not valid, was used or has expired")
         what = "an API key (Authorization: Bearer <key>)" + (" or a session token" if policy.tokens else "")
         return Refusal(401, "unauthorized", f"{what} is required")
+
+    def _check_console(self, policy: Policy, headers: Headers, client: str) -> Access | Refusal:
+        """``/console`` and ``/metrics``: the console token or a key (bearer), or the login cookie (console only)."""
+        console = self.console
+        if not console.configured:
+            if is_loopback(client) and not relayed(headers) and not self.trust_any_proxy:
+                return Access("loopback", None, client)
+            return NO_CONSOLE_TOKEN_LOOPBACK_ONLY
+        presented = bearer(headers)
+        if presented is not None:
+            label = console.match(presented)
+            if label is None:
+                return Refusal(401, "invalid_api_key", "the console token or API key is not valid")
+            return Access("console" if label == "console" else "key", label, client)
+        if policy.cookie:
+            session = console.cookie_of(headers.get("cookie"))
+            if session is not None and not policy.page:
+                label = console.verify(session, self.clock())
+                if label is None:
+                    return Refusal(401, "session_expired", "the console login has expired or is no longer valid: "
+                                   "log in again")
+                return Access("session", label, client)
+        if policy.page:
+            return Access("open", None, client)
+        return Refusal(401, "unauthorized", "the console token or an API key is required (Authorization: Bearer "
+                       "<token>, or log in at /console)")
+
+    def console_login(self, presented: str, client: str) -> str | Refusal:
+        """``POST /console/login``: the credential's label, or why not. Failed attempts are limited per address."""
+        subject, now = "addr:" + client, self.clock()
+        wait = self.console_logins.retry_after(subject, now)
+        if wait:
+            return Refusal(429, "rate_limit_exceeded", f"too many failed logins; try again in {int(wait) + 1} s",
+                           retry_after=wait)
+        label = self.console.match(presented) if presented else None
+        if label is None:
+            self.console_logins.record(subject, now)
+            return Refusal(401, "invalid_token", "that is not the console token or an API key")
+        return label
+
+    async def sync_token(self, presented: str | None) -> None:
+        """With shared tokens: take ``presented`` from the shared store (once, deployment-wide) so :meth:`check`
+        finds it here, or forget it here if the store says it is used up. Redis away: this worker's own only."""
+        if self.shared_tokens is None or not presented or not SessionTokens.looks_like_token(presented):
+            return
+        reachable, label = await self.shared_tokens.redeem(presented)
+        if label is not None:
+            self.tokens.adopt(presented, label, self.clock())
+        elif reachable:
+            self.tokens.discard(presented)
+
+    async def share_token(self, minted: Minted, key_label: str) -> None:
+        if self.shared_tokens is not None:
+            await self.shared_tokens.store(minted.value, key_label, self.tokens.ttl)
 
     # --- limits ----------------------------------------------------------------------------------------------
     def admit_upload(self, access: Access) -> Refusal | None:
@@ -139,13 +203,16 @@ class Guard:
 def log_access_posture(settings: Settings) -> None:
     """At start-up: say plainly who can reach the protected endpoints."""
     keys = KeyRing.from_settings(settings)
+    if settings.console_token is not None:
+        log.info("TELEBRIDGE_CONSOLE_TOKEN is set: /console and /metrics take it (as well as any API key)")
     if keys:
         log.info("%d API key(s) configured: /v1/realtime, POST /v1/voices, /v1/calls, /console and /metrics "
                  "require one%s", len(keys), "" if not settings.protect_reads else " (and GET /v1/voices, /v1/health)")
     else:
-        log.warning("No API key set (TELEBRIDGE_API_KEYS): /v1/realtime, POST /v1/voices, /console and /metrics "
-                    "answer loopback clients only, and /v1/calls and /v1/realtime/sessions are off. Set a key "
-                    "before serving anyone else.")
+        console = "" if settings.console_token is not None else ", /console and /metrics"
+        log.warning("No API key set (TELEBRIDGE_API_KEYS): /v1/realtime, POST /v1/voices%s answer loopback clients "
+                    "only, and /v1/calls and /v1/realtime/sessions are off. Set a key before serving anyone else.",
+                    console)
     proxies = [p.strip() for p in settings.trusted_proxies.split(",") if p.strip()]
     if "*" in proxies:
         log.warning("TELEBRIDGE_TRUSTED_PROXIES=*: every client's X-Forwarded-For is believed, so client addresses "

@@ -41,6 +41,7 @@ async def create_realtime_session(request: Request) -> JSONResponse:
     minted = guard.mint(access)
     if isinstance(minted, Refusal):
         return refusal_response(minted)
+    await guard.share_token(minted, str(access.key))  # with REDIS_URL: redeemable on any worker, once
     log.info("realtime session token issued for %s (valid %g s, single use)", access.key, guard.tokens.ttl)
     body = {"object": "realtime.session",
             "client_secret": {"value": minted.value, "expires_at": minted.expires_at}}

@@ -22,7 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from .guard import ACCESS_SCOPE_KEY, Guard, Refusal
-from .policy import policy_for, scrub_query, take_ws_token
+from .policy import bearer, policy_for, scrub_query, take_ws_token
 
 log = logging.getLogger("telebridge.security")
 
@@ -54,7 +54,10 @@ class AccessMiddleware:
             if kind == "http":
                 scrub_query(scope)
         client = (scope.get("client") or ("", 0))[0] or ""
-        result = self.guard.check(policy, Headers(scope=scope), client, token)
+        headers = Headers(scope=scope)
+        if policy.tokens and self.guard.shared_tokens is not None:  # minted on another worker or instance?
+            await self.guard.sync_token(token or bearer(headers))
+        result = self.guard.check(policy, headers, client, token)
         if isinstance(result, Refusal):
             await self._refuse(scope, receive, send, result, client)
             return

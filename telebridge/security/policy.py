@@ -8,8 +8,11 @@ Policies:
 - ``read``: ``GET /v1/voices``, ``GET /v1/health``: open unless ``TELEBRIDGE_PROTECT_READS`` makes them
   ``protected``.
 - ``protected``: ``WS /v1/realtime`` (which also takes session tokens), ``POST /v1/voices`` (an upload),
-  ``/console``, ``/metrics``, and any other ``/v1/`` path (deny by default). A key is required when any is
-  configured; with none configured, loopback clients only.
+  and any other ``/v1/`` path (deny by default). A key is required when any is configured; with none
+  configured, loopback clients only.
+- ``console``: ``/console`` and ``/metrics``. ``TELEBRIDGE_CONSOLE_TOKEN`` or an API key as a bearer credential,
+  or (``/console`` only) the console's login cookie; with neither configured, loopback clients only. The page
+  itself, its files and the login (``page``) need no credential once one is configured: they hold no data.
 - ``key_only``: ``/v1/calls``, ``/v1/realtime/sessions``. Off (404) with no key configured, else a key.
 """
 
@@ -31,6 +34,8 @@ class Policy:
     kind: str  # twilio | open | read | protected | key_only
     tokens: bool = False  # realtime session tokens are accepted
     upload: bool = False  # counted against uploads per hour; the route caps its own body
+    page: bool = False  # console: the page, its files and the login, served without a credential once one is set
+    cookie: bool = False  # console: the login cookie stands in for the bearer credential
 
 
 TWILIO = Policy("twilio")
@@ -40,6 +45,11 @@ PROTECTED = Policy("protected")
 KEY_ONLY = Policy("key_only")
 REALTIME = Policy("protected", tokens=True)
 UPLOAD = Policy("protected", upload=True)
+CONSOLE = Policy("console", cookie=True)
+CONSOLE_PAGE = Policy("console", page=True, cookie=True)
+METRICS = Policy("console")
+_CONSOLE_PAGES = ("/console", "/console/phone")
+_CONSOLE_LOGIN = ("/console/login", "/console/logout")
 
 
 def _under(path: str, prefix: str) -> bool:
@@ -59,7 +69,13 @@ def policy_for(path: str, method: str) -> Policy:
         return UPLOAD if method == "POST" else READ
     if p == "/v1/health":
         return READ
-    if _under(p, "/console") or _under(p, "/metrics") or _under(p, "/v1"):
+    if _under(p, "/console"):
+        page = (method in ("GET", "HEAD") and (p in _CONSOLE_PAGES or _under(p, "/console/static"))) or (
+            method == "POST" and p in _CONSOLE_LOGIN)
+        return CONSOLE_PAGE if page else CONSOLE
+    if _under(p, "/metrics"):
+        return METRICS
+    if _under(p, "/v1"):
         return PROTECTED
     return OPEN
 

@@ -68,6 +68,14 @@ class SessionTokens:
         key_label, expires = entry
         return key_label if now < expires else None
 
+    def adopt(self, value: str, key_label: str, now: float) -> None:
+        """A live token minted by another worker (redeemed from the shared store): usable here, once."""
+        self._tokens[_digest(value)] = (key_label, now + self.ttl)
+
+    def discard(self, value: str) -> None:
+        """A token the shared store says is used up or unknown: not usable here either."""
+        self._tokens.pop(_digest(value), None)
+
     @staticmethod
     def looks_like_token(value: str) -> bool:
         return value.startswith(PREFIX)

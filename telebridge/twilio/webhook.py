@@ -107,7 +107,7 @@ async def stream_ended(request: Request) -> Response:
     params = await signed_form(request)
     if params is None:
         return forbidden()
-    outcome = request.app.state.runtime.stream_outcomes.get(params.get("CallSid", ""))
+    outcome = await request.app.state.runtime.stream_outcomes.fetch(params.get("CallSid", ""))  # any worker's
     if outcome == "completed":
         return Response(hang_up(), media_type="application/xml")
     log.warning("call %s: stream ended abnormally (%s); apologising to the caller", params.get("CallSid", ""),

@@ -34,6 +34,7 @@ def _error(status: int, detail: str) -> JSONResponse:
 async def list_voices(request: Request) -> JSONResponse:
     runtime: Runtime = request.app.state.runtime
     style = getattr(request.app.state.settings, "voices_list_style", "seed")
+    await runtime.state.voices.refresh()  # clones made on other instances (REDIS_URL)
     return JSONResponse([voice.listing(style) for voice in runtime.voices.listed()])
 
 
@@ -85,5 +86,6 @@ async def create_voice(request: Request) -> JSONResponse:
     except ProviderError as exc:  # cloud cloning: the provider refused or failed (the message names no key)
         log.error("voice cloning failed: %s", exc)
         return _error(503 if exc.retryable else 502, f"voice cloning failed: {exc}")
+    await runtime.state.voices.publish(entry)  # with REDIS_URL: usable at once on every instance
     log.info("voice %s cloned from a %d-byte upload", entry.name, len(data))
     return JSONResponse({"name": entry.name})

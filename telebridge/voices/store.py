@@ -267,6 +267,13 @@ class VoiceStore:
             self._cloned[entry.name] = entry
         return entry
 
+    def adopt(self, entry: VoiceEntry) -> None:
+        """Make a clone another instance stored usable here (memory only: it lives in the shared store, see
+        :mod:`telebridge.state.voices`). A voices-file name is never replaced."""
+        if entry.cloned and CLONED_NAME.match(entry.name) and entry.name not in self._file_voices:
+            with self._lock:
+                self._cloned[entry.name] = entry
+
     def writable(self) -> bool:
         """Whether clones can be stored (the directory exists and is writable, or can be created)."""
         probe = self.clone_dir

@@ -39,6 +39,9 @@ def add_campaign_parser(sub: Any) -> None:
     run.add_argument("--out", help="results CSV (default: <contacts>.results.csv)")
     run.add_argument("--state", help="state file (default: <contacts>.campaign.sqlite)")
     run.add_argument("--poll-interval", type=float, default=2.0, help="seconds between call status checks")
+    run.add_argument("--campaign", help="the campaign's name in Redis (REDIS_URL): runs with the same name share its "
+                                         "rows, each dialed by one of them (default: the contacts file's name and "
+                                         "--from)")
     run.set_defaults(func=_run)
 
 
@@ -79,6 +82,7 @@ class _Plan:
         stem = Path(args.contacts)
         self.out = Path(args.out) if args.out else stem.with_name(stem.stem + ".results.csv")
         self.state_path = Path(args.state) if args.state else stem.with_name(stem.stem + ".campaign.sqlite")
+        self.campaign_id = args.campaign or f"{stem.name}:{self.from_}"
 
 
 class _Bar:
@@ -140,10 +144,14 @@ async def _campaign(plan: _Plan, args: argparse.Namespace, bar: _Bar) -> tuple[C
     from .tracking import RestTracker
 
     await _preflight(plan.settings)
+    from .shared import open_shared
+
+    shared = await open_shared(plan)  # REDIS_URL: dial pacing per account and row claims across runs
 
     async def dial(contact: Any) -> str:
         from telebridge.outbound.calls import place_call  # lazily: the server's modules are not needed otherwise
 
+        await shared.before_dial(contact.key)
         placed = await place_call(plan.settings, to=contact.to, from_=plan.from_, data=contact.data, amd=args.amd,
                                   agent=args.agent)
         return placed.call_sid
@@ -176,6 +184,7 @@ async def _campaign(plan: _Plan, args: argparse.Namespace, bar: _Bar) -> tuple[C
     finally:
         loop.remove_signal_handler(signal.SIGINT)
         await tracker.aclose()
+        await shared.aclose()
         bar.close()
         from .results import write_results
 

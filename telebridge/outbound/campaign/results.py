@@ -5,7 +5,8 @@ Added columns (a name already used by the contacts file gets a ``result_`` prefi
 * ``status`` — ``completed`` (answered), ``busy``, ``no-answer``, ``failed``, ``canceled`` (Twilio's final
   statuses, after the last attempt); ``invalid`` (not a phone number, or Twilio said so), ``dnc`` (on the
   do-not-call list), ``duplicate`` (the number appears earlier in the file), ``error`` (Twilio refused the call),
-  ``unknown`` (the outcome cannot be known: see the state file's at-most-once rule); and for a run that was
+  ``unknown`` (the outcome cannot be known: see the state file's at-most-once rule), ``elsewhere`` (another run of
+  the same campaign, sharing ``REDIS_URL``, dials that row); and for a run that was
   stopped: ``pending`` (not dialed yet, or a retry not yet due) and ``live`` (still being followed);
 * ``duration`` (seconds, Twilio's), ``answered_by`` (``human`` / ``machine_…`` with ``--amd``),
   ``ended_reason``, ``attempts``, ``call_sid`` (of the last attempt), ``summary`` (from the service's

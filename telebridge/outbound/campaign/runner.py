@@ -9,6 +9,8 @@ next run follows them by SID instead of redialing.
 How a failed dial counts (``PlaceCallError.kind``):
 
 * ``invalid_number`` / ``invalid_to`` — the row is ``invalid`` (final);
+* ``claimed`` — another run of the same campaign claimed the row (shared through Redis): ``elsewhere`` (final
+  here; that run dials it);
 * ``permission`` or another 4xx refusal — ``error`` (final, with Twilio's message);
 * ``credentials`` / ``invalid_from`` / ``config`` — the campaign stops (every row would fail the same way); the
   row is given back, no attempt used, since Twilio created no call;
@@ -185,6 +187,8 @@ class CampaignRunner:
         message = " ".join(str(exc).split()) or type(exc).__name__
         if kind in ("invalid_number", "invalid_to"):
             return _Ended(CallOutcome(status="invalid", ended_reason=message))
+        if kind == "claimed":  # another run of the same campaign has this row (REDIS_URL): it dials it
+            return _Ended(CallOutcome(status="elsewhere", ended_reason=message))
         if kind in ("credentials", "invalid_from", "config"):
             return _Released(message, 0.0, fatal=True)
         if kind == "rate_limited":
