@@ -18,6 +18,8 @@ API (JSON; calls are the hub's dictionaries, see :mod:`.hub`):
   ``type``); ``dropped`` when this watcher fell too far behind (reconnect for a fresh snapshot).
 * ``POST /console/api/calls/{id}/hangup`` -- 202: the call is being ended.
 * ``POST /console/api/calls/{id}/transfer`` ``{"target": "+14155550123"}`` -- 200 once Twilio took it.
+* ``WS /console/api/calls/{id}/listen`` -- listen in (24 kHz PCM16, caller and agent mixed), only while the
+  call is recorded with consent (:mod:`.listen`).
 """
 
 from __future__ import annotations
@@ -32,8 +34,9 @@ import phonenumbers
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
-from starlette.routing import BaseRoute, Mount, Route
+from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
+from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from ..security import Refusal, access_of
 from ..security.middleware import refusal_response
@@ -158,7 +161,8 @@ async def call_detail(request: Request) -> JSONResponse:
     call = console.hub.find(call_id)
     path = await asyncio.to_thread(find_recording, directory, call_id)
     if call is not None:
-        return JSONResponse({**call.detail(console.clock()), "recording": path is not None}, headers=NO_STORE)
+        return JSONResponse({**call.detail(console.clock()), "recording": path is not None,
+                             "listenable": console.listenable(call_id)}, headers=NO_STORE)
     if path is not None and (detail := await asyncio.to_thread(recording_detail, path)) is not None:
         return JSONResponse({**detail, "recording": True}, headers=NO_STORE)
     return _error(404, "not_found", "no such call (the console keeps the last calls, and recordings on disk)")
@@ -229,6 +233,45 @@ async def transfer(request: Request) -> JSONResponse:
     return JSONResponse({"ok": True, "status": "transferred"})
 
 
+async def listen(ws: WebSocket) -> None:
+    """Listen in: binary messages of 24 kHz PCM16 mono (20 ms each), the caller and the agent mixed, while the call
+    is live and recorded with consent. Refused (before any audio) with close code 4403 or 4404 and the reason."""
+    console: Console = ws.app.state.runtime.console
+    await ws.accept()
+    try:
+        tap, listener = console.listen(ws.path_params["call_id"])
+    except ActionError as exc:
+        await ws.close(code=4000 + exc.status, reason=exc.message[:120])
+        return
+
+    async def drain_client() -> None:  # the page sends nothing; its close ends the listening
+        try:
+            while (await ws.receive())["type"] != "websocket.disconnect":
+                pass
+        except (WebSocketDisconnect, RuntimeError):
+            pass
+
+    reader = asyncio.create_task(drain_client(), name="console-listen-reader")
+    try:
+        while not reader.done():
+            getter = asyncio.ensure_future(listener.queue.get())
+            done, _ = await asyncio.wait({getter, reader}, return_when=asyncio.FIRST_COMPLETED)
+            if getter not in done:
+                getter.cancel()
+                break
+            frame = getter.result()
+            if frame is None:  # the call ended, or consent was withdrawn
+                await ws.close(code=1000, reason="the call ended or is no longer recorded")
+                break
+            await ws.send_bytes(frame)
+    except (WebSocketDisconnect, RuntimeError):
+        pass
+    finally:
+        tap.leave(listener)
+        reader.cancel()
+        await asyncio.gather(reader, return_exceptions=True)
+
+
 def _phone_routes() -> list[BaseRoute]:
     """The softphone's routes (``/console/phone``), when that module is part of this build."""
     try:
@@ -253,4 +296,5 @@ routes: list[BaseRoute] = [
     Route("/console/api/calls/{call_id}/hangup", hang_up, methods=["POST"]),
     Route("/console/api/calls/{call_id}/transfer", transfer, methods=["POST"]),
     Route("/console/api/events", events, methods=["GET"]),
+    WebSocketRoute("/console/api/calls/{call_id}/listen", listen),
 ]

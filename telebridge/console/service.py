@@ -22,6 +22,7 @@ from ..metrics import call_outcome
 from ..pipeline.observer import Observers
 from .feed import ConsoleFeed
 from .hub import ConsoleHub, Subscription
+from .listen import Listener, ListenTap
 
 log = logging.getLogger("telebridge.console")
 
@@ -53,6 +54,7 @@ class Console:
         self.clock = clock
         self._sampler: asyncio.Task | None = None
         self.closed = False
+        self.taps: dict[str, ListenTap] = {}  # live phone calls recorded with consent: listen-in
 
     # --- the runtime's calls --------------------------------------------------------------------------------
     def call_started(self, call: Any) -> None:
@@ -74,6 +76,34 @@ class Console:
             self.hub.close(call.call_id, self.clock(), call_outcome(call))
         except Exception:
             log.exception("console: cannot close call %s", getattr(call, "call_id", "?"))
+
+    # --- listening in ---------------------------------------------------------------------------------------
+    def open_tap(self, call_id: str, consent: Callable[[], bool]) -> ListenTap:
+        """A phone call that may be recorded: its audio can reach the console while ``consent()`` holds."""
+        tap = self.taps[call_id] = ListenTap(consent)
+        return tap
+
+    def close_tap(self, call_id: str) -> None:
+        tap = self.taps.pop(call_id, None)
+        if tap is not None:
+            tap.close()
+
+    def listenable(self, call_id: str) -> bool:
+        tap = self.taps.get(call_id)
+        return tap is not None and tap.allowed
+
+    def listen(self, call_id: str) -> tuple[ListenTap, Listener]:
+        """An operator starts listening; :class:`ActionError` unless the call is live and recorded with consent."""
+        tap = self.taps.get(call_id)
+        if call_id not in self.hub.live:
+            raise ActionError(404, "not_live", "there is no live call with that id (it may have ended)")
+        listener = tap.listen() if tap is not None else None
+        if tap is None or listener is None:
+            raise ActionError(403, "not_recorded", "listening in is only possible while the call is recorded with "
+                              "the caller's consent (TELEBRIDGE_RECORDINGS_DIR and the agent's allow_recording)")
+        log.info("call %s: an operator is listening in", call_id)
+        self.hub.note(call_id, self.clock(), "an operator started listening in")
+        return tap, listener
 
     # --- watchers (the live feed) ---------------------------------------------------------------------------
     def watch(self) -> Watcher:

@@ -16,6 +16,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -85,6 +86,7 @@ class OutboundAudio:
         self.closed = False
         self.sent_messages = 0
         self._heard_waiters: dict[int, Callable[[float], None]] = {}
+        self.tap: Any = None  # the console's listen-in: ``agent(ulaw)`` per chunk sent, ``clear()``
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name=f"outbound:{self.stream_sid}")
@@ -136,8 +138,15 @@ class OutboundAudio:
         self._closing.clear()
         self.pacer.reset(self._clock())
         self.ledger.clear()
+        if self.tap is not None:
+            self.tap.clear()
         if not self.closed:
-            await self._send(encode_clear(self.stream_sid))
+            try:
+                await self._send(encode_clear(self.stream_sid))
+            except Exception as exc:  # the caller hung up as we stopped talking: the call is over, not an error
+                log.debug("outbound %s: clear not sent: %r", self.stream_sid, exc)
+                self.closed = True
+                return
             self.sent_messages += 1
 
     def drop_turn(self, turn_id: int) -> None:
@@ -168,6 +177,8 @@ class OutboundAudio:
                 self.pacer.sent(self._clock(), len(chunk) / SAMPLE_RATE)
                 await self._send(encode_media(self.stream_sid, chunk))
                 await self._send(encode_mark(self.stream_sid, name))
+                if self.tap is not None:  # the console's listen-in (only while the call is recorded with consent)
+                    self.tap.agent(chunk)
                 self.sent_messages += 2
                 if seg.turn_id not in self._audible:
                     self._audible.add(seg.turn_id)

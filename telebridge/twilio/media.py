@@ -78,6 +78,7 @@ async def media_stream(ws: WebSocket) -> None:
     session: CallSession | None = None
     sink: OutboundAudio | None = None
     recording: SessionRecording | None = None
+    tap: Any = None  # the console's listen-in, while the call is recorded with consent
     issues_logged = 0
     receive = ws.receive
 
@@ -108,6 +109,8 @@ async def media_stream(ws: WebSocket) -> None:
                     session.on_audio(ulaw_decode_float(event.payload))
                     if recording is not None:
                         recording.client_audio(len(event.payload), 8000)
+                    if tap is not None:
+                        tap.caller(event.payload)
             elif isinstance(event, MarkEvent):
                 if sink is not None:
                     sink.mark_echoed(event.name)
@@ -131,6 +134,8 @@ async def media_stream(ws: WebSocket) -> None:
                                             stream_sid=info.stream_sid)
                     if hooks is not None:
                         recording, call_sink, observer, adjust = hooks
+                        consented = recording
+                        tap = sink.tap = runtime.console.open_tap(call_id, consent=lambda: consented.active)
                 session = CallSession(
                     runtime=runtime,
                     agent=prepared.agent,
@@ -158,6 +163,7 @@ async def media_stream(ws: WebSocket) -> None:
         pass
     finally:
         if session is not None:
+            runtime.console.close_tap(session.call_id)
             await session.aclose()
             runtime.unregister(session)
             await finish_stream_call(runtime, session)

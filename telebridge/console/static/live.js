@@ -1,6 +1,7 @@
 // A live call's card: who, agent, duration, turn state, level meters, hang-up and transfer.
 import * as api from './api.js';
 import {direction, duration, h, who} from './dom.js';
+import {ListenIn} from './listen.js';
 
 const ARM_SECONDS = 4;
 
@@ -66,6 +67,37 @@ function transferControls(call, error) {
   return [open, form];
 }
 
+function listenButton(call, error) {
+  let session = null;
+  const button = h('button', {type: 'button', 'data-testid': 'listen'}, 'Listen');
+  button.addEventListener('click', async (event) => {
+    event.stopPropagation();
+    if (session) {
+      session.stop();
+      return;
+    }
+    error.textContent = '';
+    session = new ListenIn(call.id, (status, detail) => {
+      button.dataset.status = status;
+      if (status === 'listening') button.textContent = 'Stop listening';
+      if (status === 'stopped') {
+        button.textContent = 'Listen';
+        if (detail) error.textContent = detail;
+        session = null;
+      }
+    });
+    window.consoleListen = session;  // the browser tests read its frame count
+    try {
+      await session.start();
+    } catch (e) {
+      error.textContent = `cannot play audio: ${e.message}`;
+      session?.stop();
+      session = null;
+    }
+  });
+  return button;
+}
+
 export function liveCard(call, onSelect) {
   const error = h('p', {class: 'error', role: 'alert', 'data-testid': 'action-error'});
   const li = h('li', {class: 'call', dataset: {callId: call.id}, 'data-testid': 'live-call', tabindex: 0},
@@ -78,7 +110,8 @@ export function liveCard(call, onSelect) {
     h('div', {class: 'meters'},
       h('span', {}, 'caller'), h('div', {class: 'meter caller', 'data-testid': 'meter-caller'}, h('span')),
       h('span', {}, 'agent'), h('div', {class: 'meter agent', 'data-testid': 'meter-agent'}, h('span'))),
-    h('div', {class: 'actions'}, hangUpButton(call, error), ...transferControls(call, error), error));
+    h('div', {class: 'actions'}, hangUpButton(call, error), ...transferControls(call, error),
+      ...(call.transport === 'phone' ? [listenButton(call, error)] : []), error));
   li.addEventListener('click', () => onSelect(call.id));
   li.addEventListener('keydown', (event) => { if (event.key === 'Enter') onSelect(call.id); });
   updateCard(li, call, 0);
