@@ -172,3 +172,27 @@ async def test_redis_killed_mid_call_the_call_goes_on_and_redis_comes_back(clust
     on_a = await _until(lambda: _json("GET", f"{a.url}/v1/calls/{call.call_sid}", headers=HEADERS),
                         lambda r: r[0] == 200)
     assert on_a[0] == 200 and on_a[1]["instance"] == "b" and on_a[1]["ended_reason"] == local["ended_reason"]
+
+
+async def test_the_console_on_a_lists_and_hangs_up_a_call_running_on_b(cluster):
+    _, api, a, b = cluster
+    call = asyncio.create_task(simulate_call(
+        b.url, script=[Say(at=None, text="Tell me a story please.", after_agent_quiet=0.6)], auth_token=AUTH_TOKEN,
+        duration=40, transcribe=False, twilio_api=api, account_sid=ACCOUNT))
+
+    async def elsewhere():
+        return (await _json("GET", a.url + "/console/api/elsewhere", headers=HEADERS))[1]
+
+    seen = await _until(elsewhere, lambda d: d["calls"])
+    assert seen["shared"] and seen["instance"] == "a"
+    (listed,) = seen["calls"]
+    assert listed["instance"] == "b" and listed["direction"] == "inbound" and "*" in listed["number"]
+    mine = await _json("GET", b.url + "/console/api/elsewhere", headers=HEADERS)
+    assert mine[1]["calls"] == []  # B shows it among its own live calls
+    status, body = await _json("POST", a.url + f"/console/api/calls/{listed['id']}/hangup", headers=HEADERS)
+    assert status == 202, body
+    result = await asyncio.wait_for(call, 30)
+    assert any(r.form.get("Status") == "completed" for r in api.requests_for(listed["id"]))
+    assert result.ended_by == "rest"  # Twilio ended the call (the hang-up went through its REST API)
+    await finished_call(b, listed["id"])
+    assert (await elsewhere())["calls"] == []

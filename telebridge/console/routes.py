@@ -16,7 +16,9 @@ API (JSON; calls are the hub's dictionaries, see :mod:`.hub`):
 * ``GET /console/api/events`` -- ``text/event-stream``: a ``snapshot``, then ``call``, ``state``, ``entry``,
   ``entry_removed``, ``latency``, ``mark`` (the timeline), ``levels``, ``stats``, ``ended`` events (each ``data:`` a JSON object with its
   ``type``); ``dropped`` when this watcher fell too far behind (reconnect for a fresh snapshot).
-* ``POST /console/api/calls/{id}/hangup`` -- 202: the call is being ended.
+* ``GET /console/api/elsewhere`` -- calls other instances sharing Redis run now (:mod:`.elsewhere`).
+* ``POST /console/api/calls/{id}/hangup`` -- 202: the call is being ended (a phone call on another instance:
+  through Twilio's REST API).
 * ``POST /console/api/calls/{id}/transfer`` ``{"target": "+14155550123"}`` -- 200 once Twilio took it.
 * ``WS /console/api/calls/{id}/listen`` -- listen in (24 kHz PCM16, caller and agent mixed), only while the
   call is recorded with consent (:mod:`.listen`).
@@ -41,6 +43,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from ..security import Refusal, access_of
 from ..security.middleware import refusal_response
 from .auth import CONSOLE_LABEL
+from .elsewhere import calls_elsewhere, hang_up_elsewhere
 from .recordings import find_recording, list_recordings, recording_detail
 from .service import ActionError, Console
 
@@ -154,6 +157,13 @@ async def calls(request: Request) -> JSONResponse:
     return JSONResponse(snapshot, headers=NO_STORE)
 
 
+async def elsewhere(request: Request) -> JSONResponse:
+    """Calls the other workers and instances sharing Redis run now (``shared`` False: there are none)."""
+    runtime = request.app.state.runtime
+    return JSONResponse({"shared": runtime.state.shared, "instance": runtime.state.instance,
+                         "calls": await calls_elsewhere(runtime)}, headers=NO_STORE)
+
+
 async def call_detail(request: Request) -> JSONResponse:
     console = _console(request)
     call_id = request.path_params["call_id"]
@@ -211,10 +221,16 @@ async def events(request: Request) -> Response:
 
 
 async def hang_up(request: Request) -> JSONResponse:
+    call_id = request.path_params["call_id"]
     try:
-        _console(request).hang_up(request.path_params["call_id"])
+        _console(request).hang_up(call_id)
     except ActionError as exc:
-        return _error(exc.status, exc.code, exc.message)
+        if exc.status != 404:
+            return _error(exc.status, exc.code, exc.message)
+        try:  # not here: maybe a phone call another instance runs
+            await hang_up_elsewhere(request.app.state.runtime, call_id)
+        except ActionError as other:
+            return _error(other.status, other.code, other.message)
     return JSONResponse({"ok": True, "status": "hanging up"}, status_code=202)
 
 
@@ -291,6 +307,7 @@ routes: list[BaseRoute] = [
     Route("/console/logout", logout, methods=["POST"]),
     Route("/console/api/session", session_info, methods=["GET"]),
     Route("/console/api/calls", calls, methods=["GET"]),
+    Route("/console/api/elsewhere", elsewhere, methods=["GET"]),
     Route("/console/api/calls/{call_id}", call_detail, methods=["GET"]),
     Route("/console/api/calls/{call_id}/recording", recorded_call, methods=["GET"]),
     Route("/console/api/calls/{call_id}/hangup", hang_up, methods=["POST"]),

@@ -21,6 +21,7 @@ export const session = () => api('/console/api/session');
 export const login = (token) => api('/console/login', {method: 'POST', body: {token}});
 export const logout = () => api('/console/logout', {method: 'POST', body: {}});
 export const calls = () => api('/console/api/calls');
+export const elsewhere = () => api('/console/api/elsewhere');
 export const call = (id) => api(`/console/api/calls/${encodeURIComponent(id)}`);
 export const recording = (id) => api(`/console/api/calls/${encodeURIComponent(id)}/recording`);
 export const hangUp = (id) => api(`/console/api/calls/${encodeURIComponent(id)}/hangup`, {method: 'POST', body: {}});

@@ -49,6 +49,37 @@ async function start() {
   $('logout').hidden = who.via !== 'session';
   openFeed();
   loadRecordings();
+  pollElsewhere();
+}
+
+// --- calls on other instances (REDIS_URL): polled, since they are not in this worker's feed --------------------
+const ELSEWHERE_EVERY_MS = 5000;
+let elsewhereTimer = null;
+
+async function pollElsewhere() {
+  clearTimeout(elsewhereTimer);
+  let data = null;
+  try { data = await api.elsewhere(); } catch { /* logged out or offline: the feed handles that */ }
+  if (data && data.shared) {
+    renderElsewhere(data.calls);
+    elsewhereTimer = setTimeout(pollElsewhere, ELSEWHERE_EVERY_MS);
+  }
+}
+
+function renderElsewhere(calls) {
+  $('elsewhere').hidden = false;
+  $('elsewhere-count').textContent = String(calls.length);
+  $('elsewhere-calls').replaceChildren(...calls.map((call) => {
+    const hangUp = h('button', {type: 'button', class: 'danger', 'data-testid': 'elsewhere-hangup'}, 'Hang up');
+    hangUp.addEventListener('click', async () => {
+      hangUp.disabled = true;
+      try { await api.hangUp(call.id); pollElsewhere(); } catch (e) { hangUp.textContent = e.message; }
+    });
+    return h('tr', {dataset: {callId: call.id}, 'data-testid': 'elsewhere-call'},
+      h('td', {}, call.since ? clock(call.since) : '—'), h('td', {}, call.direction),
+      h('td', {}, call.number || '—'), h('td', {}, call.instance || '—'), h('td', {}, call.status),
+      h('td', {}, hangUp));
+  }));
 }
 
 $('login-form').addEventListener('submit', async (event) => {
