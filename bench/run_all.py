@@ -5,7 +5,8 @@ benchmark that crashes must be visible rather than silently missing. Runs, one a
 parallel: they measure CPU and latency on the same cores):
 
 * every ``bench/bench_*.py`` (micro-benchmarks: codec, VAD, ... whatever exists);
-* ``cpu_per_call.py --quick`` (server CPU per call-second with 10 calls, baseline/inbound/duplex/cloud);
+* ``cpu_per_call.py --quick`` (server CPU per call-second with 10 calls: baseline, floor, inbound, duplex, cloud,
+  and Pipecat itself, whose venv ``bench/.venv-pipecat`` is made on first use);
 * ``latency.py`` (response latency of the embedded stack);
 * ``provider_latency.py --quick`` (latency each cloud TTS client adds, against the local fakes).
 
@@ -31,6 +32,7 @@ def jobs() -> list[list[str]]:
         [str(BENCH / "latency.py")],
         [str(BENCH / "provider_latency.py"), "--quick"],
         [str(BENCH / "scenarios.py"), "--repeats", "5"],
+        [str(BENCH / "scenarios.py"), "--echo", "quick"],
     ]
 
 

@@ -1,0 +1,83 @@
+"""The side-by-side verdicts of ``cpu_per_call.py``: telebridge against Pipecat and against the floor, per N.
+
+Why its own table: the issue's targets are ratios between runs of the same benchmark at the same N — telebridge
+at least 5x cheaper per call-second than Pipecat measured in the same run, and within 1.5x of (the bare-WebSocket
+baseline + the batched numpy/ONNX floor) — so they are computed here from the rows, never from quoted figures.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Protocol
+
+FLOOR_TARGET = 1.5  # telebridge inbound at most this times (baseline + floor)
+KEPT_UP_AUDIO = 0.95  # agent audio received / wall time below this: the talking server fell behind
+KEPT_UP_HEALTHZ_MS = 250.0  # /healthz p99 above this: the event loop fell behind
+KEPT_UP_BEHIND_S = 0.5  # Pipecat's inbound audio this far behind real time: its pipeline fell behind
+
+
+class _Stats(Protocol):
+    agent_audio_ratio_mean: float
+
+
+class _Row(Protocol):
+    scenario: str
+    n: int
+    stats: _Stats | None
+    health: tuple[float, float, float]
+    vad_drops: int
+    behind_s: float | None
+
+    @property
+    def ms_per_call_s(self) -> float: ...
+
+
+def fell_behind(row: _Row, talking: bool) -> bool:
+    """A server that could not keep up did less work than the load asked: its CPU figure is a lower bound."""
+    audio_short = talking and row.stats is not None and row.stats.agent_audio_ratio_mean < KEPT_UP_AUDIO
+    inbound_late = row.vad_drops > 0 or (row.behind_s or 0.0) > KEPT_UP_BEHIND_S
+    return audio_short or inbound_late or row.health[1] > KEPT_UP_HEALTHZ_MS
+
+
+def print_comparison(rows: Iterable[_Row], target_ratio: float, counterparts: Mapping[str, str],
+                     talking: Iterable[str]) -> None:
+    """``counterparts``: telebridge scenario -> the Pipecat scenario it is compared with."""
+    rows = list(rows)
+    ms = {(r.scenario, r.n): r.ms_per_call_s for r in rows}
+    talking = set(talking)
+    behind = {(r.scenario, r.n) for r in rows if r.scenario != "floor" and fell_behind(r, r.scenario in talking)}
+    ns = sorted({n for _, n in ms})
+    pairs = [(s, p, n) for n in ns for s, p in counterparts.items() if (s, n) in ms and (p, n) in ms]
+    if pairs:
+        print()
+        print(f"Telebridge vs Pipecat 1.14, same run (server CPU ms per call-second; target: Pipecat / telebridge "
+              f">= {target_ratio:.0f}x)")
+        head = f"{'N':>3}  {'telebridge':18} {'ms':>6}   {'Pipecat':16} {'ms':>6}   {'ratio':>6}  verdict"
+        print(head)
+        print("-" * len(head))
+        for scenario, pipecat, n in pairs:
+            ratio = ms[(pipecat, n)] / max(ms[(scenario, n)], 1e-9)
+            verdict = "meets" if ratio >= target_ratio else f"short ({ms[(pipecat, n)] / target_ratio:.2f} needed)"
+            ours, theirs = (f"{ms[(s, n)]:6.2f}{'*' if (s, n) in behind else ' '}" for s in (scenario, pipecat))
+            print(f"{n:3d}  {scenario:18} {ours}  {pipecat:16} {theirs}  {ratio:5.1f}x  {verdict}")
+        if behind:
+            print(f"(* fell behind: agent audio < {KEPT_UP_AUDIO:.2f} of real time, /healthz p99 > "
+                  f"{KEPT_UP_HEALTHZ_MS:.0f} ms, VAD audio dropped (telebridge) or inbound audio > "
+                  f"{KEPT_UP_BEHIND_S:.1f} s behind (Pipecat); a server that does not keep up does less than the load "
+                  "asks, so its figure is a lower bound and a ratio with it is not a verdict)")
+    floors = [n for n in ns if ("baseline", n) in ms and ("floor", n) in ms]
+    if floors:
+        print()
+        print(f"Telebridge vs the floor = bare-WebSocket baseline + batched numpy/ONNX floor (target: inbound <= "
+              f"{FLOOR_TARGET:.1f}x; the floor has no outbound work, so duplex is shown for scale only)")
+        head = (f"{'N':>3} {'baseline':>8} {'floor':>6} {'sum':>6}   {'inbound':>7} {'x sum':>6}   "
+                f"{'duplex':>7} {'x sum':>6}")
+        print(head)
+        print("-" * len(head))
+        for n in floors:
+            total = ms[("baseline", n)] + ms[("floor", n)]
+            cells = []
+            for scenario in ("inbound", "duplex"):
+                value = ms.get((scenario, n))
+                cells.append(f"{value:7.2f} {value / total:5.2f}x" if value is not None else f"{'-':>7} {'-':>6}")
+            print(f"{n:3d} {ms[('baseline', n)]:8.2f} {ms[('floor', n)]:6.2f} {total:6.2f}   {cells[0]}   {cells[1]}")
