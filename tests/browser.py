@@ -80,7 +80,9 @@ async def launch_chromium(*, fake_mic: Path | None = None, extra_flags: list[str
         async with async_playwright() as pw:
             context = await pw.chromium.launch_persistent_context(
                 profile, executable_path=executable, headless=True, args=flags,
-                viewport={"width": 1280, "height": 860})
+                viewport={"width": 1280, "height": 860},
+                # The pages' Content-Security-Policy forbids eval; Playwright's wait_for_function(string) needs it.
+                bypass_csp=True)
             try:
                 yield context
             finally:
