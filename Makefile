@@ -18,7 +18,7 @@ serve: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/telebridge serve $(ARGS)
 
 test: $(STAMP)
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q --durations=15 $(ARGS)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q --durations=15 -n 2 --dist loadfile $(ARGS)
 
 bench: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/run_all.py

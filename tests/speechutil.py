@@ -15,6 +15,7 @@ import numpy as np
 
 __all__ = [
     "fuzzy_ratio",
+    "heard_whole",
     "normalise_words",
     "phone_line",
     "resample",
@@ -160,3 +161,21 @@ def leading_text(segments: list, expected: str) -> tuple[str, str]:
         if words >= want - 1:
             return " ".join(texts[: i + 1]), " ".join(texts[i + 1 :])
     return " ".join(texts), ""
+
+
+async def heard_whole(call, segments: list | None = None) -> str:
+    """What the listener of a simulated call heard from the first to the last of ``segments`` (default: all the
+    agent's), transcribed by Whisper as one utterance, gaps included.
+
+    The simulator transcribes each heard segment on its own; a clause cut off by a short gap (a loaded machine
+    synthesizes the next clause late) is then too short for Whisper to hear well ("Hi Margaret," → "I'm
+    Margaret."). Transcribing the whole span compares what was heard, wherever a gap happened to fall.
+    """
+    from telebridge.simulator.speech import _default_stt, _transcribe_8k
+
+    segments = call.agent_segments if segments is None else segments
+    if not segments:
+        return ""
+    rate, pad = 8000, 800  # 0.1 s either side, as the simulator pads its segments
+    start, end = int(segments[0].start * rate) - pad, int(segments[-1].end * rate) + pad
+    return await _transcribe_8k(_default_stt(), call.heard[max(0, start) : end])

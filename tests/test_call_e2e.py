@@ -114,7 +114,8 @@ async def test_hang_up_mid_reply_leaves_no_tasks(server, auth_token):
     assert leaked == [], leaked
 
 
-async def test_ten_simultaneous_calls_all_get_answers(server, auth_token):
+async def test_ten_simultaneous_calls_all_get_answers(quick_server, auth_token):
+    server = quick_server  # the short-spoken agent: ten calls' worth of real speech, in less wall time
     questions = [
         "What are your opening hours?", "Where are you located?", "How much is a cleaning?",
         "I would like to book an appointment.", "Can I talk to a person?",

@@ -8,12 +8,16 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 
 from conftest import AUTH_TOKEN, free_port
 from telebridge.simulator import Say, simulate_call
 from telebridge.twilio.signature import compute_signature
+
+# The short-spoken test agent: a one-line greeting and a one-sentence answer keep the drained call short.
+AGENT = str(Path(__file__).parent / "agents" / "voice_agent.py")
 
 
 def proc_output(proc: subprocess.Popen) -> str:
@@ -39,12 +43,12 @@ async def test_sigterm_drains_live_calls_and_refuses_new_ones():
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = {**os.environ, "TWILIO_AUTH_TOKEN": AUTH_TOKEN, "HF_HUB_OFFLINE": "1", "TELEBRIDGE_DRAIN_TIMEOUT": "30"}
-    proc = subprocess.Popen([sys.executable, "-m", "telebridge", "serve", "--port", str(port)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen([sys.executable, "-m", "telebridge", "serve", "--port", str(port), "--agent", AGENT],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         await wait_healthy(url, proc)
         call_task = asyncio.create_task(simulate_call(
-            url, script=[Say(at=None, text="Where are you located?", after_agent_quiet=0.8)],
+            url, script=[Say(at=None, text="What are your opening hours?", after_agent_quiet=0.8)],
             auth_token=AUTH_TOKEN, duration=30, end_when_quiet=1.5, transcribe=False))
         async with httpx.AsyncClient() as client:  # wait until the call is live (the greeting is playing)
             for _ in range(200):

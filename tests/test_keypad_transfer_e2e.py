@@ -11,7 +11,7 @@ from urllib.parse import quote
 import httpx
 import pytest
 
-from conftest import AUTH_TOKEN, LiveServer, finished_call
+from conftest import AUTH_TOKEN, Background, LiveServer, finished_call
 from fakes.twilio_api import FakeTwilioApi, FakeTwilioServer
 from telebridge.simulator import Hangup, Say, simulate_call
 from telebridge.twilio.signature import compute_signature
@@ -24,6 +24,14 @@ TO_NUMBER = "+15559870002"  # the simulated call's Twilio number (its To)
 pytestmark = pytest.mark.asyncio
 
 
+MENU = [
+    Say(at=0.5, text="Welcome to Acme. For sales, press one."),
+    Say(at=None, text="You have reached sales. For new orders, press two.", after_agent_quiet=0.8),
+    Hangup(after_agent_quiet=1.5),
+]
+ASK_FOR_A_PERSON = [Say(at=0.5, text="Hello, can I speak to a person please?")]
+
+
 @pytest.fixture(scope="module")
 def env():
     api = FakeTwilioApi(AUTH_TOKEN)
@@ -34,15 +42,20 @@ def env():
     fake.stop()
 
 
-async def test_agent_navigates_a_phone_menu_with_keypad_tones(env):
+@pytest.fixture(scope="module")
+def calls(env):
+    """Both calls, placed at once (each test checks its own: the menu call, then the transfer)."""
     api, srv = env
-    menu = [
-        Say(at=0.5, text="Welcome to Acme. For sales, press one."),
-        Say(at=None, text="You have reached sales. For new orders, press two.", after_agent_quiet=0.8),
-        Hangup(after_agent_quiet=1.5),
-    ]
-    call = await simulate_call(srv.url, script=menu, auth_token=AUTH_TOKEN, duration=30, transcribe=False,
-                               twilio_api=api, to_number=TO_NUMBER)
+    background = Background()
+    yield {name: background.start(simulate_call(srv.url, script=script, auth_token=AUTH_TOKEN, duration=duration,
+                                                transcribe=False, twilio_api=api, to_number=TO_NUMBER))
+           for name, script, duration in (("menu", MENU, 30), ("transfer", ASK_FOR_A_PERSON, 20))}
+    background.close()
+
+
+async def test_agent_navigates_a_phone_menu_with_keypad_tones(env, calls):
+    api, srv = env
+    call = await Background.result(calls["menu"])
     assert not call.protocol_errors, call.protocol_errors
     assert call.agent_dtmf == "12", call.events  # the menu heard 1, then 2, in the agent's audio
     one, two = (e for e in call.events if e.side == "agent" and e.kind == "dtmf")
@@ -60,11 +73,9 @@ async def test_agent_navigates_a_phone_menu_with_keypad_tones(env):
     assert not [e for e in record.metrics.events if e[1] == "dtmf"]  # nothing mistaken for the caller's keys
 
 
-async def test_transfer_dials_with_caller_id_timeout_and_a_signed_whisper(env):
+async def test_transfer_dials_with_caller_id_timeout_and_a_signed_whisper(env, calls):
     api, srv = env
-    script = [Say(at=0.5, text="Hello, can I speak to a person please?")]
-    call = await simulate_call(srv.url, script=script, auth_token=AUTH_TOKEN, duration=20, transcribe=False,
-                               twilio_api=api, to_number=TO_NUMBER)
+    call = await Background.result(calls["transfer"])
     assert call.ended_by == "rest", call.ended_by
     (update,) = api.requests_for(call.call_sid)
     twiml = update.form["Twiml"]

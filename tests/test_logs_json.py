@@ -77,7 +77,8 @@ def test_the_setting():
     assert Settings(_env_file=None, log_format="json").log_format == "json"
 
 
-async def test_a_simulated_call_logs_json_lines_with_its_sid(server, auth_token, capsys):
+async def test_a_simulated_call_logs_json_lines_with_its_sid(quick_server, auth_token, capsys):
+    server = quick_server
     configure_logging("info", "json")  # the conftest fixture gives the root logger back afterwards
     call = await simulate_call(
         server.url, script=[Say(at=None, text="What are your opening hours?", after_agent_quiet=0.8)],

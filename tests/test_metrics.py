@@ -40,7 +40,8 @@ async def scrape(url: str, **kwargs) -> httpx.Response:
         return await http.get("/metrics", **kwargs)
 
 
-async def test_metrics_after_a_simulated_call(server, auth_token):
+async def test_metrics_after_a_simulated_call(quick_server, auth_token):
+    server = quick_server  # the short-spoken agent: its answer is still long enough to be barged into
     before = await scrape(server.url)
     assert before.status_code == 200 and before.headers["content-type"].startswith("text/plain")
     b = parse(before.text)

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from conftest import LiveServer
+from conftest import LiveServer, voice_store
 from speechutil import fuzzy_ratio, resample, synth
 
 from telebridge.audio.wav import wav_bytes
@@ -134,12 +134,12 @@ def vs(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("voices")
     voices = tmp / "voices.yaml"
     voices.write_text(VOICES_YAML)
-    store = tmp_path_factory.getbasetemp() / "shared_voice_store"
-    srv = LiveServer(agent=AGENT, voices_file=voices, voice_store_dir=store, max_voice_file_size_mb=1.0,
-                     recordings_dir=tmp / "recordings")
-    srv.start()
-    yield srv
-    srv.stop()
+    with voice_store(tmp_path_factory) as store:  # Piper base profiles are measured once
+        srv = LiveServer(agent=AGENT, voices_file=voices, voice_store_dir=store, max_voice_file_size_mb=1.0,
+                         recordings_dir=tmp / "recordings")
+        srv.start()
+        yield srv
+        srv.stop()
 
 
 def sample_wav(pitch: float, length_scale: float, rate: int = 16000) -> bytes:
