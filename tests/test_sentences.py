@@ -101,6 +101,12 @@ TOKENS = [
 ]
 
 
+def test_whitespace_after_a_cut_counts_the_same_whichever_delta_brings_it() -> None:
+    text = "hello,  Mr. (aside).  yes;  Mr. "  # found by the property below: "yes;" cut early character by character
+    options = {"first_min_words": 1, "max_chars": 20}
+    assert chunk_all(text, **options) == chunk_all(text, [len(text)], **options) == ["hello,", "Mr. (aside). yes; Mr."]
+
+
 @settings(max_examples=150, deadline=None)
 @given(
     words=st.lists(st.sampled_from(TOKENS), min_size=0, max_size=40),

@@ -48,7 +48,9 @@ class SentenceChunker:
 
     def push(self, text: str) -> list[str]:
         """Add streamed text; return the chunks whose end is now known."""
-        self._buffer += text.translate(_MARKDOWN)
+        # Leading whitespace is dropped as it arrives (as after every cut), so the positions ``max_chars`` counts
+        # do not depend on whether the whitespace after a cut came in the same delta or the next one.
+        self._buffer = (self._buffer + text.translate(_MARKDOWN)).lstrip()
         chunks: list[str] = []
         while (cut := self._find_cut()) is not None:
             chunk, self._buffer = self._buffer[:cut], self._buffer[cut:].lstrip()
