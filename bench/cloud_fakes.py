@@ -9,7 +9,10 @@ the server and the load generator) so its CPU is not counted, and it does as lit
 * ``WS /v1/listen`` accepts the audio (μ-law 8 kHz from a phone call, or linear16) and never transcribes: it
   answers with empty final ``Results`` every ``--results-every`` seconds of audio received (Deepgram sends
   results through silence too), an empty ``from_finalize`` result to each ``Finalize``, ``Metadata`` + close
-  1000 to ``CloseStream``; ``KeepAlive`` is silent.
+  1000 to ``CloseStream``; ``KeepAlive`` is silent. With ``--transcript TEXT`` (``bench/load.py``'s
+  conversations) it "hears" speech by energy alone: each run of loud 20 ms frames (a caller's question over the
+  line noise) becomes TEXT's words, spread over the run and sent as final words in the next result (or the
+  ``Finalize`` answer), so the call's turn gets a transcript without any model running here.
 * ``WS /v1/speak``: ``Metadata`` on open; ``Speak`` buffers text; ``Flush`` streams the sentence's audio, then
   ``Flushed``; ``Clear`` stops it (``Cleared``); ``Close`` closes 1000. The audio is **pre-synthesized** at start
   (Piper, once per known sentence: the talker's monologue), so nothing is synthesized during the window; an
@@ -118,15 +121,21 @@ class Stats:
     audio_out_bytes: int = 0
     results_sent: int = 0
     flushes: int = 0
+    transcripts: int = 0
+    prerecorded: int = 0  # POST /v1/listen answered
+    said: dict[str, int] = field(default_factory=dict)  # sentences spoken (first 64 characters), by count
     refused: int = 0
     errors: list[str] = field(default_factory=list)
 
 
-def _results(start: float, duration: float, *, from_finalize: bool = False) -> str:
+def _results(start: float, duration: float, *, from_finalize: bool = False,
+             words: list[dict[str, Any]] | None = None) -> str:
+    words = words or []
+    text = " ".join(w["punctuated_word"] for w in words)
     data: dict[str, Any] = {
         "type": "Results", "channel_index": [0, 1], "duration": round(duration, 3), "start": round(start, 3),
-        "is_final": True, "speech_final": False,
-        "channel": {"alternatives": [{"transcript": "", "confidence": 0.0, "words": []}]},
+        "is_final": True, "speech_final": bool(words),
+        "channel": {"alternatives": [{"transcript": text, "confidence": 0.99 if words else 0.0, "words": words}]},
         "metadata": {"request_id": "bench", "model_info": {"name": "nova-2", "version": "bench", "arch": "bench"},
                      "model_uuid": "00000000-0000-0000-0000-000000000000"},
     }
@@ -135,7 +144,68 @@ def _results(start: float, duration: float, *, from_finalize: bool = False) -> s
     return json.dumps(data)
 
 
-def create_app(key: str, voice: Voice, *, chunk_ms: int = 100, lead: float = 0.5, results_every: float = 1.0) -> Any:
+VOICED_RMS = 0.02  # a 20 ms frame above this (-34 dBFS) is speech; the bench's line noise sits at -45 dBFS
+RUN_END_SILENCE = 0.3  # a run of speech ends after this much quiet
+MIN_RUN = 0.2  # shorter runs (a click) are not words
+
+
+class EnergyEars:
+    """One ``/v1/listen`` socket's "recognizer": runs of loud 20 ms frames become ``text``'s words (socket time)."""
+
+    def __init__(self, text: str, rate: int, width: int) -> None:
+        from telebridge.audio.g711 import ulaw_decode_float
+
+        self.words = text.split()
+        self.rate, self.width = rate, width
+        self.frame = max(1, rate // 50)
+        self._table = ulaw_decode_float(bytes(range(256))).astype(np.float32) if width == 1 else None
+        self._carry = np.zeros(0, np.float32)
+        self.pos = 0.0  # seconds of audio judged so far
+        self.run: tuple[float, float] | None = None  # (start, end of the last loud frame)
+        self.done: list[tuple[float, float]] = []  # ended runs not yet reported
+
+    def feed(self, data: bytes) -> None:
+        if self._table is not None:
+            x = self._table[np.frombuffer(data, np.uint8)]
+        else:
+            x = np.frombuffer(data[: len(data) // 2 * 2], "<i2").astype(np.float32) / 32768.0
+        x = np.concatenate([self._carry, x]) if len(self._carry) else x
+        n = len(x) // self.frame
+        self._carry = x[n * self.frame :]
+        if not n:
+            return
+        frames = x[: n * self.frame].reshape(n, self.frame)
+        loud = np.sqrt(np.mean(frames * frames, axis=1)) > VOICED_RMS
+        step = self.frame / self.rate
+        for is_loud in loud:
+            t0, self.pos = self.pos, self.pos + step
+            if is_loud:
+                self.run = (self.run[0], self.pos) if self.run else (t0, self.pos)
+            elif self.run and self.pos - self.run[1] >= RUN_END_SILENCE:
+                self._close()
+
+    def _close(self) -> None:
+        if self.run and self.run[1] - self.run[0] >= MIN_RUN:
+            self.done.append(self.run)
+        self.run = None
+
+    def take(self, *, finalize: bool = False) -> list[dict[str, Any]]:
+        """Words of every ended run (and, on Finalize, of the one under way)."""
+        if finalize:
+            self._close()
+        out: list[dict[str, Any]] = []
+        for a, b in self.done:
+            weights = np.array([len(w) + 1 for w in self.words], np.float64)
+            edges = a + (b - a) * np.concatenate([[0.0], np.cumsum(weights) / weights.sum()])
+            for i, w in enumerate(self.words):
+                out.append({"word": w.strip(".,?!").lower(), "start": round(float(edges[i]), 3),
+                            "end": round(float(edges[i + 1]), 3), "confidence": 0.99, "punctuated_word": w})
+        self.done = []
+        return out
+
+
+def create_app(key: str, voice: Voice, *, chunk_ms: int = 100, lead: float = 0.5, results_every: float = 1.0,
+               transcript: str | None = None) -> Any:
     from starlette.applications import Starlette
     from starlette.requests import Request
     from starlette.responses import JSONResponse, Response
@@ -154,6 +224,36 @@ def create_app(key: str, voice: Voice, *, chunk_ms: int = 100, lead: float = 0.5
     async def projects(request: Request) -> Response:
         return refused(request.headers) or JSONResponse({"projects": [{"project_id": "bench", "name": "Bench"}]})
 
+    async def prerecorded(request: Request) -> Response:
+        """``POST /v1/listen`` (a WAV, or raw audio with ``encoding``/``sample_rate``): a whole utterance, heard by
+        energy like the live socket (``--transcript``), answered in Deepgram's pre-recorded JSON."""
+        denial = refused(request.headers)
+        if denial is not None:
+            return denial
+        body = await request.body()
+        rate, width, data = 16000, 2, body
+        if body[:4] == b"RIFF":
+            import io
+            import wave
+
+            with wave.open(io.BytesIO(body)) as w:
+                rate, width, data = w.getframerate(), w.getsampwidth(), w.readframes(w.getnframes())
+        else:
+            q = parse_qs(request.url.query)
+            if q.get("encoding", [""])[0] == "mulaw":
+                width = 1
+            rate = int(q.get("sample_rate", [str(rate)])[0])
+        text = ""
+        if transcript:
+            ears = EnergyEars(transcript, rate, width)
+            ears.feed(data)
+            words = ears.take(finalize=True)
+            text = " ".join(w["punctuated_word"] for w in words)
+        stats.prerecorded += 1
+        return JSONResponse({"metadata": {"request_id": "bench", "duration": len(data) / (rate * width)},
+                             "results": {"channels": [{"alternatives": [
+                                 {"transcript": text, "confidence": 0.99 if text else 0.0, "words": []}]}]}})
+
     async def listen(ws: WebSocket) -> None:
         denial = refused(ws.headers)
         if denial is not None:
@@ -167,6 +267,15 @@ def create_app(key: str, voice: Voice, *, chunk_ms: int = 100, lead: float = 0.5
         received = 0  # bytes of audio on this socket
         reported = 0  # bytes covered by the results sent so far
         step = int(results_every * bps)
+        ears = EnergyEars(transcript, bps // width, width) if transcript else None
+
+        def heard(*, finalize: bool = False) -> list[dict[str, Any]] | None:
+            if ears is None:
+                return None
+            words = ears.take(finalize=finalize)
+            stats.transcripts += bool(words)
+            return words
+
         try:
             while True:
                 message = await ws.receive()
@@ -176,8 +285,10 @@ def create_app(key: str, voice: Voice, *, chunk_ms: int = 100, lead: float = 0.5
                 if data is not None:
                     received += len(data)
                     stats.audio_in_bytes += len(data)
+                    if ears is not None:
+                        ears.feed(data)
                     if received - reported >= step:
-                        await ws.send_text(_results(reported / bps, (received - reported) / bps))
+                        await ws.send_text(_results(reported / bps, (received - reported) / bps, words=heard()))
                         stats.results_sent += 1
                         reported = received
                     continue
@@ -186,7 +297,8 @@ def create_app(key: str, voice: Voice, *, chunk_ms: int = 100, lead: float = 0.5
                 except (ValueError, AttributeError):
                     kind = None
                 if kind == "Finalize":
-                    await ws.send_text(_results(reported / bps, (received - reported) / bps, from_finalize=True))
+                    await ws.send_text(_results(reported / bps, (received - reported) / bps, from_finalize=True,
+                                                words=heard(finalize=True)))
                     stats.results_sent += 1
                     reported = received
                 elif kind == "CloseStream":
@@ -245,6 +357,8 @@ def create_app(key: str, voice: Voice, *, chunk_ms: int = 100, lead: float = 0.5
                 if kind == "Speak":
                     text.append(str(data.get("text", "")))
                 elif kind == "Flush":
+                    said = "".join(text).strip()[:64]
+                    stats.said[said] = stats.said.get(said, 0) + 1
                     jobs.put_nowait((flushes, "".join(text)))
                     flushes += 1
                     stats.flushes += 1
@@ -268,6 +382,7 @@ def create_app(key: str, voice: Voice, *, chunk_ms: int = 100, lead: float = 0.5
             await asyncio.gather(task, return_exceptions=True)
 
     app = Starlette(routes=[Route("/v1/projects", projects, methods=["GET"]),
+                            Route("/v1/listen", prerecorded, methods=["POST"]),
                             WebSocketRoute("/v1/listen", listen), WebSocketRoute("/v1/speak", speak)])
     app.state.stats = stats
     return app
@@ -285,13 +400,15 @@ def serve_main(argv: list[str]) -> None:
     ap.add_argument("--lead", type=float, default=0.5)
     ap.add_argument("--results-every", type=float, default=1.0)
     ap.add_argument("--no-deflate", action="store_true", help="refuse the permessage-deflate extension")
+    ap.add_argument("--transcript", help="STT: runs of loud audio are heard as these words (bench/load.py)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     sys.path.insert(0, str(ROOT))
     from bench.agents.talker import SENTENCES
 
     voice = Voice(list(SENTENCES))
-    app = create_app(args.key, voice, chunk_ms=args.chunk_ms, lead=args.lead, results_every=args.results_every)
+    app = create_app(args.key, voice, chunk_ms=args.chunk_ms, lead=args.lead, results_every=args.results_every,
+                     transcript=args.transcript)
     config = uvicorn.Config(app, host="127.0.0.1", port=args.port, log_config=None, log_level="warning",
                             lifespan="off", ws="websockets-sansio", ws_ping_interval=None,
                             ws_per_message_deflate=not args.no_deflate)
@@ -358,15 +475,18 @@ class CloudFakes:
 
 @contextlib.contextmanager
 def fakes_process(port: int, log_path: Path, *, chunk_ms: int = 100, lead: float = 0.5,
-                  results_every: float = 1.0, deflate: bool = True) -> Iterator[CloudFakes]:
+                  results_every: float = 1.0, deflate: bool = True, transcript: str | None = None,
+                  key: str | None = None) -> Iterator[CloudFakes]:
     """The light fakes in their own process (its CPU is not the server's); yields once they serve."""
-    key = "dg-bench-" + secrets.token_hex(12)
+    key = key or "dg-bench-" + secrets.token_hex(12)
     env = dict(os.environ, HF_HUB_OFFLINE="1",
                PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     cmd = [sys.executable, str(Path(__file__).resolve()), "--port", str(port), "--key", key,
            "--chunk-ms", str(chunk_ms), "--lead", str(lead), "--results-every", str(results_every)]
     if not deflate:
         cmd.append("--no-deflate")
+    if transcript:
+        cmd += ["--transcript", transcript]
     with open(log_path, "w") as log:
         proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True, env=env,
                                 cwd=log_path.parent)
