@@ -155,8 +155,9 @@ class CartesiaSession:
             if link.failure is not None:
                 raise link.failure
         try:
-            return await asyncio.wait_for(q.get(), timeout)
-        except asyncio.TimeoutError:
+            async with asyncio.timeout(timeout):  # not wait_for: it can lose a cancel on 3.11 (pipeline/call_tasks.py)
+                return await q.get()
+        except TimeoutError:
             raise _err(f"no audio within {timeout:g} s", "timeout", retryable=True) from None
 
     @staticmethod

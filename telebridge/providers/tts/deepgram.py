@@ -179,8 +179,11 @@ class DeepgramSession:
             if self._active is not token:
                 return _CANCELLED
             try:
-                message = await asyncio.wait_for(self._events.get(), timeout)
-            except asyncio.TimeoutError:
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for returns a message that was ready at the
+                # moment the reply was cancelled, and the cancellation is lost (pipeline/call_tasks.py).
+                async with asyncio.timeout(timeout):
+                    message = await self._events.get()
+            except TimeoutError:
                 await self._drop()
                 raise ProviderError(PROVIDER, f"{what} timed out after {timeout:.1f} s", retryable=True) from None
             if message is _CLOSED:
@@ -228,12 +231,13 @@ class DeepgramSession:
             self._clear_sent = True
         try:
             while self._clear_sent:
-                message = await asyncio.wait_for(self._events.get(), self.engine.settle_timeout)
+                async with asyncio.timeout(self.engine.settle_timeout):
+                    message = await self._events.get()
                 if message is _CLOSED:
                     break
                 if isinstance(message, str):
                     await self._event(message)
-        except (asyncio.TimeoutError, ProviderError):
+        except (TimeoutError, ProviderError):
             pass
         if self._clear_sent or self._ws is None:  # no Cleared: start over on a fresh socket
             await self._drop()
