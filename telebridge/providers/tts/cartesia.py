@@ -114,6 +114,10 @@ class CartesiaSession:
             if self._closed:
                 raise _err("session closed", "disconnected")
             link = _Link(await self.engine.open_socket())
+            if self._closed:  # closed while we were connecting: nobody would ever close this socket
+                with contextlib.suppress(Exception):
+                    await link.ws.close()
+                raise _err("session closed", "disconnected")
             link.reader = asyncio.get_running_loop().create_task(self._read(link), name=f"{self.call_id}:cartesia")
             self._link = link
             return link

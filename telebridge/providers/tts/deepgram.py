@@ -138,7 +138,13 @@ class DeepgramSession:
 
     # --- connection -----------------------------------------------------------------------------------------
     async def connect(self) -> None:
+        if self._closed:  # a sentence still under way when the call closed the session: no new socket
+            raise ProviderError(PROVIDER, "session closed")
         ws = await ws_connect(self.engine, self.engine.speak_url())
+        if self._closed:  # closed while we were connecting: nobody would ever close this socket
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(ws.close(), 1.0)
+            raise ProviderError(PROVIDER, "session closed")
         self._ws, self._events = ws, asyncio.Queue()
         self._pending_flush = self._clear_sent = False
         self._flushes = 0
@@ -245,9 +251,14 @@ class DeepgramSession:
 
     async def _begin(self, text: str, token: object) -> Any:
         async with self._lock:
-            if self._active is not token:
+            if self._active is not token or self._closed:
                 return _CANCELLED
-            await self._settle(token)
+            try:
+                await self._settle(token)
+            except ProviderError:
+                if self._closed:  # the call ended meanwhile: this sentence is moot, not a provider failure
+                    return _CANCELLED
+                raise
             await self._send("Speak", text=text)
             await self._send("Flush")
             self._flush_times.append(time.monotonic())
