@@ -13,9 +13,10 @@ After each wave, once the server lists no live call and a few seconds have passe
 ``telebridge/memory.py``), each server process is sampled idle: RSS, threads and open file descriptors from
 ``/proc``, asyncio tasks from ``GET /v1/health``'s ``process``. Sampled idle, the figures compare like with like.
 
-Variants (what the allocator remedies of ``telebridge/memory.py`` do, measured in the same run):
-``on`` (as shipped: ``MALLOC_ARENA_MAX=2`` and ``malloc_trim(0)`` after calls end), ``off`` (neither: glibc's
-defaults, as before the fix), ``arenas`` (two arenas, no trim), ``trim`` (trim, default arenas).
+Variants (what the remedies of ``telebridge/memory.py`` do, measured in the same run): ``on`` (as shipped:
+``MALLOC_ARENA_MAX=2``, ``malloc_trim(0)`` after calls end, a full ``gc.collect()`` when the last call ends),
+``off`` (none: glibc's and Python's defaults, as before the fix), ``nogc`` (arenas and trim, no idle collection),
+``arenas`` (two arenas only), ``trim`` (trim only).
 
 The trend is judged after warm-up (the first quarter of the waves, at least 2: lazily created threads, the
 bounded histories of finished calls and the console fill there): RSS growth beyond ``--max-growth`` (5 %) from
@@ -58,7 +59,9 @@ from bench.cpu_per_call import (  # noqa: E402
 from telebridge.memory import IDLE_TRIM_EVERY  # noqa: E402
 
 IDLE_SETTLE = IDLE_TRIM_EVERY + 1.5  # seconds from the last call ending to the idle sample (after the idle trim)
-VARIANTS = {"on": (True, True), "off": (False, False), "arenas": (True, False), "trim": (False, True)}  # arenas, trim
+# variant: (two arenas, malloc_trim after calls, a full gc.collect when the process goes idle)
+VARIANTS = {"on": (True, True, True), "off": (False, False, False), "nogc": (True, True, False),
+            "arenas": (True, False, False), "trim": (False, True, False)}
 
 
 @dataclass
@@ -137,11 +140,13 @@ def serve_variant(variant: str, argv: list[str]) -> None:
     """``telebridge serve`` with ``telebridge/memory.py``'s remedies switched per ``variant`` (internal mode)."""
     from telebridge import cli, memory
 
-    arenas, trim = VARIANTS[variant]
+    arenas, trim, collect = VARIANTS[variant]
     if not arenas:
         memory.configure_allocator = lambda: None  # glibc's default arenas (8 per core)
     if not trim:
         memory.trim = lambda: None  # the Trimmer runs, nothing is given back
+    if not collect:
+        memory.Trimmer._collect = lambda self: None  # cyclic garbage waits for Python's own oldest-generation pass
     sys.exit(cli.main(argv))
 
 

@@ -86,7 +86,8 @@ class Runtime:
         # The last few finished calls (history, latency figures), for /debug tooling, tests and benchmarks: slim
         # records (pipeline/finished.py), never the sessions themselves and their audio buffers.
         self.finished: collections.deque[FinishedCall] = collections.deque(maxlen=64)
-        self.memory = Trimmer()  # freed memory back to the OS after calls end (telebridge/memory.py)
+        # Freed memory back to the OS after calls end, collected first when none is left (telebridge/memory.py).
+        self.memory = Trimmer(live=lambda: len(self.calls))
         self.draining = False
         self._engines: dict[tuple[str, str, bool], Any] = {}
         self._loading: dict[tuple[str, str, bool], asyncio.Lock] = {}

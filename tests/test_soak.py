@@ -67,20 +67,31 @@ async def test_freed_memory_is_trimmed_after_calls_end_at_most_once_a_minute(mon
     trims: list[int] = []
     monkeypatch.setattr(memory, "trim", lambda: trims.append(1) or 0.002)
     now = [1000.0]
-    trimmer = memory.Trimmer(every=60.0, idle_every=5.0, clock=lambda: now[0])
+    live = [1]
+    trimmer = memory.Trimmer(every=60.0, idle_every=5.0, clock=lambda: now[0], live=lambda: live[0])
+    collected: list[float] = []
+    monkeypatch.setattr(memory.gc, "collect", lambda: collected.append(now[0]) or 0)
     # calls ending at t = 1010, 1065, 1066, 1136, 1141 (the last one of all: idle), 1143 (idle)
     for step, idle in ((10.0, False), (55.0, False), (1.0, False), (70.0, False), (5.0, True), (2.0, True)):
         now[0] += step
+        live[0] = 0 if idle else 1
         trimmer.call_ended(idle=idle)
         await asyncio.sleep(0.05)  # the trim runs in a worker thread
     assert len(trims) == 3 and trimmer.trims == 3  # at 1065 (60 s after start), 1136, and 1141 (idle, 5 s on)
-    assert trimmer.figures() == {"malloc_trims": 3, "malloc_trim_ms": 2.0, "malloc_trim_ms_max": 2.0}
+    assert collected == [1141.0]  # a full collection only when the last call ended (never with calls live)
+    assert trimmer.figures() == {"malloc_trims": 3, "malloc_trim_ms": 2.0, "malloc_trim_ms_max": 2.0,
+                                 "idle_gc_collects": 1, "idle_gc_ms_max": trimmer.figures()["idle_gc_ms_max"]}
     assert trimmer._deferred is not None  # 1143 (idle, 2 s after a trim): deferred, so the idle process ends trimmed
     trimmer.idle_every = 0.0
     trimmer._deferred.cancel()
+    live[0] = 1  # a call started meanwhile: no idle trim, no collection (the next call ending decides)
     trimmer._idle_again()
     await asyncio.sleep(0.05)
-    assert len(trims) == 4
+    assert len(trims) == 3 and collected == [1141.0] and trimmer._deferred is None
+    live[0] = 0
+    trimmer.call_ended(idle=True)
+    await asyncio.sleep(0.05)
+    assert len(trims) == 4 and collected == [1141.0, 1143.0]
     trimmer.cancel()
 
 
