@@ -140,9 +140,9 @@ def test_waves_of_calls_leave_no_tasks_threads_fds_or_memory_behind(tmp_path) ->
                 time.sleep(IDLE_SETTLE)
                 samples.append(sample(server.proc.pid, server.port, wave, wave * CALLS, t0))
     warm, last = samples
-    assert log_problems(server.log) == []
     assert 0 < last.tasks <= warm.tasks, (warm, last)  # asyncio tasks: every call's ended with it
     assert last.threads <= warm.threads + 1, (warm, last)  # (an executor thread may still be started lazily)
     assert last.fds <= warm.fds + 4, (warm, last)  # sockets: only pooled keep-alive connections may vary
     assert last.rss_mb <= warm.rss_mb * 1.05, (warm, last)
     assert last.trims > warm.trims >= 1, (warm, last)  # freed memory was given back after the waves
+    assert log_problems(server.log) == []  # (a task left pending is also reported here, at shutdown)
