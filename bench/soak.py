@@ -56,9 +56,9 @@ from bench.cloud_fakes import fakes_process  # noqa: E402
 from bench.cpu_per_call import (  # noqa: E402
     AGENT_FILES, DoneStats, GenConfig, _lingering_calls, _wait_healthy, free_port, generator_process,
 )
-from telebridge.memory import IDLE_TRIM_EVERY  # noqa: E402
+from telebridge.memory import COLLECT_DELAY, IDLE_TRIM_EVERY  # noqa: E402
 
-IDLE_SETTLE = IDLE_TRIM_EVERY + 1.5  # seconds from the last call ending to the idle sample (after the idle trim)
+IDLE_SETTLE = IDLE_TRIM_EVERY + COLLECT_DELAY + 2.0  # s from the last call ending to the idle sample (after the idle trim)
 # variant: (two arenas, malloc_trim after calls, a full gc.collect when the process goes idle)
 VARIANTS = {"on": (True, True, True), "off": (False, False, False), "nogc": (True, True, False),
             "arenas": (True, False, False), "trim": (False, True, False)}

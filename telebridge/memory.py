@@ -1,13 +1,18 @@
-"""Keeping a long-running server's resident memory flat: glibc's allocator settings, and freed memory given back.
+"""Keeping a long-running server's resident memory flat: fewer glibc arenas, finished calls collected, freed memory
+given back.
 
-Why: a soak of waves of calls (``bench/soak.py``) showed the resident set creeping after warm-up although no
-Python object was left behind: ``malloc_trim(0)`` handed back ~50 MB after each wave of 40 calls. Per-call audio
-buffers, numpy temporaries and provider messages are allocated and freed by several threads (the event loop, the
-VAD, speech and end-of-turn workers), and glibc keeps what they free in per-thread arenas, fragmented, rather than
-returning it. Two remedies, both on glibc only (elsewhere they do nothing):
+Why (measured with ``bench/soak.py``, waves of 30 concurrent cloud-speech calls, servers side by side in one run):
+with glibc's and Python's defaults the idle RSS after each wave kept climbing, by some 10-30 MB per wave, past the
+point where every bounded history was full. Two causes: a finished call's session sits in reference cycles (a
+cancelled task's traceback holds the frames that hold it) with its buffers -- a reply's audio alone is ~1 MB per
+minute spoken -- until Python's oldest-generation collection, which under steady load comes every few hundred
+calls; and what is freed by several threads (the event loop, the VAD, speech and inference workers) stays in
+glibc's per-thread arenas, fragmented, rather than going back to the OS. The remedies, on glibc only (elsewhere
+the allocator ones do nothing):
 
 * fewer arenas: ``MALLOC_ARENA_MAX=2`` unless the environment says otherwise (set for worker processes before they
   start, and through ``mallopt`` for this one);
+* when the last live call ends: a full ``gc.collect()`` on the event loop (nobody is waiting on it then);
 * after a call ends, at most every :data:`TRIM_EVERY` seconds (every :data:`IDLE_TRIM_EVERY` seconds when it was
   the last live call), ``malloc_trim(0)`` in a worker thread (never on the event loop): the free memory goes back
   to the OS, so RSS shows what is in use.
@@ -32,6 +37,7 @@ DEFAULT_ARENAS = "2"
 M_ARENA_MAX = -8  # glibc mallopt parameter
 TRIM_EVERY = 60.0  # seconds between two trims at most while calls are live
 IDLE_TRIM_EVERY = 5.0  # ... and when the last call has just ended (a trim costs nobody then)
+COLLECT_DELAY = 0.5  # seconds from the last call ending to the idle collection (its teardown finishes first)
 
 _libc: Any = None
 
@@ -86,6 +92,7 @@ class Trimmer:
         self._last = clock()
         self._task: asyncio.Future[float | None] | None = None
         self._deferred: asyncio.TimerHandle | None = None
+        self._collecting: asyncio.TimerHandle | None = None
         self.trims = 0
         self.last_seconds = 0.0  # how long the latest trim took
         self.max_seconds = 0.0  # ... and the longest one
@@ -111,12 +118,23 @@ class Trimmer:
 
     def _start(self, now: float, *, idle: bool = False) -> None:
         self._last = now
-        if idle and self.live() == 0:
-            self._collect()
         try:
-            self._task = asyncio.get_running_loop().run_in_executor(None, trim)
+            loop = asyncio.get_running_loop()
         except RuntimeError:  # no loop (tests driving the runtime by hand)
             return
+        if idle:  # after the ended call's own teardown (its last log lines, its registry update)
+            self._collecting = loop.call_later(COLLECT_DELAY, self._collect_and_trim)
+            return
+        self._run_trim(loop)
+
+    def _collect_and_trim(self) -> None:
+        self._collecting = None
+        if self.live() == 0:  # (a call may have started meanwhile: then no collection)
+            self._collect()
+        self._run_trim(asyncio.get_running_loop())
+
+    def _run_trim(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._task = loop.run_in_executor(None, trim)
         self._task.add_done_callback(self._done)
 
     def _collect(self) -> None:
@@ -132,10 +150,11 @@ class Trimmer:
         self.collect_max_seconds = max(self.collect_max_seconds, time.perf_counter() - t0)
 
     def cancel(self) -> None:
-        """A deferred trim is dropped (the runtime stops)."""
-        if self._deferred is not None:
-            self._deferred.cancel()
-            self._deferred = None
+        """A deferred trim or collection is dropped (the runtime stops)."""
+        for handle in (self._deferred, self._collecting):
+            if handle is not None:
+                handle.cancel()
+        self._deferred = self._collecting = None
 
     def _done(self, task: asyncio.Future[float | None]) -> None:
         if task.cancelled():

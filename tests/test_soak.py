@@ -66,6 +66,7 @@ async def test_freed_memory_is_trimmed_after_calls_end_at_most_once_a_minute(mon
 
     trims: list[int] = []
     monkeypatch.setattr(memory, "trim", lambda: trims.append(1) or 0.002)
+    monkeypatch.setattr(memory, "COLLECT_DELAY", 0.0)
     now = [1000.0]
     live = [1]
     trimmer = memory.Trimmer(every=60.0, idle_every=5.0, clock=lambda: now[0], live=lambda: live[0])
