@@ -33,6 +33,9 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"telebridge: invalid setting {'.'.join(map(str, error['loc']))}: {error['msg']}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level, settings.log_format)
+    from .memory import configure_allocator
+
+    configure_allocator()  # fewer glibc arenas, here and in the workers (telebridge/memory.py)
     workers = settings.workers or ((os.cpu_count() or 1) if settings.redis_url is not None else 1)
     if workers > 1 and settings.redis_url is None:
         print(f"telebridge: {workers} workers need REDIS_URL (a call's webhooks and stream may reach different "

@@ -6,7 +6,9 @@ package or a model file is present, whether a directory is writable). Package an
 
 ``ok`` is false when a required part (VAD, STT, TTS, LLM) is down or the process is draining. ``redis`` reports
 the shared state (:mod:`telebridge.state`): with Redis away, calls go on and the features needing it are listed. Voice cloning
-and recording storage are reported but optional. ``providers`` counts each cloud provider's outcomes as calls
+and recording storage are reported but optional. ``process`` gives this worker's resident memory, threads, open
+file descriptors and asyncio tasks (what a soak test watches for leaks), and how often and how long freed memory was
+given back to the OS (:mod:`telebridge.memory`). ``providers`` counts each cloud provider's outcomes as calls
 use them (``stt.deepgram``, ``tts.elevenlabs``, …: ok, errors by kind, fallbacks; ``up`` is false while the
 latest outcome in the last minute is an error). A failing cloud provider does not make ``ok`` false: calls fall
 back to the next provider.
@@ -66,6 +68,26 @@ def _writable_dir(path: Path) -> bool:
     return probe.is_dir() and os.access(probe, os.W_OK | os.X_OK)
 
 
+def process_figures() -> dict[str, Any]:
+    """This process's footprint, from ``/proc`` where there is one: cheap enough for every poll."""
+    import asyncio
+    import threading
+
+    figures: dict[str, Any] = {"pid": os.getpid(), "threads": threading.active_count()}
+    try:
+        with open("/proc/self/statm") as f:
+            figures["rss_bytes"] = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        figures["threads"] = len(os.listdir("/proc/self/task"))
+        figures["open_fds"] = len(os.listdir("/proc/self/fd"))
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        figures["asyncio_tasks"] = len(asyncio.all_tasks())
+    except RuntimeError:  # no running loop (called from a thread)
+        pass
+    return figures
+
+
 def health_report(runtime: Runtime) -> dict[str, Any]:
     hub = runtime._hub_task
     vad_up = hub is not None and not hub.done() and _pool_open(runtime.vad_pool)
@@ -101,6 +123,7 @@ def health_report(runtime: Runtime) -> dict[str, Any]:
         "sessions": len(runtime.calls),
         "parts": parts,
         "providers": runtime.provider_health.snapshot(),
+        "process": {**process_figures(), **runtime.memory.figures()},
         # Shared state (REDIS_URL): up or not, and what works on this instance only while it is away. Calls never
         # depend on it, so it does not make ``ok`` false.
         "redis": state.report() if (state := getattr(runtime, "state", None)) is not None else {"configured": False},

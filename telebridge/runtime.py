@@ -16,6 +16,8 @@ from . import metrics, tracing
 from .agent import Agent, load_agent
 from .config import STT, TTS
 from .inference import InferencePool
+from .memory import Trimmer
+from .pipeline.finished import FinishedCall
 from .pipeline.smart_turn import SmartTurnUnavailable, default_model_path, shared_smart_turn
 from .pipeline.turn_classifier import TurnClassifier
 from .pipeline.vad import SileroModel, VadHub
@@ -81,8 +83,11 @@ class Runtime:
         self.turn_pool = InferencePool("turn", max_workers=1, max_pending=8)
         self.turn_classifier: TurnClassifier | None = _turn_classifier(self.turn_pool)
         self.calls: dict[str, CallSession] = {}
-        # The last few finished calls (history, latency figures), for /debug tooling, tests and benchmarks.
-        self.finished: collections.deque[CallSession] = collections.deque(maxlen=64)
+        # The last few finished calls (history, latency figures), for /debug tooling, tests and benchmarks: slim
+        # records (pipeline/finished.py), never the sessions themselves and their audio buffers.
+        self.finished: collections.deque[FinishedCall] = collections.deque(maxlen=64)
+        # Freed memory back to the OS after calls end, collected first when none is left (telebridge/memory.py).
+        self.memory = Trimmer(live=lambda: len(self.calls))
         self.draining = False
         self._engines: dict[tuple[str, str, bool], Any] = {}
         self._loading: dict[tuple[str, str, bool], asyncio.Lock] = {}
@@ -138,6 +143,7 @@ class Runtime:
 
     async def stop(self) -> None:
         self.draining = True
+        self.memory.cancel()
         await self.console.aclose()
         await self.state.stop()
         if self._hub_task:
@@ -165,12 +171,13 @@ class Runtime:
     def unregister(self, call: CallSession) -> None:
         if self.calls.get(call.call_id) is call:
             del self.calls[call.call_id]
-        self.finished.append(call)
+        self.finished.append(FinishedCall.of(call))
         labels = self._metered.pop(id(call), None)
         if labels is not None:
             metrics.call_ended(labels, call)  # telebridge_calls_active, telebridge_calls_total{outcome}
         tracing.call_ended(call, metrics.call_outcome(call))
         self.console.call_ended(call)
+        self.memory.call_ended(idle=not self.calls)
 
     # --- engines --------------------------------------------------------------------------------------------
     # Loading a model takes a second or more: it happens in a worker thread (never on the event loop), once per

@@ -339,3 +339,22 @@ def test_recordings_read_back_as_past_calls(tmp_path):
                                                         "barge_in", "agent_stop"]
     json.dumps(detail)
     assert list_recordings(None) == [] and list_recordings(tmp_path / "missing") == []
+
+
+def test_a_finished_call_is_compacted_for_the_history() -> None:
+    """A long call keeps its newest transcript entries and timeline events in the history, each entry shorter."""
+    from telebridge.console.hub import HISTORY_ENTRIES, HISTORY_TEXT, HISTORY_TIMELINE
+
+    hub = ConsoleHub(history=5)
+    hub.open("CAlong", T0, number="+15550000123")
+    for i in range(300):
+        hub.speech_started("CAlong", T0 + i)
+        hub.speech_stopped("CAlong", T0 + i + 0.5)
+        hub.caller_said("CAlong", T0 + i + 0.6, f"question {i} " + "x" * 1500)
+    live = hub.live["CAlong"]
+    assert len(live.entries) == 300 and len(live.timeline) == 601 and len(live.entries[-1]["text"]) > HISTORY_TEXT
+    hub.close("CAlong", T0 + 400, "hung_up")
+    (past,) = hub.history
+    assert len(past.entries) == HISTORY_ENTRIES and len(past.timeline) == HISTORY_TIMELINE
+    assert past.entries[-1]["text"].startswith("question 299") and len(past.entries[-1]["text"]) == HISTORY_TEXT
+    assert past.timeline[-1]["kind"] == "ended" and hub.find("CAlong") is past

@@ -9,6 +9,7 @@ from types import SimpleNamespace
 import httpx
 
 from telebridge.health import health_report
+from telebridge.memory import Trimmer
 from telebridge.recording import Recorder
 from telebridge.voices.store import VoiceStore
 from telebridge.providers.health import ProviderHealth
@@ -28,6 +29,10 @@ async def test_health_reports_every_part_and_is_ok_on_the_embedded_stack(server)
     assert all(isinstance(p["up"], bool) and p["detail"] for p in body["parts"].values())
     assert "recording_storage" not in body["parts"]  # recording is off unless a directory is configured
     assert server.runtime._engines == engines_before
+    # The process's footprint, as /proc and the event loop see it (what bench/soak.py watches for leaks).
+    process = body["process"]
+    assert process["rss_bytes"] > 50_000_000 and process["threads"] >= 2 and process["open_fds"] >= 3
+    assert process["asyncio_tasks"] >= 1 and process["malloc_trims"] >= 0
     # Without a voices file the store has the bundled Piper voice only.
     assert voices.json() == [{"name": "default", "language": "en", "gender": "male",
                               "source": {"source_type": "file", "path_on_server": "voices/default"}}]
@@ -45,7 +50,7 @@ def fake_runtime(tmp_path: Path, *, hub_running: bool = True, draining: bool = F
     return SimpleNamespace(
         _hub_task=hub, vad_pool=SimpleNamespace(_closed=False), speech_pool=SimpleNamespace(_closed=False),
         _engines={}, agent=agent, voices=VoiceStore(None, tmp_path / "clones"), recorder=Recorder(recordings),
-        draining=draining, accepting=not draining, calls={}, provider_health=ProviderHealth(),
+        draining=draining, accepting=not draining, calls={}, provider_health=ProviderHealth(), memory=Trimmer(),
     )
 
 

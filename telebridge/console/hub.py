@@ -13,8 +13,9 @@ Subscribers (the live feed) each get a bounded queue of events. A subscriber who
 marked, told through its ``notify``, and forgotten -- so a slow browser never holds up a call or the hub; its
 page reconnects and starts again from a snapshot. Level events replace the previous one still queued.
 
-Every size is bounded: transcript entries, latency rows and timeline events per call, calls in the history,
-latency samples per minute and the minutes kept (one hour).
+Every size is bounded: transcript entries, latency rows and timeline events per call (less once a call is in the
+history: :meth:`LiveCall.compact`), calls in the history, latency samples per minute and the minutes kept (one
+hour).
 """
 
 from __future__ import annotations
@@ -35,6 +36,10 @@ MAX_ENTRIES = 400  # transcript entries kept per call (the newest)
 MAX_TURNS = 200  # latency rows kept per call
 MAX_TIMELINE = 1000  # timeline events kept per call
 MAX_TEXT = 2000  # characters of one transcript entry
+# A call moving to the history keeps less (the history holds up to TELEBRIDGE_CONSOLE_HISTORY calls for hours):
+HISTORY_ENTRIES = 200  # the newest transcript entries
+HISTORY_TIMELINE = 200  # the newest timeline events
+HISTORY_TEXT = 1000  # characters of one transcript entry
 SUBSCRIBER_QUEUE = 2000  # events queued for one subscriber before it is dropped
 
 
@@ -134,6 +139,20 @@ class LiveCall:
             "outcome": self.outcome, "live": self.ended is None,
         }
 
+    def compact(self) -> None:
+        """Shrink a finished call to its history size (:data:`HISTORY_ENTRIES`, :data:`HISTORY_TIMELINE`,
+        :data:`HISTORY_TEXT`): a long call's record must not weigh hundreds of kB for as long as it is listed."""
+        def short(item: dict[str, Any]) -> dict[str, Any]:  # a copy: a queued event may still hold the entry
+            text = item.get("text")
+            if isinstance(text, str) and len(text) > HISTORY_TEXT:
+                return {**item, "text": text[: HISTORY_TEXT - 1] + "…"}
+            return item
+
+        self.entries = collections.deque((short(i) for i in list(self.entries)[-HISTORY_ENTRIES:]),
+                                         maxlen=HISTORY_ENTRIES)
+        self.timeline = collections.deque(self.timeline, maxlen=HISTORY_TIMELINE)
+        self._replies.clear()
+
     def detail(self, now: float | None = None) -> dict[str, Any]:
         return {**self.summary(now), "transcript": list(self.entries), "latency": list(self.latency),
                 "timeline": list(self.timeline), "source": "live" if self.ended is None else "history"}
@@ -198,7 +217,7 @@ class ConsoleHub:
         self._mark(call, now, "ended", outcome)
         for entry in call._replies.values():  # a reply still open when the line went dead
             entry["state"] = "cut"
-        call._replies.clear()
+        call.compact()
         self.history.append(call)
         self.publish({"type": "ended", "call": call.summary()})
 

@@ -36,6 +36,7 @@ from ..session import SessionConfig
 from ..tools import make_builtin_tools
 from .answering import CalleeWatch, first_speaker_waits
 from .call_metrics import CallMetrics
+from .call_tasks import cancel_all
 from .echo import EchoGuard, NoiseGate, PlayoutClock
 from .end_of_turn import Ask, EndOfTurn
 from .ending import HANGUP_CLOSE_AFTER, CallEnding  # noqa: F401  (re-exported, as every name below that lived here)
@@ -251,10 +252,7 @@ class CallSession:
         self._ready = False
         if self._vad_stream is not None:
             self._vad_stream.close()
-        for task in list(self._tasks):
-            task.cancel()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_all(self._tasks, self.call_id)  # every one, even a task that swallows its cancel
         await self.outbound.aclose()
         if self.speech is not None:
             await self.speech.aclose()

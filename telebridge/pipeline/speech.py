@@ -7,7 +7,9 @@ client, so only the first call pays); a provider that fails it is reported -- na
 environment variable -- and the next one is used, so a bad key never means a silent call. Mid-call:
 
 * STT: if the stream dies for good, or an utterance request fails, the VAD's copy of the utterance is
-  transcribed by the next engine: the caller's words are not lost and no apology is needed.
+  transcribed whole by the next engine (never by its fresh stream, which did not hear it): the caller's words are
+  not lost and no apology is needed. A stream that drops mid-turn and is reconnecting has that utterance
+  transcribed whole by the same provider.
 * TTS: if a sentence fails, the next provider says ``provider_failure_message`` and then the sentence, and the
   rest of the call uses it.
 """
@@ -72,6 +74,7 @@ class CallSpeech:
         self.stream: Any = None  # the call's STT stream, when the STT streams
         self.tts_session: Any = None
         self.fallbacks: list[tuple[str, str, str]] = []  # (kind, from provider, reason)
+        self._fed = 0  # caller samples fed (input rate): the call clock, for a stream opened mid-call
         self._closed = False
 
     @property
@@ -93,8 +96,9 @@ class CallSpeech:
                 engine = await self.runtime.stt_for(cfg, phone=self.phone)
                 await _check(engine)
                 stream = None
-                if hasattr(engine, "open_stream"):
-                    stream = await engine.open_stream(input_rate=self.input_rate, call_id=self.call_id)
+                if hasattr(engine, "open_stream"):  # mid-call (a fallback): its clock starts at the call's now
+                    stream = await engine.open_stream(input_rate=self.input_rate, call_id=self.call_id,
+                                                      start=self._fed / self.input_rate)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -150,6 +154,7 @@ class CallSpeech:
         return self.stream is not None and not self.stream.failed
 
     def feed(self, pcm: np.ndarray) -> None:
+        self._fed += len(pcm)
         stream = self.stream
         if stream is not None:
             stream.feed(pcm)
@@ -161,11 +166,24 @@ class CallSpeech:
         return self.stream.words(start, end)
 
     async def transcribe(self, audio: np.ndarray, rate: int, start: float, end: float) -> Transcript | None:
-        """The utterance ``[start, end]`` (its audio at ``rate`` is the fallback's input). None: nothing usable."""
+        """The utterance ``[start, end]`` (its audio at ``rate`` is the fallback's input). None: nothing usable.
+
+        Once a provider has failed on this utterance, the next one transcribes its audio whole, even if it
+        streams: its fresh stream never heard the utterance."""
+        fell_back = False
         while not self._closed:
             try:
-                if self.streaming:
-                    return await self.stream.transcript(start, end)
+                if self.streaming and not fell_back:
+                    try:
+                        return await self.stream.transcript(start, end)
+                    except ProviderError:
+                        if self.stream is None or self.stream.failed:
+                            raise
+                        # The socket dropped mid-turn and is reconnecting: this utterance whole, from the same
+                        # provider's other endpoint; the stream carries on for the next ones.
+                        log.info("call %s: live STT interrupted; transcribing the utterance whole", self.call_id)
+                        fell_back = True
+                        continue
                 audio16 = audio if rate == STT_RATE else resample_once(audio, rate, STT_RATE)
                 return await self.stt.transcribe(audio16)
             except asyncio.CancelledError:
@@ -179,6 +197,7 @@ class CallSpeech:
                 except STTError:
                     log.error("call %s: no STT left; the utterance is dropped", self.call_id)
                     return None
+                fell_back = True
         return None
 
     # --- text to speech -------------------------------------------------------------------------------------
@@ -190,6 +209,8 @@ class CallSpeech:
         """One sentence's audio as ``(int16 chunk, rate)`` pairs. If the provider fails, the next one says the
         apology and the sentence, and the call keeps it."""
         session = self.tts_session
+        if session is None or self._closed:  # the call ended while this reply was being made: nothing to say
+            return
         try:
             async for chunk in session.stream(text, reply_id=reply_id):
                 yield chunk, session.sample_rate

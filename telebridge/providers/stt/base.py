@@ -84,6 +84,7 @@ class STTStream(Protocol):
 class StreamingSTTEngine(Protocol):
     """An engine that can also stream (one connection per call)."""
 
-    async def open_stream(self, *, input_rate: int, call_id: str) -> STTStream:
-        """Connect (while the phone is still at the greeting) and return the call's stream."""
+    async def open_stream(self, *, input_rate: int, call_id: str, start: float = 0.0) -> STTStream:
+        """Connect (while the phone is still at the greeting) and return the call's stream. ``start``: the call
+        clock of the first audio it will be fed (a fallback stream opened mid-call), so word times stay on it."""
         ...

@@ -101,8 +101,8 @@ class DeepgramSTT:
         return Transcript(text=text, language=language or self.cfg.language, duration=len(audio) / STT_SAMPLE_RATE)
 
     # --- live -----------------------------------------------------------------------------------------------
-    async def open_stream(self, *, input_rate: int, call_id: str) -> DeepgramStream:
-        stream = DeepgramStream(self, input_rate=input_rate, call_id=call_id)
+    async def open_stream(self, *, input_rate: int, call_id: str, start: float = 0.0) -> DeepgramStream:
+        stream = DeepgramStream(self, input_rate=input_rate, call_id=call_id, start=start)
         await stream.start()
         return stream
 
@@ -123,7 +123,7 @@ class _Item:
 class DeepgramStream:
     """One call's live transcription (see the module docstring)."""
 
-    def __init__(self, engine: DeepgramSTT, *, input_rate: int, call_id: str) -> None:
+    def __init__(self, engine: DeepgramSTT, *, input_rate: int, call_id: str, start: float = 0.0) -> None:
         self.engine = engine
         self.call_id = call_id
         self.failed = False
@@ -137,7 +137,9 @@ class DeepgramStream:
         self._bps = self._rate * (1 if self._mulaw else 2)
         self._batch = max(1, int(self._bps * engine.batch_seconds))
         self._max_items = max(2, int(engine.queue_seconds / engine.batch_seconds))
-        self._out = 0  # samples produced at the stream rate (the call clock, in stream samples)
+        # samples produced at the stream rate: the call clock, in stream samples (from ``start``: a stream opened
+        # mid-call, as a fallback, keeps its words on the call's clock)
+        self._out = round(start * self._rate)
         self._pending = bytearray()
         self._pending_t0 = 0.0
         self._queue: deque[_Item] = deque()
@@ -236,10 +238,13 @@ class DeepgramStream:
         self._enqueue(_Item("Finalize", waiter=waiter))
         finalized = False
         try:
-            await asyncio.wait_for(asyncio.shield(waiter), self.engine.finalize_timeout)
+            async with asyncio.timeout(self.engine.finalize_timeout):  # not wait_for: it can lose a cancel on 3.11
+                await asyncio.shield(waiter)
             finalized = True
-        except asyncio.TimeoutError:
+        except TimeoutError:
             log.info("call %s: deepgram Finalize unanswered after %.1f s", self.call_id, self.engine.finalize_timeout)
+            if not self._connected:  # the socket is down (reconnecting): what it heard of this turn is partial
+                raise ProviderError(PROVIDER, "live transcription interrupted", retryable=True) from None
         except ProviderError:
             raise
         words = self._log.words(start, end, interim=not finalized, slack=0.3)

@@ -114,6 +114,10 @@ class CartesiaSession:
             if self._closed:
                 raise _err("session closed", "disconnected")
             link = _Link(await self.engine.open_socket())
+            if self._closed:  # closed while we were connecting: nobody would ever close this socket
+                with contextlib.suppress(Exception):
+                    await link.ws.close()
+                raise _err("session closed", "disconnected")
             link.reader = asyncio.get_running_loop().create_task(self._read(link), name=f"{self.call_id}:cartesia")
             self._link = link
             return link
@@ -155,8 +159,9 @@ class CartesiaSession:
             if link.failure is not None:
                 raise link.failure
         try:
-            return await asyncio.wait_for(q.get(), timeout)
-        except asyncio.TimeoutError:
+            async with asyncio.timeout(timeout):  # not wait_for: it can lose a cancel on 3.11 (pipeline/call_tasks.py)
+                return await q.get()
+        except TimeoutError:
             raise _err(f"no audio within {timeout:g} s", "timeout", retryable=True) from None
 
     @staticmethod

@@ -138,7 +138,13 @@ class DeepgramSession:
 
     # --- connection -----------------------------------------------------------------------------------------
     async def connect(self) -> None:
+        if self._closed:  # a sentence still under way when the call closed the session: no new socket
+            raise ProviderError(PROVIDER, "session closed")
         ws = await ws_connect(self.engine, self.engine.speak_url())
+        if self._closed:  # closed while we were connecting: nobody would ever close this socket
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(ws.close(), 1.0)
+            raise ProviderError(PROVIDER, "session closed")
         self._ws, self._events = ws, asyncio.Queue()
         self._pending_flush = self._clear_sent = False
         self._flushes = 0
@@ -179,8 +185,11 @@ class DeepgramSession:
             if self._active is not token:
                 return _CANCELLED
             try:
-                message = await asyncio.wait_for(self._events.get(), timeout)
-            except asyncio.TimeoutError:
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for returns a message that was ready at the
+                # moment the reply was cancelled, and the cancellation is lost (pipeline/call_tasks.py).
+                async with asyncio.timeout(timeout):
+                    message = await self._events.get()
+            except TimeoutError:
                 await self._drop()
                 raise ProviderError(PROVIDER, f"{what} timed out after {timeout:.1f} s", retryable=True) from None
             if message is _CLOSED:
@@ -228,12 +237,13 @@ class DeepgramSession:
             self._clear_sent = True
         try:
             while self._clear_sent:
-                message = await asyncio.wait_for(self._events.get(), self.engine.settle_timeout)
+                async with asyncio.timeout(self.engine.settle_timeout):
+                    message = await self._events.get()
                 if message is _CLOSED:
                     break
                 if isinstance(message, str):
                     await self._event(message)
-        except (asyncio.TimeoutError, ProviderError):
+        except (TimeoutError, ProviderError):
             pass
         if self._clear_sent or self._ws is None:  # no Cleared: start over on a fresh socket
             await self._drop()
@@ -241,9 +251,14 @@ class DeepgramSession:
 
     async def _begin(self, text: str, token: object) -> Any:
         async with self._lock:
-            if self._active is not token:
+            if self._active is not token or self._closed:
                 return _CANCELLED
-            await self._settle(token)
+            try:
+                await self._settle(token)
+            except ProviderError:
+                if self._closed:  # the call ended meanwhile: this sentence is moot, not a provider failure
+                    return _CANCELLED
+                raise
             await self._send("Speak", text=text)
             await self._send("Flush")
             self._flush_times.append(time.monotonic())

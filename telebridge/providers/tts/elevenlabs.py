@@ -192,7 +192,8 @@ class ElevenLabsSession:
                 await conn.send(self.engine.protocol.open_context(cid, first_on_socket=first))
                 await conn.send(Protocol.send_text(cid, text))
                 await conn.send(Protocol.close_context(cid))
-                item = await asyncio.wait_for(queue.get(), self.engine.first_byte_timeout)
+                async with asyncio.timeout(self.engine.first_byte_timeout):  # not wait_for (pipeline/call_tasks.py)
+                    item = await queue.get()
                 if isinstance(item, BaseException):
                     raise item
                 return conn, cid, queue, item
@@ -225,8 +226,9 @@ class ElevenLabsSession:
                     yield pcm
                 wait = FINAL_GRACE if chars >= len(text) else CHUNK_TIMEOUT
                 try:
-                    item = await asyncio.wait_for(queue.get(), wait)
-                except asyncio.TimeoutError:
+                    async with asyncio.timeout(wait):  # not wait_for: it can lose a cancel on 3.11
+                        item = await queue.get()
+                except TimeoutError:
                     if wait == FINAL_GRACE:  # the alignment covered every character: the audio is complete
                         break
                     health.error(HEALTH, "timeout", "the audio stalled mid-sentence")

@@ -1,0 +1,111 @@
+"""A TTS session closed while one of its sentences is (re)connecting must not leave a socket behind.
+
+Found by ``bench/soak.py --trace objects``: under load a reply still streaming when its call ended reconnected the
+closed Deepgram session, and that socket, its reader task and its keep-alive task lived on after the call (one
+file descriptor and two tasks per occurrence). The sockets here are stand-ins: what matters is who closes them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+
+import pytest
+
+from telebridge.config import TTS
+from telebridge.providers.context import ProviderContext
+from telebridge.providers.errors import ProviderError
+from telebridge.providers.health import ProviderHealth
+from telebridge.providers.tts import cartesia as cartesia_tts
+from telebridge.providers.tts import deepgram as dg_tts
+
+
+class Socket:
+    """A socket nobody talks on: it only records being closed (and ends its iteration then)."""
+
+    def __init__(self) -> None:
+        self.closed = asyncio.Event()
+        self.state = None
+
+    async def close(self) -> None:
+        self.closed.set()
+
+    async def send(self, data: object) -> None:
+        raise ConnectionError("not a real socket")
+
+    def __aiter__(self) -> Socket:
+        return self
+
+    async def __anext__(self) -> object:
+        await self.closed.wait()
+        raise StopAsyncIteration
+
+
+def _ctx() -> ProviderContext:
+    return ProviderContext(settings=SimpleNamespace(), pool=None, health=ProviderHealth(), phone=True)
+
+
+async def test_a_deepgram_session_closed_while_connecting_closes_the_new_socket(monkeypatch) -> None:
+    release, sockets = asyncio.Event(), []
+
+    async def slow_connect(engine: object, url: str) -> Socket:
+        await release.wait()
+        sockets.append(Socket())
+        return sockets[-1]
+
+    monkeypatch.setattr(dg_tts, "ws_connect", slow_connect)
+    session = dg_tts.DeepgramSession(dg_tts.create(TTS.Deepgram(api_key="k"), _ctx()), "CAtest")
+    connecting = asyncio.create_task(session.connect())
+    await asyncio.sleep(0)
+    await session.aclose()  # the call ends while a sentence is reconnecting
+    release.set()
+    with pytest.raises(ProviderError, match="session closed"):
+        await connecting
+    assert sockets[0].closed.is_set() and session._reader is None and session._ws is None
+    with pytest.raises(ProviderError, match="session closed"):
+        await session.connect()  # and a closed session never opens another
+    assert len(sockets) == 1
+
+
+async def test_a_sentence_under_way_when_the_call_closes_ends_quietly(monkeypatch) -> None:
+    release = asyncio.Event()
+
+    async def slow_connect(engine: object, url: str) -> Socket:
+        await release.wait()
+        return Socket()
+
+    monkeypatch.setattr(dg_tts, "ws_connect", slow_connect)
+    engine = dg_tts.create(TTS.Deepgram(api_key="k"), _ctx())
+    session = dg_tts.DeepgramSession(engine, "CAtest")
+    chunks: list[object] = []
+
+    async def speak() -> None:
+        async for chunk in session.stream("Hello there.", reply_id=1):
+            chunks.append(chunk)
+
+    task = asyncio.create_task(speak())
+    await asyncio.sleep(0)
+    await session.aclose()
+    release.set()
+    await asyncio.wait_for(task, 5)  # no error: the sentence is moot, not a provider failure
+    assert chunks == [] and engine.health.snapshot().get("tts.deepgram", {}).get("errors", 0) == 0
+
+
+async def test_a_cartesia_session_closed_while_connecting_closes_the_new_socket() -> None:
+    release, sockets = asyncio.Event(), []
+    engine = cartesia_tts.create(TTS.Cartesia(api_key="k"), _ctx())
+
+    async def slow_open() -> Socket:
+        await release.wait()
+        sockets.append(Socket())
+        return sockets[-1]
+
+    engine.open_socket = slow_open  # type: ignore[method-assign]
+    session = cartesia_tts.CartesiaSession(engine, "CAtest")
+    connecting = asyncio.create_task(session.connect())
+    await asyncio.sleep(0)
+    await session.aclose()
+    release.set()
+    with pytest.raises(ProviderError):
+        await connecting
+    assert sockets[0].closed.is_set() and session._link is None
