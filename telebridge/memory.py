@@ -12,7 +12,8 @@ the allocator ones do nothing):
 
 * fewer arenas: ``MALLOC_ARENA_MAX=2`` unless the environment says otherwise (set for worker processes before they
   start, and through ``mallopt`` for this one);
-* when the last live call ends: a full ``gc.collect()`` on the event loop (nobody is waiting on it then);
+* when the last live call ends: a full ``gc.collect()`` on the event loop (nobody is waiting on it then; what
+  start-up made is frozen out of its sight, ``Runtime.start``, so it walks only what calls left behind);
 * after a call ends, at most every :data:`TRIM_EVERY` seconds (every :data:`IDLE_TRIM_EVERY` seconds when it was
   the last live call), ``malloc_trim(0)`` in a worker thread (never on the event loop): the free memory goes back
   to the OS, so RSS shows what is in use.

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import gc
 import hashlib
 import logging
 from typing import TYPE_CHECKING, Any
@@ -139,6 +140,9 @@ class Runtime:
                     await warm()
             if self.turn_classifier is not None:
                 await self.turn_classifier.load()
+        # What start-up made (modules, models, the agent) lives as long as the process: out of the collector's
+        # sight, so the full collection when the last call ends (memory.py) walks only what calls left behind.
+        gc.freeze()
         log.info("telebridge ready: agent %r", self.agent.id)
 
     async def stop(self) -> None:
