@@ -292,6 +292,22 @@ async def test_feed_validation_and_backlog_cap(model: SileroModel) -> None:
     pool.shutdown()
 
 
+async def test_audio_held_during_set_up_is_kept_whole_then_the_cap_applies_again(model: SileroModel) -> None:
+    pool = InferencePool("vad", 1, 4)
+    hub = VadHub(model, pool, max_backlog_s=1.0, max_rounds_per_pass=8)
+    col = Collector()
+    s = hub.open(8000, col)
+    s.accept_backlog(3.0)  # a slow set-up held 3 s of the caller's audio
+    for _ in range(150):
+        s.feed(np.zeros(160, np.float32))
+    assert s.dropped_samples == 0
+    await hub.flush_now()
+    assert len(col.probs) == 24000 // 256 and col.times[0] == pytest.approx(256 / 8000)
+    s.feed(np.zeros(8000 * 2, np.float32))  # worked off: the cap is back
+    assert s.dropped_samples > 0
+    pool.shutdown()
+
+
 async def test_background_run_loop(model: SileroModel) -> None:
     pool = InferencePool("vad", 1, 4)
     hub = VadHub(model, pool, tick=0.005)

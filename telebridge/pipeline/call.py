@@ -218,6 +218,7 @@ class CallSession:
                 hold_long_greeting=bool(self.custom_data.get("amd")),
             ))
         early, self._early = self._early, []
+        self._vad_stream.accept_backlog(self._early_samples / self.input_rate)
         for pcm in early:
             self.on_audio(pcm)
         if cfg.first_message and not wait:

@@ -163,6 +163,7 @@ class VadStream:
         self._chunks: list[np.ndarray] = []
         self._buffered = 0
         self._max_backlog = max(int(max_backlog_s * sample_rate), self.window)
+        self._grace = 0  # extra backlog accepted once (audio held while the call was set up), until worked off
         self._state = np.zeros((2, STATE_SIZE), dtype=np.float32)
         self._context = np.zeros(self._ctx_size, dtype=np.float32)
         self._taken = 0  # samples handed to the model (or dropped), i.e. stream time
@@ -196,8 +197,14 @@ class VadStream:
             return
         self._chunks.append(x)
         self._buffered += x.size
-        if self._buffered > self._max_backlog:
+        if self._buffered > self._max_backlog + self._grace:
             self._drop_backlog()
+
+    def accept_backlog(self, seconds: float) -> None:
+        """Audio held back while the call was set up is about to be fed at once: keep all of it, however long the
+        set-up took (the cap applies again once the hub has worked through it), so a caller's first words are
+        never dropped for a slow start."""
+        self._grace += int(seconds * self.sample_rate)
 
     def close(self) -> None:
         """Stop processing this stream; pending or in-flight windows are discarded."""
@@ -240,6 +247,8 @@ class VadStream:
         rest = data[n:]
         self._chunks = [rest] if rest.size else []
         self._buffered = rest.size
+        if self._buffered <= self._max_backlog:
+            self._grace = 0
         start = self._taken
         self._taken += n
         return data[:n].reshape(k, self.window), start / self.sample_rate
