@@ -14,7 +14,7 @@ import pytest
 
 from conftest import AUTH_TOKEN, LiveServer
 from fakes.twilio_api import FakeTwilioApi, FakeTwilioServer
-from scenariolib import AGENT_FILE, Context, ScenarioResult, run_all
+from scenariolib import AGENT_FILE, ECHO_SUITE, Context, ScenarioResult, run_all
 
 
 @pytest.fixture(scope="module")
@@ -35,6 +35,13 @@ def results() -> dict[str, ScenarioResult]:
     "7a-dtmf", "7b-silence", "7c-max-duration", "7d-end-call", "7e-transfer",
 ])
 def test_scenario(results, name):
+    result = results[name]
+    assert result.passed, "\n".join(result.failures())
+
+
+@pytest.mark.parametrize("name", [c.name for c in ECHO_SUITE] + ["double-talk-12dB-250ms"])  # (bench: + "uh-huh")
+def test_echo_that_comes_and_goes(results, name):
+    """Echo appearing on a later reply (not with the greeting), changing, going; a caller talking over it."""
     result = results[name]
     assert result.passed, "\n".join(result.failures())
 
