@@ -44,7 +44,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from scipy.signal import firwin
 
 from .aec_filter import AdaptiveFilter
-from .aec_path import Correlator, Path
+from .aec_path import Correlator, Path, cross_correlate
 
 __all__ = ["AdaptiveFilter", "Correlator", "EchoCanceller", "Path", "Verdict"]
 
@@ -346,14 +346,19 @@ class EchoCanceller:
             cum = np.concatenate([[0.0], np.cumsum(ref * ref)])
             hop = len(self._near2)
             energy = (cum[hop : hop + half_lags + 1] - cum[: half_lags + 1])[::-1]
-        if near_loud:
-            self.near_corr.push(self._near2, spec, energy)
+        if near_loud and out_loud:  # (both at once: one transform each way for the two)
+            both = cross_correlate(np.stack([self._near2, self._out2]), spec, self.near_corr.nfft, half_lags)
+            self.near_corr.push(self._near2, spec, energy, both[0])
+            self.out_corr.push(self._out2, spec, energy, both[1])
         else:
-            self.near_corr.push_quiet()
-        if out_loud:
-            self.out_corr.push(self._out2, spec, energy)
-        else:
-            self.out_corr.push_quiet()
+            if near_loud:
+                self.near_corr.push(self._near2, spec, energy)
+            else:
+                self.near_corr.push_quiet()
+            if out_loud:
+                self.out_corr.push(self._out2, spec, energy)
+            else:
+                self.out_corr.push_quiet()
         near, left = self.near_corr, self.out_corr.short
         fresh = near.short
         seen = self._confirmed(self.near_corr)

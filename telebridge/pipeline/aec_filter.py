@@ -20,7 +20,12 @@ class AdaptiveFilter:
         self.partitions = partitions
         bins = block + 1
         rows = history + partitions
-        self._X = np.zeros((rows, bins), np.complex128)  # reference spectra, newest first
+        self._rows = rows
+        # A ring of the reference's latest ``rows`` blocks (nothing is shifted per block): row ``_head`` is the
+        # newest, ``_head + k`` (mod ``rows``) the one ``k`` blocks older.
+        self._head = 0
+        self._now: np.ndarray | None = None  # the spectra in use for the newest block (made once per block)
+        self._X = np.zeros((rows, bins), np.complex128)  # reference spectra
         # The reference frames themselves: their spectra are computed only while the filter is in use (a call
         # without echo never needs them), for every stale row at once when it starts.
         self._frames = np.zeros((rows, 2 * block))
@@ -38,39 +43,39 @@ class AdaptiveFilter:
 
     def push_silence(self) -> None:
         """A block of silent reference (the spectra of zeros, without the FFT)."""
-        self._shift()
-        self._frames[0] = 0.0
-        self._X[0] = 0.0
-        self._stale[0] = False
+        h = self._head = (self._head - 1) % self._rows
+        self._now = None
+        self._frames[h] = 0.0
+        self._X[h] = 0.0
+        self._stale[h] = False
 
     def push_reference(self, frame: np.ndarray) -> None:
         """The reference's newest ``2 * block`` samples (one new block)."""
-        self._shift()
-        self._frames[0] = frame
+        h = self._head = (self._head - 1) % self._rows
+        self._now = None
+        self._frames[h] = frame
         if self.active:
-            self._X[0] = rfft(frame)
-            self._stale[0] = False
+            self._X[h] = rfft(frame)
+            self._stale[h] = False
         else:
-            self._stale[0] = True
-
-    def _shift(self) -> None:
-        self._X[1:] = self._X[:-1]
-        self._frames[1:] = self._frames[:-1]
-        self._stale[1:] = self._stale[:-1]
+            self._stale[h] = True
 
     def _spectra(self) -> np.ndarray:
-        """The reference spectra the filter uses now (computing any it skipped while idle)."""
-        span = slice(self.offset, self.offset + self.partitions)
-        stale = self._stale[span]
+        """The reference spectra the filter uses now, newest first (computing any it skipped while idle)."""
+        if self._now is not None:
+            return self._now
+        rows = (self._head + self.offset + np.arange(self.partitions)) % self._rows
+        stale = self._stale[rows]
         if stale.any():
-            rows = np.flatnonzero(stale) + self.offset
-            self._X[rows] = rfft(self._frames[rows], axis=1)
-            self._stale[rows] = False
-        return self._X[span]
+            todo = rows[stale]
+            self._X[todo] = rfft(self._frames[todo], axis=1)
+            self._stale[todo] = False
+        self._now = self._X[rows]
+        return self._now
 
     def move(self, offset: int) -> None:
         """Place the filter ``offset`` blocks late; coefficients that still fall inside the span are kept."""
-        offset = max(0, min(offset, len(self._X) - self.partitions))
+        offset = max(0, min(offset, self._rows - self.partitions))
         shift = offset - self.offset
         if shift == 0:
             return
@@ -82,6 +87,7 @@ class AdaptiveFilter:
             W[-shift:] = self._W[: p + shift]
         self._W = W
         self.offset = offset
+        self._now = None
 
     def seed(self, lag: float, gain: float) -> None:
         """Start over from a pure echo: ``gain`` times the reference, ``lag`` samples late (fractional, a windowed

@@ -17,7 +17,7 @@ import numpy as np
 from numpy.fft import irfft, rfft
 from scipy.fft import next_fast_len
 
-__all__ = ["Correlator", "Path", "DETECT_FLOOR", "MAX_GAIN"]
+__all__ = ["Correlator", "Path", "DETECT_FLOOR", "MAX_GAIN", "cross_correlate"]
 
 _TINY = 1e-12
 DETECT_FLOOR = 0.25  # a correlation peak this weak is no sighting at all
@@ -31,6 +31,12 @@ class Path(NamedTuple):
     lag: float = 0.0
     ncc: float = 0.0
     gain: float = 0.0
+
+
+def cross_correlate(sig: np.ndarray, ref_spec: np.ndarray, nfft: int, lags: int) -> np.ndarray:
+    """``corr[..., k] = sum_i sig[..., i] * ref[i + k]`` for ``k`` in ``0..lags`` (the reference lagging the
+    signal by ``lags - k`` samples); ``sig`` may hold several signals (rows), transformed in one call each way."""
+    return irfft(np.conj(rfft(sig, nfft)) * ref_spec, nfft)[..., : lags + 1]
 
 
 class Correlator:
@@ -49,19 +55,20 @@ class Correlator:
         self._x = np.zeros(max_lag + 1)
         self._y = 0.0
         self.short = Path()
-        self.long = Path()
+        self._long: Path | None = Path()  # the long sum's peak (None: not worked out since the last hop)
         self.short_hops = short_hops
         self.steady = 0  # hops in a row whose short-sum peak stayed at one lag
         self.memory = max(short_hops, int(memory_hops))
         self._heard: list[bool] = [False] * self.memory  # which of the latest hops held a signal (newest last)
 
-    def push(self, sig: np.ndarray, ref_spec: np.ndarray, ref_energy: np.ndarray) -> None:
+    def push(self, sig: np.ndarray, ref_spec: np.ndarray, ref_energy: np.ndarray,
+             corr: np.ndarray | None = None) -> None:
         """``sig``: the newest ``hop`` samples; ``ref_spec``: rfft (``nfft``) of the reference's newest
         ``hop + max_lag`` samples (ending at the same instant); ``ref_energy[lag]``: the energy of the
-        reference under ``sig`` at each lag. The last two are shared by a canceller's correlators."""
-        lags = self.max_lag
-        # corr[k] = sum_i sig[i] * ref[i + k]: the reference lagging the signal by (lags - k) samples.
-        corr = irfft(np.conj(rfft(sig, self.nfft)) * ref_spec, self.nfft)[: lags + 1]
+        reference under ``sig`` at each lag. The last two are shared by a canceller's correlators; ``corr``, the
+        cross-correlation itself when the caller computed it (:func:`cross_correlate`, several signals at once)."""
+        if corr is None:
+            corr = cross_correlate(sig, ref_spec, self.nfft, self.max_lag)
         c = corr[::-1]
         y = float(sig @ sig)
         self._heard = self._heard[1:] + [True]
@@ -76,7 +83,7 @@ class Correlator:
         self._y = f * self._y + y
         previous = self.short
         self.short = self._peak(self._ring_c.sum(axis=0), self._ring_x.sum(axis=0), float(self._ring_y.sum()))
-        self.long = self._peak(self._c, self._x, self._y)
+        self._long = None
         same = previous.ncc >= DETECT_FLOOR and abs(self.short.lag - previous.lag) <= 1.0
         self.steady = self.steady + 1 if same and self.short.ncc >= DETECT_FLOOR else 0
 
@@ -92,8 +99,15 @@ class Correlator:
         self._y *= f
         ys = float(self._ring_y.sum())
         self.short = self._peak(self._ring_c.sum(axis=0), self._ring_x.sum(axis=0), ys) if ys > 0 else Path()
-        self.long = self._peak(self._c, self._x, self._y) if self._y > 1e-3 * ys + _TINY else Path()
+        self._long = None if self._y > 1e-3 * ys + _TINY else Path()
         self.steady = 0
+
+    @property
+    def long(self) -> Path:
+        """The long sum's peak: *where is the echo path?* (worked out when asked: most hops never ask)."""
+        if self._long is None:
+            self._long = self._peak(self._c, self._x, self._y)
+        return self._long
 
     def heard(self, hops: int) -> int:
         """How many of the latest ``hops`` hops held a signal (a peak over one or two is no evidence yet)."""
