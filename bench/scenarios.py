@@ -141,7 +141,7 @@ DOUBLE_TALK_TARGET = THRESHOLD + 0.15
 
 def echo_matrix(full: bool) -> tuple[list, list]:
     """(echo cases, double-talk cases)."""
-    import scenariolib as lib
+    import scenario_echo as lib
 
     if full:
         cases = [lib.EchoCase(o, e, d, n) for o in ONSETS for e in ERLS for d in DELAYS for n in NOISES]
@@ -155,6 +155,7 @@ def echo_matrix(full: bool) -> tuple[list, list]:
 
 
 async def run_echo(full: bool) -> int:
+    import scenario_echo as echo
     import scenariolib as lib
     from conftest import AUTH_TOKEN, LiveServer
     from fakes.twilio_api import FakeTwilioApi, FakeTwilioServer
@@ -183,7 +184,7 @@ async def run_echo(full: bool) -> int:
         for double_talk, case in [*((False, c) for c in cases), *((True, c) for c in talk)]:
             before = dict(busy)
             started = time.monotonic()
-            result = await (lib.echo_double_talk(ctx, case) if double_talk else lib.echo_case(ctx, case))
+            result = await (echo.echo_double_talk(ctx, case) if double_talk else echo.echo_case(ctx, case))
             seconds = busy["samples"] - before["samples"]
             cpu = 1000 * (busy["seconds"] - before["seconds"]) / (seconds / 8000) if seconds else float("nan")
             rows.append((result, cpu))

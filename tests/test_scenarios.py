@@ -14,7 +14,8 @@ import pytest
 
 from conftest import AUTH_TOKEN, LiveServer
 from fakes.twilio_api import FakeTwilioApi, FakeTwilioServer
-from scenariolib import AGENT_FILE, ECHO_SUITE, Context, ScenarioResult, run_all
+from scenario_echo import ECHO_SUITE
+from scenariolib import AGENT_FILE, Context, ScenarioResult, run_all
 
 
 @pytest.fixture(scope="module")
@@ -39,9 +40,10 @@ def test_scenario(results, name):
     assert result.passed, "\n".join(result.failures())
 
 
-@pytest.mark.parametrize("name", [c.name for c in ECHO_SUITE] + ["double-talk-12dB-250ms"])  # (bench: + "uh-huh")
+@pytest.mark.parametrize("name", [c.name for c in ECHO_SUITE] + ["double-talk-12dB-250ms-uh-huh"])
 def test_echo_that_comes_and_goes(results, name):
-    """Echo appearing on a later reply (not with the greeting), changing, going; a caller talking over it."""
+    """Echo appearing on a later reply (not with the greeting), changing, going; a caller's "uh-huh" over a loud
+    echo that must not interrupt, then their real interruption over it, which must."""
     result = results[name]
     assert result.passed, "\n".join(result.failures())
 

@@ -137,6 +137,10 @@ class CallSession:
         self._heard_log: collections.deque[tuple[int, int]] = collections.deque()
         self._heard_then = 0
         self._sound_since: float | None = None  # start of the current run of windows that passed the gates
+        # Start of a run of windows rising out of the echo (each louder than the last), judged echo: if the sound
+        # they lead to passes, its onset was there (a caller's first syllable is often no louder than the echo).
+        self._rise_since: float | None = None
+        self._last_energy = 0.0
         self.ended_reason: str | None = None
         self.callee: CalleeWatch | None = None  # outbound: who answered (AMD verdict, beep)
         self._pending_verdicts: list[tuple[str, str]] = []
@@ -334,10 +338,16 @@ class CallSession:
         energy = float(np.dot(window, window)) / len(window)
         voice = self._noise.push(energy)
         held = False  # a sound the echo canceller has not judged yet: not speech yet, but its onset counts
+        span = len(window) / self._segmenter.params.sample_rate
         if self._aec is not None:
-            rate, span = self.input_rate, len(window) / self._segmenter.params.sample_rate
+            rate = self.input_rate
             verdict = self._aec.verdict(round((end_time - span) * rate), round(end_time * rate))
             # (engine.echo_active stays off: the canceller's verdicts, not a longer wait, keep echo out)
+            if verdict is Verdict.ECHO and voice and energy > 2.0 * self._last_energy:
+                if self._rise_since is None:
+                    self._rise_since = end_time - span
+            elif verdict is Verdict.ECHO or not voice:
+                self._rise_since = None
             if verdict is not Verdict.PASS:
                 held = voice and verdict is Verdict.HOLD
                 self._echo_refused += verdict is Verdict.ECHO and voice
@@ -346,13 +356,15 @@ class CallSession:
                 # What is left of the echo stays out of the words too: 20 dB down in the utterance's audio (a
                 # remnant around an "uh-huh" must not become "that" or "great" for the STT).
                 window = window * ECHO_ATTENUATION
+            self._last_energy = energy
         elif self._echo is not None:
             voice = self._echo.push(energy, self._played_energy(end_time)) and voice
             engine.echo_active = self._echo.echo_active
         if not (voice or held):
             self._sound_since = None
         elif self._sound_since is None:
-            self._sound_since = end_time - len(window) / self._segmenter.params.sample_rate
+            self._sound_since = self._rise_since if self._rise_since is not None else end_time - span
+            self._rise_since = None
         segmenter = self._segmenter
         actions = []
         for event in segmenter.push(prob if voice else 0.0, window, end_time):
