@@ -1173,7 +1173,7 @@ def print_echo_cost(rows: list[Row]) -> None:
 def print_report(rows: list[Row], baseline: dict[int, float]) -> None:
     print()
     print("Server CPU per second of call audio (user+sys of the server process over the window)")
-    head = (f"{'scenario':14} {'N':>3} {'CPU ms/call-s':>13} {'x base':>7} {'calls/core':>10} {'gen late p99':>12} "
+    head = (f"{'scenario':15} {'N':>3} {'CPU ms/call-s':>13} {'x base':>7} {'calls/core':>10} {'gen late p99':>12} "
             f"{'agent audio (duplex), msg/s':>30}")
     print(head)
     print("-" * len(head))
@@ -1186,7 +1186,7 @@ def print_report(rows: list[Row], baseline: dict[int, float]) -> None:
             ratio_audio = f"{r.stats.agent_audio_ratio_mean:.2f} (min {r.stats.agent_audio_ratio_min:.2f})"
             ratio_audio += f", {r.stats.server_msgs_per_call_s:.1f}/s"
         late = f"{r.stats.late_p99_ms:9.1f} ms" if r.stats else "-"
-        print(f"{r.scenario:14} {r.n:3d} {ms:13.2f} {ratio:>7} {1000 / max(ms, 1e-9):10.0f} {late:>12} "
+        print(f"{r.scenario:15} {r.n:3d} {ms:13.2f} {ratio:>7} {1000 / max(ms, 1e-9):10.0f} {late:>12} "
               f"{ratio_audio:>30}")
     print("('x base' = ratio to the bare Starlette/uvicorn WebSocket sink at the same N; floor = no server, CPU of "
           "the batched inbound numeric work per call-second of audio)")
@@ -1194,7 +1194,7 @@ def print_report(rows: list[Row], baseline: dict[int, float]) -> None:
     print_echo_cost(rows)
     print()
     print("Where the server CPU went (ms per call-second, by thread) and lag signals seen from outside")
-    head2 = (f"{'scenario':14} {'N':>3} {'loop':>6} {'vad':>6} {'speech':>7} {'native':>7} {'other':>6} "
+    head2 = (f"{'scenario':15} {'N':>3} {'loop':>6} {'vad':>6} {'speech':>7} {'native':>7} {'other':>6} "
              f"{'healthz p50/p99/max ms':>23} {'starved':>8} {'VAD drops':>9} {'late max':>9} {'gen CPU':>8} "
              f"{'other load':>10}")
     print(head2)
@@ -1205,7 +1205,7 @@ def print_report(rows: list[Row], baseline: dict[int, float]) -> None:
         gen_pct = 100 * r.gen_cpu_s / max(1e-9, r.window_s)
         other = r.machine_cpu_s - r.server_cpu_s - r.gen_cpu_s - r.fakes_cpu_s
         late_max = f"{r.stats.late_max_ms:6.0f}ms" if r.stats else "-"
-        print(f"{r.scenario:14} {r.n:3d} {r.group_ms('loop'):6.2f} {r.group_ms('vad'):6.2f} {r.group_ms('speech'):7.2f} "
+        print(f"{r.scenario:15} {r.n:3d} {r.group_ms('loop'):6.2f} {r.group_ms('vad'):6.2f} {r.group_ms('speech'):7.2f} "
               f"{r.group_ms('native'):7.2f} {r.group_ms('other'):6.2f} "
               f"{f'{h50:.1f}/{h99:.1f}/{hmax:.0f}':>23} {starved:>8} {r.vad_drops:9d} {late_max:>9} "
               f"{gen_pct:7.0f}% {max(0.0, 100 * other / max(1e-9, r.window_s)):9.0f}%")
