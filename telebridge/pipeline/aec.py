@@ -40,16 +40,13 @@ from enum import IntEnum
 
 import numpy as np
 from numpy.fft import rfft
-from numpy.lib.stride_tricks import sliding_window_view
-from scipy.signal import firwin
 
 from .aec_filter import AdaptiveFilter
-from .aec_path import Correlator, Path, cross_correlate
+from .aec_path import Correlator, HalfRate, Path, cross_correlate
 
 __all__ = ["AdaptiveFilter", "Correlator", "EchoCanceller", "Path", "Verdict"]
 
 _TINY = 1e-12
-PRE_EMPHASIS = 0.9
 QUIET = 10 ** (-70 / 10)  # mean square below which a hop is silence, whatever the line's floor
 
 
@@ -114,10 +111,7 @@ class EchoCanceller:
         self.far_floor = 10 ** (far_floor_dbfs / 10)
         self.filter = AdaptiveFilter(b, self.partitions, self.history)
         # The correlators run at half the rate (an echo of speech is plain enough below 2 kHz), pre-emphasised.
-        self._lp = firwin(23, 0.45)[::-1].copy()
-        self._lp_buf = np.zeros((3, b + len(self._lp) - 1))
-        self._lp_windows = sliding_window_view(self._lp_buf, len(self._lp), axis=1)[:, ::2]  # a view: made once
-        self._pe_last = np.zeros(3)
+        self._half = HalfRate(b, 3)  # (inbound, output, reference)
         hop2 = hop_blocks * b // 2
         self.near_corr = Correlator(hop2, self.max_lag // 2)
         self.out_corr = Correlator(hop2, self.max_lag // 2)
@@ -213,7 +207,7 @@ class EchoCanceller:
             filt.adapt(e, self._step(near_ms, echo_ms))
         k = self.blocks % self.hop_blocks
         h = b // 2
-        near2, out2, far2 = self._half(d, e, x)
+        near2, out2, far2 = self._half.push(d, e, x)
         self._near2[k * h : (k + 1) * h] = near2
         self._out2[k * h : (k + 1) * h] = out2
         self._far2[:-h] = self._far2[h:]
@@ -250,10 +244,7 @@ class EchoCanceller:
         """A block with no reference anywhere in the delay range: the output is the input, every verdict PASS."""
         b, h = self.block, self.block // 2
         self.filter.push_silence()
-        tail = len(self._lp) - 1
-        self._lp_buf[:2, :tail] = d[-tail:]  # the output is the input; the reference is silent
-        self._lp_buf[2, :tail] = 0.0
-        self._pe_last[:] = 0.0
+        self._half.skip(d, d, 0.0)  # the output is the input; the reference is silent
         self._far2[:-h] = self._far2[h:]
         self._far2[-h:] = 0.0
         k = self.blocks % self.hop_blocks
@@ -268,20 +259,6 @@ class EchoCanceller:
         self._v[i] = Verdict.PASS
         self._bound[i] = 0.0
         return d.astype(np.float32)
-
-    def _half(self, *signals: np.ndarray) -> np.ndarray:
-        """The block's inbound, output and reference audio low-passed, halved and pre-emphasised (one row each):
-        what the correlators see."""
-        taps = len(self._lp)
-        buf = self._lp_buf
-        buf[:, taps - 1 :] = signals
-        low = self._lp_windows @ self._lp
-        buf[:, : taps - 1] = buf[:, -(taps - 1) :]
-        out = np.empty_like(low)
-        out[:, 0] = low[:, 0] - PRE_EMPHASIS * self._pe_last
-        out[:, 1:] = low[:, 1:] - PRE_EMPHASIS * low[:, :-1]
-        self._pe_last = low[:, -1].copy()
-        return out
 
     def _step(self, near_ms: float, echo_ms: float) -> float:
         """Full while the inbound audio is (explained or explainable) echo, small while the caller talks over it:

@@ -15,13 +15,16 @@ from typing import NamedTuple
 
 import numpy as np
 from numpy.fft import irfft, rfft
+from numpy.lib.stride_tricks import sliding_window_view
 from scipy.fft import next_fast_len
+from scipy.signal import firwin
 
-__all__ = ["Correlator", "Path", "DETECT_FLOOR", "MAX_GAIN", "cross_correlate"]
+__all__ = ["Correlator", "HalfRate", "Path", "DETECT_FLOOR", "MAX_GAIN", "cross_correlate"]
 
 _TINY = 1e-12
 DETECT_FLOOR = 0.25  # a correlation peak this weak is no sighting at all
 MAX_GAIN = 0.7  # no echo comes back louder than 3 dB down
+PRE_EMPHASIS = 0.9
 
 
 class Path(NamedTuple):
@@ -31,6 +34,37 @@ class Path(NamedTuple):
     lag: float = 0.0
     ncc: float = 0.0
     gain: float = 0.0
+
+
+class HalfRate:
+    """What the correlators see of ``rows`` signals fed ``block`` samples at a time: low-passed, at half the rate
+    (an echo of speech is plain enough below 2 kHz) and pre-emphasised (so that correlation peaks are sharp)."""
+
+    def __init__(self, block: int, rows: int) -> None:
+        self._lp = firwin(23, 0.45)[::-1].copy()
+        self._buf = np.zeros((rows, block + len(self._lp) - 1))
+        self._windows = sliding_window_view(self._buf, len(self._lp), axis=1)[:, ::2]  # a view: made once
+        self._last = np.zeros(rows)
+
+    def push(self, *signals: np.ndarray) -> np.ndarray:
+        """One block of each signal in; their ``block // 2`` samples out (one row each)."""
+        taps = len(self._lp)
+        buf = self._buf
+        buf[:, taps - 1 :] = signals
+        low = self._windows @ self._lp
+        buf[:, : taps - 1] = buf[:, -(taps - 1) :]
+        out = np.empty_like(low)
+        out[:, 0] = low[:, 0] - PRE_EMPHASIS * self._last
+        out[:, 1:] = low[:, 1:] - PRE_EMPHASIS * low[:, :-1]
+        self._last = low[:, -1].copy()
+        return out
+
+    def skip(self, *signals: np.ndarray | float) -> None:
+        """A block whose output nobody needs: only the filters' memory follows the signals."""
+        tail = len(self._lp) - 1
+        for row, signal in enumerate(signals):
+            self._buf[row, :tail] = signal[-tail:] if isinstance(signal, np.ndarray) else signal
+        self._last[:] = 0.0
 
 
 def cross_correlate(sig: np.ndarray, ref_spec: np.ndarray, nfft: int, lags: int) -> np.ndarray:
