@@ -18,6 +18,9 @@ transport's own cost on this machine, to read the others as a ratio), ``inbound`
 only), ``duplex`` (``talker`` agent: a two-minute monologue plays for the whole window), ``cloud`` (the same
 monologue with Deepgram live STT + Deepgram Aura TTS against light fakes in a third process,
 ``bench/cloud_fakes.py``: caller audio streams up, provider audio streams down at real-time pace);
+``duplex-off`` (the same with the echo canceller switched off, ``echo_guard=False``), ``duplex-echo`` and
+``duplex-echo-off`` (the duplex call over a line that echoes what the caller hears back, 12 dB down and 250 ms
+late, like a speakerphone: the canceller's cost while it cancels, against the same call without it);
 ``pipecat`` and ``pipecat-duplex``: Pipecat 1.14 shaped like its ``twilio-chatbot`` example, listening, or
 talking for the whole call like the talker (``bench/pipecat_server.py``, run from its own venv,
 ``bench/.venv-pipecat``, made on first use by ``bench/pipecat_setup.py``); ``floor``: no server, the inbound
@@ -68,16 +71,24 @@ from pydantic import BaseModel
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
-from bench.cpu_compare import print_comparison  # noqa: E402 - needs the path above
+from bench.cpu_compare import fell_behind, print_comparison  # noqa: E402 - needs the path above
 
-Scenario = Literal["baseline", "floor", "inbound", "duplex", "cloud", "pipecat", "pipecat-duplex"]
-SCENARIOS: tuple[Scenario, ...] = ("baseline", "floor", "inbound", "duplex", "cloud", "pipecat", "pipecat-duplex")
+Scenario = Literal["baseline", "floor", "inbound", "duplex", "duplex-off", "duplex-echo", "duplex-echo-off", "cloud",
+                   "pipecat", "pipecat-duplex"]
+SCENARIOS: tuple[Scenario, ...] = ("baseline", "floor", "inbound", "duplex", "duplex-off", "duplex-echo",
+                                   "duplex-echo-off", "cloud", "pipecat", "pipecat-duplex")
 AGENT_FILES: dict[str, Path] = {
     "inbound": ROOT / "bench" / "agents" / "listener.py",
     "duplex": ROOT / "bench" / "agents" / "talker.py",
+    "duplex-off": ROOT / "bench" / "agents" / "talker.py",
+    "duplex-echo": ROOT / "bench" / "agents" / "talker.py",
+    "duplex-echo-off": ROOT / "bench" / "agents" / "talker.py",
     "cloud": ROOT / "bench" / "agents" / "cloud_talker.py",
 }
-TALKING = ("duplex", "cloud", "pipecat-duplex")  # scenarios where the agent talks for the whole window
+DEFAULT_SCENARIOS = ("baseline", "floor", "inbound", "duplex", "cloud", "pipecat", "pipecat-duplex")
+TALKING = ("duplex", "duplex-off", "duplex-echo", "duplex-echo-off", "cloud", "pipecat-duplex")
+ECHO_OFF = ("duplex-off", "duplex-echo-off")  # the talker with echo_guard=False (BENCH_ECHO_GUARD=0)
+LINE_ECHO = {"duplex-echo": (-12.0, 0.25), "duplex-echo-off": (-12.0, 0.25)}  # (gain dB, delay s) of the line  # scenarios where the agent talks for the whole window
 PIPECAT = {"inbound": "pipecat", "duplex": "pipecat-duplex", "cloud": "pipecat-duplex"}  # the Pipecat counterpart
 TARGET_RATIO = 5.0  # telebridge must cost at most 1/5 of its Pipecat counterpart, same N, same run
 
@@ -87,6 +98,7 @@ TICK = 0.02
 NOISE_DBFS = -45.0
 LOUD_RMS = 10 ** (-40 / 20)  # a 20 ms frame above this is speech (noise sits at -45 dBFS)
 PROBE_TEXT = "What are your opening hours?"
+ECHO_RING = 400 * FRAME  # 8 s of what the caller heard, for the line's echo
 
 
 # =================================================================================================================
@@ -104,6 +116,8 @@ class GenConfig(BaseModel):
     probe: bool = False
     setup_spacing: float = 0.04  # seconds between call set-ups: spreads the calls' 20 ms phases
     seed: int = 1
+    echo_db: float | None = None  # the caller's line echoes what they hear, this many dB down (None: no echo)
+    echo_delay: float = 0.25  # ... this many seconds late
 
 
 class WindowStats(BaseModel):
@@ -185,6 +199,9 @@ class LoadCall:
         self.win_msgs = 0
         self._started_receiving = False
         self.tasks: list[asyncio.Task[None]] = []
+        # The line's echo (GenConfig.echo_db): what the caller heard, by sample of the pump's clock (a ring).
+        self.t0 = 0.0
+        self.heard = np.zeros(ECHO_RING, np.float32) if gen.cfg.echo_db is not None else None
 
     # -- setup ------------------------------------------------------------------------------------------------
     async def open(self, http: Any) -> None:
@@ -229,6 +246,7 @@ class LoadCall:
         await self.ws.send(twilio_connected())
         self.seq = 1
         await self.ws.send(twilio_start(self.stream_sid, self.call_sid, self.account_sid, target.parameters, 1))
+        self.t0 = asyncio.get_running_loop().time()
         self.tasks = [
             asyncio.create_task(self.pump(), name=f"pump{self.index}"),
             asyncio.create_task(self.receive(), name=f"recv{self.index}"),
@@ -242,7 +260,7 @@ class LoadCall:
 
         loop = asyncio.get_running_loop()
         noise = self.gen.noise
-        t0 = loop.time()
+        t0 = self.t0
         i = 0
         try:
             while not self.stopping:
@@ -261,6 +279,8 @@ class LoadCall:
                     if self.window_open:
                         self.win_marks += 1
                 payload = self.pending.popleft() if self.pending else noise[(i + self.index * 37) % len(noise)]
+                if self.heard is not None:
+                    payload = self._echoed(payload, i)
                 self.seq += 1
                 await self.ws.send(twilio_media(self.stream_sid, payload, i + 1, i * 20, self.seq))
                 self.on_sent_hook(self.frames_sent, now)
@@ -273,6 +293,31 @@ class LoadCall:
 
     def on_sent_hook(self, frame_index: int, now: float) -> None:
         """Overridden by the probe caller to timestamp the end of its speech."""
+
+    def _echoed(self, payload: bytes, i: int) -> bytes:
+        """Frame ``i`` of the caller's line with the echo of what they heard ``echo_delay`` earlier mixed in."""
+        from telebridge.audio.g711 import ulaw_decode_float, ulaw_encode
+
+        assert self.heard is not None
+        cfg = self.gen.cfg
+        start = (i * FRAME - int(cfg.echo_delay * RATE)) % ECHO_RING
+        heard = self.heard[start : start + FRAME]  # (ECHO_RING is a multiple of FRAME: never wraps)
+        if not heard.any():
+            return payload
+        line = ulaw_decode_float(payload) + heard * np.float32(10 ** (cfg.echo_db / 20))  # type: ignore[operator]
+        heard[:] = 0.0  # played long ago: the ring's next lap writes here
+        return ulaw_encode(line)
+
+    def _heard(self, payload: bytes, play_start: float) -> None:
+        """The agent audio the caller hears from ``play_start`` on (loop clock), into the echo ring."""
+        from telebridge.audio.g711 import ulaw_decode_float
+
+        assert self.heard is not None
+        pcm = ulaw_decode_float(payload)
+        at = int(round((play_start - self.t0) * RATE)) % ECHO_RING
+        first = min(len(pcm), ECHO_RING - at)
+        self.heard[at : at + first] = pcm[:first]
+        self.heard[: len(pcm) - first] = pcm[first:]
 
     # -- receiving --------------------------------------------------------------------------------------------
     async def receive(self) -> None:
@@ -309,6 +354,8 @@ class LoadCall:
                     if self.window_open:
                         self.win_audio_samples += n
                     self.on_media_hook(msg.payload, start)
+                    if self.heard is not None:
+                        self._heard(msg.payload, start)
                 elif isinstance(msg, ServerMark):
                     # Twilio echoes a mark when playback reaches it: once everything queued before it has played.
                     self.due_marks.append((max(self.play_end, now), msg.name))
@@ -926,7 +973,11 @@ def _run_scenario(scenario: Scenario, n: int, *, ramp: float, window: float, pro
     server_log = workdir / f"server-{scenario}-{n}.log"
     gen_log = workdir / f"generator-{scenario}-{n}.log"
     probe = probe and scenario == "inbound"
-    cfg = GenConfig(url=f"http://127.0.0.1:{port}", token=token, calls=n, probe=probe)
+    echo_db, echo_delay = LINE_ECHO.get(scenario, (None, 0.25))
+    cfg = GenConfig(url=f"http://127.0.0.1:{port}", token=token, calls=n, probe=probe, echo_db=echo_db,
+                    echo_delay=echo_delay)
+    if scenario in ECHO_OFF:
+        server_env = {**(server_env or {}), "BENCH_ECHO_GUARD": "0"}
     profile_to = workdir / f"profile-{scenario}-{n}.pstats" if profile_s > 0 and scenario != "baseline" else None
     with server_process(scenario, port, token, server_log, server_env, profile_to) as server, generator_process(cfg, gen_log) as (gen, io):
         io.expect("hello", timeout=120)
@@ -1098,10 +1149,31 @@ def _cloud_note(tag: str, r: Row) -> str:
             f"{s.get('results_sent', 0)} results, {s.get('refused', 0)} refused")
 
 
+def print_echo_cost(rows: list[Row]) -> None:
+    """The echo canceller's cost: each duplex scenario against the same one with ``echo_guard=False``, same N."""
+    by = {(r.scenario, r.n): r for r in rows}
+    pairs = [(on, f"{on}-off", n) for (on, n) in by if on in ("duplex", "duplex-echo") and (f"{on}-off", n) in by]
+    if not pairs:
+        return
+    print()
+    print("Echo canceller on vs off, same run (server CPU ms per call-second; loop = the event-loop thread, where it "
+          "runs)")
+    head = f"{'N':>3}  {'line':12} {'on':>7} {'off':>7} {'added':>7} {'ratio':>6}   {'loop on':>7} {'loop off':>8}"
+    print(head)
+    print("-" * len(head))
+    for on, off, n in sorted(pairs, key=lambda p: (p[2], p[0])):
+        a, b = by[(on, n)], by[(off, n)]
+        marks = ["*" if fell_behind(r, True) else " " for r in (a, b)]
+        line = "echo 12 dB" if on == "duplex-echo" else "noise only"
+        print(f"{n:3d}  {line:12} {a.ms_per_call_s:6.2f}{marks[0]} {b.ms_per_call_s:6.2f}{marks[1]} "
+              f"{a.ms_per_call_s - b.ms_per_call_s:7.2f} {a.ms_per_call_s / max(b.ms_per_call_s, 1e-9):5.2f}x   "
+              f"{a.group_ms('loop'):7.2f} {b.group_ms('loop'):8.2f}")
+
+
 def print_report(rows: list[Row], baseline: dict[int, float]) -> None:
     print()
     print("Server CPU per second of call audio (user+sys of the server process over the window)")
-    head = (f"{'scenario':14} {'N':>3} {'CPU ms/call-s':>13} {'x base':>7} {'calls/core':>10} {'gen late p99':>12} "
+    head = (f"{'scenario':15} {'N':>3} {'CPU ms/call-s':>13} {'x base':>7} {'calls/core':>10} {'gen late p99':>12} "
             f"{'agent audio (duplex), msg/s':>30}")
     print(head)
     print("-" * len(head))
@@ -1114,14 +1186,15 @@ def print_report(rows: list[Row], baseline: dict[int, float]) -> None:
             ratio_audio = f"{r.stats.agent_audio_ratio_mean:.2f} (min {r.stats.agent_audio_ratio_min:.2f})"
             ratio_audio += f", {r.stats.server_msgs_per_call_s:.1f}/s"
         late = f"{r.stats.late_p99_ms:9.1f} ms" if r.stats else "-"
-        print(f"{r.scenario:14} {r.n:3d} {ms:13.2f} {ratio:>7} {1000 / max(ms, 1e-9):10.0f} {late:>12} "
+        print(f"{r.scenario:15} {r.n:3d} {ms:13.2f} {ratio:>7} {1000 / max(ms, 1e-9):10.0f} {late:>12} "
               f"{ratio_audio:>30}")
     print("('x base' = ratio to the bare Starlette/uvicorn WebSocket sink at the same N; floor = no server, CPU of "
           "the batched inbound numeric work per call-second of audio)")
     print_comparison(rows, TARGET_RATIO, PIPECAT, TALKING)
+    print_echo_cost(rows)
     print()
     print("Where the server CPU went (ms per call-second, by thread) and lag signals seen from outside")
-    head2 = (f"{'scenario':14} {'N':>3} {'loop':>6} {'vad':>6} {'speech':>7} {'native':>7} {'other':>6} "
+    head2 = (f"{'scenario':15} {'N':>3} {'loop':>6} {'vad':>6} {'speech':>7} {'native':>7} {'other':>6} "
              f"{'healthz p50/p99/max ms':>23} {'starved':>8} {'VAD drops':>9} {'late max':>9} {'gen CPU':>8} "
              f"{'other load':>10}")
     print(head2)
@@ -1132,7 +1205,7 @@ def print_report(rows: list[Row], baseline: dict[int, float]) -> None:
         gen_pct = 100 * r.gen_cpu_s / max(1e-9, r.window_s)
         other = r.machine_cpu_s - r.server_cpu_s - r.gen_cpu_s - r.fakes_cpu_s
         late_max = f"{r.stats.late_max_ms:6.0f}ms" if r.stats else "-"
-        print(f"{r.scenario:14} {r.n:3d} {r.group_ms('loop'):6.2f} {r.group_ms('vad'):6.2f} {r.group_ms('speech'):7.2f} "
+        print(f"{r.scenario:15} {r.n:3d} {r.group_ms('loop'):6.2f} {r.group_ms('vad'):6.2f} {r.group_ms('speech'):7.2f} "
               f"{r.group_ms('native'):7.2f} {r.group_ms('other'):6.2f} "
               f"{f'{h50:.1f}/{h99:.1f}/{hmax:.0f}':>23} {starved:>8} {r.vad_drops:9d} {late_max:>9} "
               f"{gen_pct:7.0f}% {max(0.0, 100 * other / max(1e-9, r.window_s)):9.0f}%")
@@ -1190,7 +1263,8 @@ def main() -> None:
     ap.add_argument("--n", default="10,25,50", help="comma-separated numbers of concurrent calls")
     ap.add_argument("--window", type=float, default=20.0, help="measurement window, seconds")
     ap.add_argument("--ramp", type=float, default=5.0, help="seconds between the last call starting and the window")
-    ap.add_argument("--scenarios", default=",".join(SCENARIOS))
+    ap.add_argument("--scenarios", default=",".join(DEFAULT_SCENARIOS),
+                    help=f"comma-separated, of {','.join(SCENARIOS)}")
     ap.add_argument("--no-probe", action="store_true", help="skip the response-latency probe (inbound)")
     ap.add_argument("--profile", action="store_true",
                     help="cProfile the server's event loop after the window, at the largest N")

@@ -17,7 +17,15 @@ Targets (issue 3):
   STT time not hidden by it − LLM first token − TTS first audio);
 * zero false interruptions in scenarios 2–4.
 
-Run: .venv/bin/python bench/scenarios.py [--repeats N]
+Echo that comes and goes (issue 10), ``--echo``: the matrix onset × ERL × delay × line noise (onsets: with the
+greeting, on reply 2, on reply 5, handset → speakerphone → handset, gone during reply 2), each cell one call,
+plus double talk (a caller interrupting over the echo, after an "uh-huh" that must not) at each ERL × delay.
+The table: false pauses and interruptions (not caused by the caller's own sound), replies abandoned, barge-in
+latency (onset → ``clear``, target ``interrupt_time_threshold`` + 150 ms), response latency, and the echo
+canceller's CPU per call-second (time inside ``EchoCanceller.process`` over the call's audio). ``--echo quick``
+runs a representative subset (~3 min), ``--echo full`` all 135 cells + 9 double-talk calls (~50 min).
+
+Run: .venv/bin/python bench/scenarios.py [--repeats N] [--echo quick|full]
 """
 
 from __future__ import annotations
@@ -124,11 +132,105 @@ async def run(repeats: int, only: list[int] | None = None) -> int:
     return 1 if failed or false else 0
 
 
+ONSETS = ("greeting", "reply2", "reply5", "change", "gone")
+ERLS = (12.0, 20.0, 30.0)
+DELAYS = (0.04, 0.25, 0.4)
+NOISES = (None, -60.0, -45.0)
+DOUBLE_TALK_TARGET = THRESHOLD + 0.15
+
+
+def echo_matrix(full: bool) -> tuple[list, list]:
+    """(echo cases, double-talk cases)."""
+    import scenario_echo as lib
+
+    if full:
+        cases = [lib.EchoCase(o, e, d, n) for o in ONSETS for e in ERLS for d in DELAYS for n in NOISES]
+        talk = [lib.EchoCase("greeting", e, d, -60.0) for e in ERLS for d in DELAYS]
+    else:
+        cases = [*lib.ECHO_SUITE, lib.EchoCase("greeting", 12.0, 0.25, -60.0), lib.EchoCase("reply5", 12.0, 0.25, -60.0),
+                 lib.EchoCase("reply2", 12.0, 0.04, -45.0), lib.EchoCase("reply2", 20.0, 0.4, None)]
+        talk = [lib.EchoCase("greeting", 12.0, 0.25, -60.0), lib.EchoCase("greeting", 20.0, 0.1, -60.0),
+                lib.EchoCase("greeting", 30.0, 0.4, -60.0)]
+    return cases, talk
+
+
+async def run_echo(full: bool) -> int:
+    import scenario_echo as echo
+    import scenariolib as lib
+    from conftest import AUTH_TOKEN, LiveServer
+    from fakes.twilio_api import FakeTwilioApi, FakeTwilioServer
+    from telebridge.pipeline.aec import EchoCanceller
+
+    busy = {"seconds": 0.0, "samples": 0}
+    process = EchoCanceller.process
+
+    def timed(self, near, far):  # noqa: ANN001, ANN202  (the server runs in this process: time its canceller)
+        t0 = time.perf_counter()
+        try:
+            return process(self, near, far)
+        finally:
+            busy["seconds"] += time.perf_counter() - t0
+            busy["samples"] += len(near)
+
+    EchoCanceller.process = timed  # type: ignore[method-assign]
+    api = FakeTwilioApi(AUTH_TOKEN)
+    fake = FakeTwilioServer(api).start()
+    server = LiveServer(agent=str(lib.AGENT_FILE), twilio_api_base_url=fake.url).start()
+    ctx = lib.Context(server, AUTH_TOKEN, api)
+    cases, talk = echo_matrix(full)
+    rows = []
+    print(f"echo matrix: {len(cases)} calls + {len(talk)} double-talk calls, one at a time", flush=True)
+    try:
+        for double_talk, case in [*((False, c) for c in cases), *((True, c) for c in talk)]:
+            before = dict(busy)
+            started = time.monotonic()
+            result = await (echo.echo_double_talk(ctx, case) if double_talk else echo.echo_case(ctx, case))
+            seconds = busy["samples"] - before["samples"]
+            cpu = 1000 * (busy["seconds"] - before["seconds"]) / (seconds / 8000) if seconds else float("nan")
+            rows.append((result, cpu))
+            print(f"  {result.name:44} {'PASS' if result.passed else 'FAIL'}  ({time.monotonic() - started:4.1f} s)",
+                  flush=True)
+    finally:
+        server.stop()
+        fake.stop()
+        EchoCanceller.process = process  # type: ignore[method-assign]
+
+    print()
+    print(f"{'case':44} {'result':6} {'false p.':>8} {'false i.':>8} {'abandoned':>9} {'barge-in':>8} "
+          f"{'response':>8} {'aec ms/s':>8}")
+    print("-" * 108)
+    for r, cpu in rows:
+        abandoned = sum(1 for label, ok, _ in r.checks if "played out" in label and not ok)
+        barge = r.figures.get("onset_to_clear", [])
+        resp = r.figures.get("response_total", [])
+        print(f"{r.name:44} {'pass' if r.passed else 'FAIL':6} {r.pauses:8d} {r.false_interruptions:8d} "
+              f"{abandoned:9d} {(f'{barge[0]:.3f}' if barge else ''):>8} "
+              f"{(f'{np.median(resp):.3f}' if resp else ''):>8} {cpu:8.2f}")
+        for failure in r.failures():
+            print(f"{'':8}! {failure[:160]}")
+    echo_rows = [r for r, _ in rows if not r.name.startswith("double-talk")]
+    talk_rows = [r for r, _ in rows if r.name.startswith("double-talk")]
+    barges = [r.figures["onset_to_clear"][0] for r in talk_rows if r.figures.get("onset_to_clear")]
+    cpus = [c for _, c in rows if c == c]
+    print()
+    print(f"false pauses: {sum(r.pauses for r in echo_rows)}, false interruptions: "
+          f"{sum(r.false_interruptions for r in echo_rows)} in {len(echo_rows)} echo calls (target 0)")
+    print(f"barge-in over echo (onset -> clear): median {pct(barges, 50):.3f} s, max "
+          f"{max(barges) if barges else float('nan'):.3f} s, n={len(barges)} (target <= {DOUBLE_TALK_TARGET:.2f} s)")
+    print(f"echo canceller CPU: median {pct(cpus, 50):.2f} ms per call-second (bench/bench_echo.py splits it)")
+    failed = [r.name for r, _ in rows if not r.passed]
+    print(f"{len(rows) - len(failed)}/{len(rows)} passed" + (f"; failed: {', '.join(failed)}" if failed else ""))
+    return 1 if failed else 0
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=8, help="interruption calls (for the onset -> clear p95)")
     ap.add_argument("--only", type=int, nargs="*", help="run only these jobs (0 = interruption, 1 = backchannel, ...)")
+    ap.add_argument("--echo", choices=("quick", "full"), help="run the echo matrix instead (issue 10)")
     args = ap.parse_args()
+    if args.echo:
+        sys.exit(asyncio.run(run_echo(args.echo == "full")))
     sys.exit(asyncio.run(run(args.repeats, args.only)))
 
 

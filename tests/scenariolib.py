@@ -381,16 +381,22 @@ async def transfer_tool(ctx: Context) -> ScenarioResult:
     return result
 
 
-GROUPS: list[list[Callable[[Context], Awaitable[ScenarioResult]]]] = [
-    [interruption, backchannel, echo, line_noise, cough],
-    [mid_sentence, dtmf, silence, max_duration, end_call_tool, transfer_tool],
-]
+def groups() -> list[list[Callable[[Context], Awaitable[ScenarioResult]]]]:
+    """The scenarios, in groups whose calls run side by side (the echo ones are in ``scenario_echo``)."""
+    from scenario_echo import ECHO_SUITE, echo_double_talk, echo_job
+
+    return [
+        [interruption, backchannel, echo, line_noise, cough],
+        [mid_sentence, dtmf, silence, max_duration, end_call_tool, transfer_tool],
+        [*(echo_job(c) for c in ECHO_SUITE[:3])],
+        [*(echo_job(c) for c in ECHO_SUITE[3:]), lambda ctx: echo_double_talk(ctx)],
+    ]
 
 
 async def run_all(ctx: Context, *, concurrent: bool = True) -> list[ScenarioResult]:
     """Every scenario once; each group's calls run side by side when ``concurrent`` (the tests), else in turn."""
     results: list[ScenarioResult] = []
-    for group in GROUPS:
+    for group in groups():
         if concurrent:
             results += await asyncio.gather(*(scenario(ctx) for scenario in group))
         else:

@@ -80,6 +80,16 @@ async def test_concurrent_synthesis_is_consistent(tts: PiperTTS) -> None:
         np.testing.assert_array_equal(o, outs[0])
 
 
+async def test_a_double_full_stop_does_not_leak_into_the_next_synthesis(tts: PiperTTS) -> None:
+    """espeak-ng (one per process) holds a "dot" after a text ending in ".." and starts the next text with it:
+    another call's sentence would begin with "dot"."""
+    before = await tts.synthesize(SENTENCE)
+    slip = await tts.synthesize("We can send the bill to your insurer..")
+    after = await tts.synthesize(SENTENCE)
+    np.testing.assert_array_equal(after, before)
+    assert len(slip) == len(await tts.synthesize("We can send the bill to your insurer."))
+
+
 def test_missing_model_raises_at_construction(pool: InferencePool, tmp_path: Any) -> None:
     with pytest.raises(TTSError, match="not found"):
         PiperTTS(str(tmp_path / "nope.onnx"), pool=pool)

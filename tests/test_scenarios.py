@@ -14,6 +14,7 @@ import pytest
 
 from conftest import AUTH_TOKEN, LiveServer
 from fakes.twilio_api import FakeTwilioApi, FakeTwilioServer
+from scenario_echo import ECHO_SUITE
 from scenariolib import AGENT_FILE, Context, ScenarioResult, run_all
 
 
@@ -35,6 +36,14 @@ def results() -> dict[str, ScenarioResult]:
     "7a-dtmf", "7b-silence", "7c-max-duration", "7d-end-call", "7e-transfer",
 ])
 def test_scenario(results, name):
+    result = results[name]
+    assert result.passed, "\n".join(result.failures())
+
+
+@pytest.mark.parametrize("name", [c.name for c in ECHO_SUITE] + ["double-talk-12dB-250ms-uh-huh"])
+def test_echo_that_comes_and_goes(results, name):
+    """Echo appearing on a later reply (not with the greeting), changing, going; a caller's "uh-huh" over a loud
+    echo that must not interrupt, then their real interruption over it, which must."""
     result = results[name]
     assert result.passed, "\n".join(result.failures())
 

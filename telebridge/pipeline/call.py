@@ -36,8 +36,9 @@ from ..session import SessionConfig
 from ..tools import make_builtin_tools
 from .answering import CalleeWatch, first_speaker_waits
 from .call_metrics import CallMetrics
+from .aec import EchoCanceller, Verdict
 from .call_tasks import cancel_all
-from .echo import EchoGuard, NoiseGate, PlayoutClock
+from .echo import EchoGuard, NoiseGate, PlayoutClock, PlayoutTrack
 from .end_of_turn import Ask, EndOfTurn
 from .ending import HANGUP_CLOSE_AFTER, CallEnding  # noqa: F401  (re-exported, as every name below that lived here)
 from .events import EventDispatcher
@@ -67,6 +68,7 @@ MAX_EARLY_AUDIO_SECONDS = 10.0  # buffer caller audio while configure_session ru
 # Silero confirms speech a window or three after the sound began; the caller's speech is counted (for the
 # interruption time threshold) from the start of the run of voice-like windows that led to it, at most this early.
 MAX_ONSET_BACKDATE = 0.25
+ECHO_ATTENUATION = np.float32(0.1)  # windows the echo canceller judged echo, in the audio the STT gets
 
 
 class CallSession:
@@ -123,7 +125,10 @@ class CallSession:
         self._agent_view: _CallAgent | None = None
         self.speech: CallSpeech | None = None
         self.listener: Listener | None = None  # the caller's words (STT), once the agent is configured
-        self._echo: EchoGuard | None = None
+        self._echo: EchoGuard | None = None  # energy guard (sessions whose input and output rates differ)
+        self._aec: EchoCanceller | None = None  # phone calls: the echo canceller and its gate (see _cancel_echo)
+        self._track = PlayoutTrack(sink.sample_rate)  # its reference: what the caller's phone plays now
+        self._echo_refused = 0  # VAD windows refused as echo
         self._eot: EndOfTurn | None = None  # when the end-of-turn model is asked about the caller's pauses
         self._noise = NoiseGate()
         self._playout = PlayoutClock(sink.sample_rate)
@@ -133,6 +138,10 @@ class CallSession:
         self._heard_log: collections.deque[tuple[int, int]] = collections.deque()
         self._heard_then = 0
         self._sound_since: float | None = None  # start of the current run of windows that passed the gates
+        # Start of a run of windows rising out of the echo (each louder than the last), judged echo: if the sound
+        # they lead to passes, its onset was there (a caller's first syllable is often no louder than the echo).
+        self._rise_since: float | None = None
+        self._last_energy = 0.0
         self.ended_reason: str | None = None
         self.callee: CalleeWatch | None = None  # outbound: who answered (AMD verdict, beep)
         self._pending_verdicts: list[tuple[str, str]] = []
@@ -186,7 +195,9 @@ class CallSession:
             )
         )
         self.engine = TurnEngine(TurnParams.from_config(cfg))
-        if cfg.echo_guard:
+        if cfg.echo_guard and self.input_rate == self.outbound.sample_rate:
+            self._aec = EchoCanceller(self.input_rate)
+        elif cfg.echo_guard:
             self._echo = EchoGuard()
         if cfg.end_of_turn_model and self.runtime.turn_classifier is not None:
             self._eot = EndOfTurn(cfg.end_of_turn_threshold, sample_rate=vad.sample_rate)
@@ -262,6 +273,8 @@ class CallSession:
             self.speaking.commit_cut_off(reply)
         if self._echo is not None:
             self.metrics.echo_windows_suppressed = self._echo.suppressed
+        elif self._aec is not None:
+            self.metrics.echo_windows_suppressed = self._echo_refused
         self.metrics.noise_windows_refused = self._noise.refused
         if self.events is not None:
             await self.events.aclose()
@@ -276,6 +289,8 @@ class CallSession:
                 self._early_samples += len(pcm)
             return
         self._fed += len(pcm)
+        if self._aec is not None:
+            pcm = self._cancel_echo(pcm)
         if self.callee is not None:
             self.callee.feed(pcm)
         self.speech.feed(pcm)  # type: ignore[union-attr]  # ready implies started
@@ -321,13 +336,34 @@ class CallSession:
         # Gate: one energy per window, compared with the line's noise floor and with what the caller heard.
         energy = float(np.dot(window, window)) / len(window)
         voice = self._noise.push(energy)
-        if self._echo is not None:
+        held = False  # a sound the echo canceller has not judged yet: not speech yet, but its onset counts
+        span = len(window) / self._segmenter.params.sample_rate
+        if self._aec is not None:
+            rate = self.input_rate
+            verdict = self._aec.verdict(round((end_time - span) * rate), round(end_time * rate))
+            # (engine.echo_active stays off: the canceller's verdicts, not a longer wait, keep echo out)
+            if verdict is Verdict.ECHO and voice and energy > 2.0 * self._last_energy:
+                if self._rise_since is None:
+                    self._rise_since = end_time - span
+            elif verdict is Verdict.ECHO or not voice:
+                self._rise_since = None
+            if verdict is not Verdict.PASS:
+                held = voice and verdict is Verdict.HOLD
+                self._echo_refused += verdict is Verdict.ECHO and voice
+                voice = False
+            if verdict is Verdict.ECHO:
+                # What is left of the echo stays out of the words too: 20 dB down in the utterance's audio (a
+                # remnant around an "uh-huh" must not become "that" or "great" for the STT).
+                window = window * ECHO_ATTENUATION
+            self._last_energy = energy
+        elif self._echo is not None:
             voice = self._echo.push(energy, self._played_energy(end_time)) and voice
             engine.echo_active = self._echo.echo_active
-        if not voice:
+        if not (voice or held):
             self._sound_since = None
         elif self._sound_since is None:
-            self._sound_since = end_time - len(window) / self._segmenter.params.sample_rate
+            self._sound_since = self._rise_since if self._rise_since is not None else end_time - span
+            self._rise_since = None
         segmenter = self._segmenter
         actions = []
         for event in segmenter.push(prob if voice else 0.0, window, end_time):
@@ -364,6 +400,22 @@ class CallSession:
         if actions:
             self._run_actions(actions)
 
+    def _cancel_echo(self, pcm: np.ndarray) -> np.ndarray:
+        """The caller's audio without the agent's echo: the reference is the reply audio the caller's phone is
+        playing at these very samples (:class:`~.echo.PlayoutTrack`, placed by the mark ledger)."""
+        n = len(pcm)
+        far = np.zeros(n, np.float32)
+        reply = self._reply
+        if reply is not None and reply.audible and not reply.paused:
+            ledger = getattr(self.outbound, "ledger", None)
+            sent = reply.base + (ledger.sent_samples(reply.segment) if ledger is not None else reply.enqueued)
+            start, end = self._track.take(n, reply.base + self.outbound.heard(reply.segment), sent)
+            played = reply.audio.view(start, end)
+            far[: len(played)] = played
+        else:
+            self._track.stop()
+        return self._aec.process(pcm, far)  # type: ignore[union-attr]  # only called with a canceller
+
     def _played_energy(self, t: float) -> float:
         """Mean-square energy of the agent audio the caller heard during the window ending at ``t``."""
         reply = self._reply
@@ -384,6 +436,7 @@ class CallSession:
         self._heard_log.clear()
         self._heard_then = base
         self._playout.reset(base, self._fed / self.input_rate)
+        self._track.reset(base)
 
     def _speech_ended(self, event: SpeechEnded, end_time: float) -> list[Any]:
         assert self._segmenter is not None and self.engine is not None

@@ -20,6 +20,11 @@ stays cheap:
   passes only windows clearly above it, so noise below speech level never opens a turn.
 
 The shell turns a failed window into VAD probability 0: the segmenter never sees echo or noise as speech.
+
+Phone calls (input and output at one rate) use the echo canceller of :mod:`.aec` instead of :class:`EchoGuard`;
+its reference, the agent's audio as the caller's phone plays it sample by sample, is :class:`PlayoutTrack`.
+:class:`EchoGuard` and :class:`PlayoutClock` remain for sessions whose input and output rates differ (realtime
+clients, which cancel their own echo).
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ import math
 
 import numpy as np
 
-__all__ = ["EchoGuard", "NoiseGate", "PlayoutClock"]
+__all__ = ["EchoGuard", "NoiseGate", "PlayoutClock", "PlayoutTrack"]
 
 _TINY = 1e-12
 
@@ -235,5 +240,51 @@ class PlayoutClock:
         start = self.position
         guess = self._heard + int((t - self._at) * self.rate)
         end = max(start, min(guess, self._heard + self.max_ahead))
+        self.position = end
+        return start, end
+
+
+class PlayoutTrack:
+    """The agent's audio as the caller's phone plays it, sample by sample on the inbound clock: the echo
+    canceller's reference.
+
+    Twilio plays at 8 kHz on the same clock as the audio it sends us, so once a segment starts, playback moves
+    one sample per inbound sample; it cannot run past what we have sent (an underrun waits for more). A segment's
+    first mark places it exactly (when it started playing is unknown until then); later marks correct the
+    estimate only when they disagree by more than ``snap`` seconds (an underrun): re-placing the reference for
+    less would make the echo path seem to move.
+    """
+
+    def __init__(self, rate: int, snap: float = 0.04) -> None:
+        self.rate = rate
+        self.snap = int(snap * rate)
+        self.position = 0  # reply offset being played now
+        self.playing = False
+        self._heard = -1
+        self._placed = False
+
+    def reset(self, position: int) -> None:
+        """A segment starting at reply offset ``position`` begins to play now (its first mark will say exactly
+        when it did: see :meth:`take`)."""
+        self.position = position
+        self._heard = position
+        self.playing = True
+        self._placed = False
+
+    def stop(self) -> None:
+        self.playing = False
+
+    def take(self, n: int, heard: int, sent: int) -> tuple[int, int]:
+        """Reply offsets ``[start, end)`` played during the next ``n`` inbound samples, given the heard position
+        the latest mark gave (``heard``) and how far the reply has been sent (``sent``)."""
+        if not self.playing:
+            return 0, 0
+        start = self.position
+        if heard > self._heard:  # a mark came back: playback had reached ``heard`` by now
+            self._heard = heard
+            if not self._placed or abs(heard - (start + n)) > self.snap:
+                start = max(heard - n, 0)  # the segment's first mark places it exactly; later ones if far off
+                self._placed = True
+        end = max(start, min(start + n, sent))
         self.position = end
         return start, end

@@ -46,8 +46,11 @@ ECHO_TEXT_SHARE = 0.6
 ECHO_TEXT_MIN_WORDS = 2
 
 
+_WORD = re.compile(r"[a-z0-9']+")
+
+
 def normalise(text: str) -> list[str]:
-    return re.findall(r"[a-z0-9']+", text.lower())
+    return _WORD.findall(text.lower())
 
 
 def confident(transcript: Any) -> str:
@@ -154,18 +157,31 @@ class Listener:
         return self.not_our_words(confident(await self._recognise(audio)))
 
     def not_our_words(self, text: str) -> str:
-        """Words heard over the agent that are mostly the agent's own recent words are its echo, not the caller."""
+        """Words heard over the agent that are mostly the agent's own recent words are its echo, not the caller;
+        and the agent's words at the very start or end of what the caller said (an echo remnant around their
+        "uh-huh": "that, uh-huh"; or a lone "that" in an interim transcript) are trimmed off."""
         reply = self._playing()
         words = normalise(text)
-        if reply is None or len(words) < ECHO_TEXT_MIN_WORDS:
+        if reply is None or not words:
             return text
         heard, rate = self._heard(reply), self.sink_rate
         recent = [s.text for s in reply.spans if s.start <= heard + rate and s.end >= heard - 8 * rate]
         matcher = difflib.SequenceMatcher(None, words, normalise(" ".join(recent)), autojunk=False)
-        matched = sum(block.size for block in matcher.get_matching_blocks())
-        if matched >= ECHO_TEXT_SHARE * len(words):
+        blocks = matcher.get_matching_blocks()
+        matched = sum(block.size for block in blocks)
+        if len(words) >= ECHO_TEXT_MIN_WORDS and matched >= ECHO_TEXT_SHARE * len(words):
             log.debug("call %s: %r is the agent's own echo", self.call_id, text)
             return ""
+        echoed = {i for block in blocks for i in range(block.a, block.a + block.size)}
+        first, last = 0, len(words)
+        while first < last and first in echoed:
+            first += 1
+        while last > first and last - 1 in echoed:
+            last -= 1
+        if (first, last) != (0, len(words)):
+            log.debug("call %s: %r holds the agent's own echo at its edges", self.call_id, text)
+            spans = [m.span() for m in _WORD.finditer(text.lower())]  # the same words, in the original text
+            return text[spans[first][0] : spans[last - 1][1]] if last > first else ""
         return text
 
     async def _transcribe(

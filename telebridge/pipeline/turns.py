@@ -12,8 +12,9 @@ Inputs (methods): ``speech_started``/``speech_ended`` (the VAD, after the echo g
 ``interim``/``transcript`` (words of an utterance, in progress / final), ``reply_audio_started`` and
 ``agent_finished`` (from the mark ledger), ``dtmf``, ``request_end`` (the built-in tools), ``tick``.
 
-Outputs (actions): :class:`Transcribe`, :class:`StartReply`, :class:`CancelReply`, :class:`Pause`,
-:class:`Resume`, :class:`Interrupt`, :class:`Notify`, :class:`HangUp`, :class:`Transfer`.
+Outputs (actions, with the parameters and states in :mod:`.turn_actions`): :class:`Transcribe`,
+:class:`StartReply`, :class:`CancelReply`, :class:`Pause`, :class:`Resume`, :class:`Interrupt`, :class:`Notify`,
+:class:`HangUp`, :class:`Transfer`.
 
 The floor
 ~~~~~~~~~
@@ -68,161 +69,24 @@ Rules next to the table
   as one user message; ``dtmf_interrupt_digit`` stops the agent at once.
 * **Silence.** After ``silence_timeout`` of quiet the agent checks in; after ``max_silence_reprompts`` check-ins
   without an answer it says goodbye and hangs up. ``max_call_duration`` ends the call politely.
-* **Who speaks first.** ``greet(wait_for_callee=True)`` (outbound calls by default) holds the greeting until the
-  callee's first utterance has ended (their "hello"; its words are not answered, the greeting is the answer) or
-  ``timeout`` passes in silence. A callee still talking at the timeout is let finish, but never beyond
-  ``greeting_max_wait``. With ``hold_long_greeting`` (AMD requested) a first utterance longer than
-  ``machine_greeting_seconds`` sounds like a recorded greeting: the engine waits for the verdict instead (again
-  at most ``greeting_max_wait``). Nothing else happens before the greeting: no replies, no check-ins.
-* **Answering machines.** ``answering_machine(t, message)`` drops whatever the agent was saying or about to say
-  and winds down: the machine's greeting is let finish, ``message`` is left (if any), then :class:`HangUp`
-  (reason ``voicemail`` or ``answering_machine``).
-* **Winding down** (silence, max duration, ``end_call``, ``transfer_call``): no more turns and no barge-in; a
-  paused reply resumes; the current reply finishes, the goodbye plays (always, or only if the agent said
-  nothing, per request), then one :class:`HangUp` or :class:`Transfer`, and the engine is ENDED: silent forever.
+* **Who speaks first** and **answering machines**: see :mod:`.greeting`.
+* **Winding down** (silence, max duration, ``end_call``, ``transfer_call``): see :mod:`.turn_ending`.
 """
 
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field
-from enum import Enum
-from typing import TYPE_CHECKING, Literal
+from dataclasses import dataclass
 
 import numpy as np
 
 from .backchannel import WordJudge, looks_unfinished
-
-if TYPE_CHECKING:
-    from ..session import SessionConfig
-
-DEFAULT_BACKCHANNELS_FALLBACK = ("uh-huh", "mm-hmm", "yeah", "okay", "right")
-DTMF_MESSAGE = "[The caller pressed {digits} on the keypad]"
-
-ReplyKind = Literal["user", "greeting", "reprompt", "goodbye"]
-
-
-class State(Enum):
-    LISTENING = "listening"
-    USER_SPEAKING = "user_speaking"
-    THINKING = "thinking"
-    SPEAKING = "speaking"
-    PAUSED = "paused"
-    ENDED = "ended"
-
-
-@dataclass(frozen=True, slots=True)
-class TurnParams:
-    min_silence_duration: float = 0.55
-    min_endpointing_delay: float = 0.5
-    max_endpointing_delay: float = 3.0
-    allow_interruptions: bool = True
-    interrupt_time_threshold: float = 0.5
-    interrupt_word_threshold: int = 0
-    false_interruption_timeout: float = 1.5
-    max_pause: float = 4.0  # a caller who keeps making sound without words cannot hold the agent longer
-    echo_extra_time: float = 0.2
-    speech_gap: float = 0.15  # a pause this short inside the caller's speech still counts as speech
-    backchannel_grace: float = 0.5  # extra speech time before pausing while the words so far are a backchannel
-    backchannels: tuple[str, ...] = DEFAULT_BACKCHANNELS_FALLBACK
-    silence_timeout: float | None = None
-    max_silence_reprompts: int = 2
-    silence_reprompt: str = "Are you still there?"
-    silence_goodbye: str = "Goodbye!"
-    max_call_duration: float | None = None
-    max_duration_goodbye: str = "We've reached the time limit for this call. Goodbye!"
-    ending_grace: float = 10.0  # longest wait for the caller to stop before a goodbye is said anyway
-    dtmf_interrupt_digit: str | None = None
-    dtmf_terminator: str | None = "#"
-    dtmf_inter_digit_timeout: float = 1.5
-    machine_greeting_seconds: float = 2.5  # a first "hello" longer than this sounds recorded
-    greeting_max_wait: float = 10.0  # the greeting is said by timeout + this, whatever the callee does
-
-    @classmethod
-    def from_config(cls, cfg: SessionConfig) -> TurnParams:
-        return cls(
-            min_silence_duration=cfg.vad.min_silence_duration,
-            min_endpointing_delay=cfg.min_endpointing_delay,
-            max_endpointing_delay=cfg.max_endpointing_delay,
-            allow_interruptions=cfg.allow_interruptions,
-            interrupt_time_threshold=cfg.interrupt_time_threshold,
-            interrupt_word_threshold=cfg.interrupt_word_threshold,
-            false_interruption_timeout=cfg.false_interruption_timeout,
-            backchannels=tuple(cfg.backchannel_words),
-            silence_timeout=cfg.silence_timeout,
-            max_silence_reprompts=cfg.max_silence_reprompts,
-            silence_reprompt=cfg.silence_reprompt,
-            silence_goodbye=cfg.silence_goodbye,
-            max_call_duration=cfg.max_call_duration,
-            max_duration_goodbye=cfg.max_duration_goodbye,
-            dtmf_interrupt_digit=cfg.dtmf_interrupt_digit,
-            dtmf_terminator=cfg.dtmf_terminator,
-            dtmf_inter_digit_timeout=cfg.dtmf_inter_digit_timeout,
-        )
-
-
-# --- actions -------------------------------------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class Transcribe:
-    utterance_id: int
-    audio: np.ndarray = field(repr=False, compare=False)
-
-
-@dataclass(frozen=True, slots=True)
-class StartReply:
-    """Answer ``text`` (the caller's turn) with the LLM, or speak ``say`` verbatim when it is set."""
-
-    turn_id: int
-    text: str
-    say: str | None = None
-    kind: ReplyKind = "user"
-
-
-@dataclass(frozen=True, slots=True)
-class CancelReply:
-    """Drop a reply the caller has not heard any of; its user text is merged into the next turn."""
-
-    turn_id: int
-
-
-@dataclass(frozen=True, slots=True)
-class Pause:
-    """Caller speech over the agent: stop sending and clear Twilio's buffer, but keep the unplayed rest."""
-
-    turn_id: int
-
-
-@dataclass(frozen=True, slots=True)
-class Resume:
-    """It was not an interruption: play the paused reply on from where the caller stopped hearing it."""
-
-    turn_id: int
-
-
-@dataclass(frozen=True, slots=True)
-class Interrupt:
-    """The caller barged in: stop (if not paused already), cancel the reply, keep only what was heard."""
-
-    turn_id: int
-
-
-@dataclass(frozen=True, slots=True)
-class Notify:
-    event: str  # on_user_started_speaking / on_user_stopped_speaking
-
-
-@dataclass(frozen=True, slots=True)
-class HangUp:
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class Transfer:
-    target: str
-    reason: str = "transfer_call"
-
-
-Action = Transcribe | StartReply | CancelReply | Pause | Resume | Interrupt | Notify | HangUp | Transfer
+from .greeting import GreetingTurns, PendingGreeting
+from .turn_ending import EndingTurns, _Ending
+from .turn_actions import (  # noqa: F401  (re-exported: the engine's vocabulary is imported from here too)
+    DEFAULT_BACKCHANNELS_FALLBACK, DTMF_MESSAGE, Action, CancelReply, HangUp, Interrupt, Notify, Pause,
+    ReplyKind, Resume, StartReply, State, Transcribe, Transfer, TurnParams,
+)
 
 
 @dataclass(slots=True)
@@ -238,29 +102,7 @@ class _Utterance:
     before_greeting: bool = False  # the callee's "hello": not a turn, the greeting answers it
 
 
-@dataclass(slots=True)
-class _PendingGreeting:
-    text: str
-    deadline: float  # greet by then if the callee has not spoken
-    hard_deadline: float  # greet by then whatever the callee does
-    hold_long: bool  # a long first utterance waits for the AMD verdict
-    callee_spoke: bool = False
-    hold: bool = False
-
-
-@dataclass(slots=True)
-class _Ending:
-    reason: str
-    say: str | None
-    only_if_silent: bool
-    transfer_to: str | None
-    deadline: float  # say the goodbye by then even if the caller keeps talking
-    waiting_for: int | None  # the reply that must finish first
-    spoke: bool = False  # that reply was heard
-    goodbye_turn: int | None = None
-
-
-class TurnEngine:
+class TurnEngine(GreetingTurns, EndingTurns):
     def __init__(self, params: TurnParams, *, first_turn_id: int = 1) -> None:
         self.params = params
         self.state = State.LISTENING
@@ -284,7 +126,7 @@ class TurnEngine:
         self._digits: list[str] = []
         self._digit_at = 0.0
         self._ending: _Ending | None = None
-        self._greeting: _PendingGreeting | None = None
+        self._greeting: PendingGreeting | None = None
         self.interruptions = 0
         self._committed = False  # the client ended the user's turn: no endpointing wait (see commit)
         self._reply_requested = False  # the client asked for a reply (see request_reply)
@@ -340,48 +182,6 @@ class TurnEngine:
         self._committed = self._reply_requested = False
         self.state = State.THINKING
         return StartReply(turn, text, say, self.reply_kind)
-
-    @property
-    def greeting_pending(self) -> bool:
-        return self._greeting is not None
-
-    def greet(
-        self, text: str, t: float = 0.0, *, wait_for_callee: bool = False, timeout: float = 3.0,
-        hold_long_greeting: bool = False,
-    ) -> list[Action]:
-        """Say ``text`` now, or (``wait_for_callee``) once the callee has said hello or ``timeout`` passed."""
-        if self.state is State.ENDED:
-            return []
-        if wait_for_callee:
-            self._greeting = _PendingGreeting(text, t + timeout, t + timeout + self.params.greeting_max_wait,
-                                              hold_long_greeting)
-            return self.tick(t)
-        return [self.start_reply("", say=text, kind="greeting")]
-
-    def callee_is_human(self, t: float) -> list[Action]:
-        """AMD says a person answered: a greeting held for the verdict goes out (once they stop talking)."""
-        if self._greeting is not None:
-            self._greeting.hold = False
-            self._greeting.hold_long = False
-        return self.tick(t)
-
-    def answering_machine(self, t: float, message: str | None) -> list[Action]:
-        """A machine answered: stop (or drop) the agent's speech, let the greeting finish, leave ``message``
-        (if any), hang up."""
-        if self.state is State.ENDED or self._ending is not None:
-            return []
-        self._greeting = None
-        self._pending_text.clear()
-        actions: list[Action] = []
-        if self.reply_turn is not None:
-            if self.state in (State.SPEAKING, State.PAUSED):
-                actions += self._interrupt()
-            else:
-                actions.append(CancelReply(self.reply_turn))
-                self._clear_reply()
-                self.state = State.USER_SPEAKING if self._utt is not None else State.LISTENING
-        reason = "voicemail" if message else "answering_machine"
-        return actions + self.request_end(t, reason, say=message)
 
     def speech_started(self, t: float) -> list[Action]:
         if self.state is State.ENDED:
@@ -521,27 +321,6 @@ class TurnEngine:
         self._digit_at = t
         return []
 
-    def request_end(
-        self,
-        t: float,
-        reason: str,
-        *,
-        say: str | None,
-        only_if_silent: bool = False,
-        transfer_to: str | None = None,
-    ) -> list[Action]:
-        """Wind the call down: let the current reply finish, say ``say`` (maybe), then hang up or transfer."""
-        if self.state is State.ENDED or self._ending is not None:
-            return []
-        self._ending = _Ending(
-            reason, say, only_if_silent, transfer_to, deadline=t + self.params.ending_grace,
-            waiting_for=self.reply_turn, spoke=self.reply_audible,
-        )
-        actions: list[Action] = []
-        if self.state is State.PAUSED and self.reply_turn is not None:
-            actions += self._resume()
-        return actions + self.tick(t)
-
     # --- turns driven by the client (OpenAI Realtime: input_audio_buffer.commit, response.create/.cancel) --
     def commit(self, t: float) -> list[Action]:
         """The user's turn is over: it is answered as soon as its words are transcribed (no endpointing wait)."""
@@ -655,13 +434,6 @@ class TurnEngine:
             return 0.0 if verdict[1] else longest
         return self.endpoint_delay
 
-    def _greeting_due(self, greeting: _PendingGreeting, t: float) -> bool:
-        if t >= greeting.hard_deadline:
-            return True
-        if self._utt is not None or greeting.hold or self.state is not State.LISTENING:
-            return False
-        return greeting.callee_spoke or t >= greeting.deadline
-
     # --- transitions that several inputs share --------------------------------------------------------------
     def _interrupt(self) -> list[Action]:
         turn = self.reply_turn
@@ -697,26 +469,3 @@ class TurnEngine:
         self._pending_text.append(DTMF_MESSAGE.format(digits=digits))
         self._voice_end = t - self.endpoint_delay  # a key press needs no endpointing wait
         return []
-
-    def _tick_ending(self, t: float) -> list[Action]:
-        ending = self._ending
-        assert ending is not None
-        if ending.waiting_for is not None or ending.goodbye_turn is not None or self.reply_turn is not None:
-            return []  # a reply (the last answer or the goodbye) is still playing
-        if self._utt is not None and t < ending.deadline:
-            return []  # let the caller finish their sentence first
-        say = ending.say
-        if say and not (ending.only_if_silent and ending.spoke):
-            reply = self.start_reply("", say=say, kind="goodbye")
-            ending.goodbye_turn = reply.turn_id
-            return [reply]
-        return self._final_action()
-
-    def _final_action(self) -> list[Action]:
-        ending = self._ending
-        assert ending is not None
-        self.state = State.ENDED
-        self._clear_reply()
-        if ending.transfer_to is not None:
-            return [Transfer(ending.transfer_to, ending.reason)]
-        return [HangUp(ending.reason)]

@@ -24,7 +24,8 @@ until the agent has spoken since the previous action and then been silent that l
 answer" without guessing latencies. ``after_agent_speech`` fires once that many seconds of agent audio were heard
 since the previous action: barge-ins and backchannels land mid-reply, whatever the reply's latency.
 
-The line can be made realistic: ``echo`` (a :class:`LineEcho`), ``line_noise_dbfs`` and :func:`noise_burst`.
+The line can be made realistic: ``echo`` (a :class:`LineEcho`, which an :class:`EchoChange` in the script can
+switch on, alter or remove mid-call), ``line_noise_dbfs`` and :func:`noise_burst`.
 With ``twilio_api`` (a :class:`TwilioApiHook`, e.g. a local fake of Twilio's REST API) the call can be hung up
 or redirected the way Twilio does it after a REST update: ``stop`` on the stream, then the socket closes.
 """
@@ -48,13 +49,13 @@ from .results import (
     agent_segments_from_audio,
     format_transcript,
 )
-from .script import Action, Dtmf, Hangup, LineEcho, Play, Say, noise_burst
+from .script import Action, Dtmf, EchoChange, Hangup, LineEcho, Play, Say, noise_burst
 from .speech import _default_stt, _default_tts, _say_cache
 from .stream import CallHandle, TwilioApiHook
 from .twiml import StreamTarget, parse_twiml
 
 __all__ = [
-    "Say", "Play", "Dtmf", "Hangup", "Action", "LineEcho", "noise_burst",
+    "Say", "Play", "Dtmf", "Hangup", "EchoChange", "Action", "LineEcho", "noise_burst",
     "CallHandle", "TwilioApiHook", "TimelineEvent", "AgentSegment", "SimulatedCall",
     "SimulatorError", "WebhookRejected", "NoStreamInTwiml", "StreamRejected", "StreamTarget", "parse_twiml",
     "agent_segments_from_audio", "simulate_call", "format_transcript", "add_simulate_arguments", "run_simulate",

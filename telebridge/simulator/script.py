@@ -16,7 +16,9 @@ import numpy as np
 
 from .constants import _DTMF_DIGITS, RATE, FloatArray
 
-__all__ = ["Say", "Play", "Dtmf", "Hangup", "Action", "LineEcho", "noise_burst"]
+_TAIL_SHARE = 0.25
+
+__all__ = ["Say", "Play", "Dtmf", "Hangup", "EchoChange", "Action", "LineEcho", "noise_burst"]
 
 
 def _check_timing(at: float | None, after_agent_quiet: float | None, after_agent_speech: float | None = None) -> None:
@@ -90,21 +92,61 @@ class Hangup:
         _check_timing(self.at, self.after_agent_quiet, self.after_agent_speech)
 
 
-Action: TypeAlias = Say | Play | Dtmf | Hangup
-
-
 @dataclass(frozen=True)
 class LineEcho:
-    """The caller's line echoes what they hear back to the server: ``gain_db`` down, ``delay`` seconds late."""
+    """The caller's line echoes what they hear back to the server: ``gain_db`` down, ``delay`` seconds late.
+
+    ``tail`` (seconds, the decay time constant) adds a room's reverberation after the direct echo, the way a
+    speakerphone sounds (the total echo power stays ``gain_db`` below what was heard); ``drift_ppm`` lets the
+    phone's clock run that many parts per million off Twilio's, so the delay creeps while the echo lasts.
+    """
 
     gain_db: float = -20.0
     delay: float = 0.2
+    tail: float = 0.0
+    drift_ppm: float = 0.0
+    seed: int = 0
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.gain_db) and self.gain_db <= 0):
             raise ValueError(f"gain_db must be <= 0, got {self.gain_db!r}")
         if not (0 <= self.delay <= 2.0):
             raise ValueError(f"delay must be within 0..2 s, got {self.delay!r}")
+        if not (0 <= self.tail <= 0.5):
+            raise ValueError(f"tail must be within 0..0.5 s, got {self.tail!r}")
+        if not (math.isfinite(self.drift_ppm) and abs(self.drift_ppm) <= 1000):
+            raise ValueError(f"drift_ppm must be within ±1000, got {self.drift_ppm!r}")
+
+    def impulse(self) -> FloatArray:
+        """The echo path's impulse response after the delay (unit power gain before ``gain_db``)."""
+        if self.tail <= 0:
+            h = np.ones(1)
+        else:
+            n = int(3 * self.tail * RATE) + 1
+            k = np.arange(n)
+            h = np.random.default_rng(self.seed).standard_normal(n) * np.exp(-k / (self.tail * RATE))
+            h[0] = 0.0
+            h *= np.sqrt(_TAIL_SHARE / np.sum(h * h))  # the room: a quarter of the direct echo's power
+            h[0] = 1.0
+        h = h / np.sqrt(np.sum(h * h))
+        return (h * 10 ** (self.gain_db / 20)).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class EchoChange:
+    """The line's echo changes mid-call (speakerphone on or off, a car kit, a hybrid): ``echo`` from now on
+    (``None``: no echo). Timed like the caller's actions."""
+
+    at: float | None
+    echo: LineEcho | None
+    after_agent_quiet: float | None = None
+    after_agent_speech: float | None = None
+
+    def __post_init__(self) -> None:
+        _check_timing(self.at, self.after_agent_quiet, self.after_agent_speech)
+
+
+Action: TypeAlias = Say | Play | Dtmf | Hangup | EchoChange
 
 
 def noise_burst(

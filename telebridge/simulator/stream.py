@@ -24,7 +24,8 @@ from telebridge.audio.g711 import ulaw_decode_float, ulaw_encode
 from .constants import _EPS, FRAME, RATE, SPEECH_RMS, TICK, FloatArray, Side
 from .playback import PlaybackBuffer
 from .results import TimelineEvent
-from .script import Action, Dtmf, LineEcho, Play, Say
+from .echo_line import EchoLine
+from .script import Action, Dtmf, EchoChange, LineEcho, Play, Say
 from .wire import (
     ServerClear,
     ServerMark,
@@ -119,10 +120,7 @@ class StreamSession:
     ) -> None:
         self.ws = ws
         self.echo = echo
-        self._echo_line = (
-            np.zeros(int(round(echo.delay * RATE)) + FRAME, np.float32) if echo is not None else None
-        )
-        self._echo_gain = np.float32(10 ** (echo.gain_db / 20)) if echo is not None else np.float32(0)
+        self._echo_line = EchoLine(echo)
         self._noise_level = 10 ** (line_noise_dbfs / 20) if line_noise_dbfs is not None else 0.0
         self._noise_rng = np.random.default_rng(noise_seed)
         self.caller_clean: list[FloatArray] = []
@@ -280,11 +278,9 @@ class StreamSession:
     def _line(self, clean: FloatArray, heard: FloatArray) -> FloatArray:
         """What the caller's line carries: their own sound, plus the echo of what they hear, plus noise."""
         out = clean
-        if self._echo_line is not None:
-            line = self._echo_line
-            line[:-FRAME] = line[FRAME:].copy()
-            line[-FRAME:] = heard
-            out = out + self._echo_gain * line[:FRAME]
+        echo = self._echo_line.frame(heard)  # always: the line keeps what was heard, for a path that appears later
+        if self._echo_line.echo is not None:
+            out = out + echo
         if self._noise_level:
             out = out + (self._noise_rng.standard_normal(FRAME) * self._noise_level).astype(np.float32)
         return out.astype(np.float32, copy=False)
@@ -362,6 +358,12 @@ class StreamSession:
                 self._event(start, "caller", "play", action.text or "")
             return False
         self._caller_ref = max(self._caller_ref, now)
+        if isinstance(action, EchoChange):
+            self._echo_line.set(action.echo)
+            self.echo = action.echo
+            detail = "none" if action.echo is None else f"{action.echo.gain_db:g} dB, {action.echo.delay * 1000:.0f} ms"
+            self._event(now, "caller", "echo", detail)
+            return False
         if isinstance(action, Dtmf):
             await self._send(lambda seq: twilio_dtmf(self.stream_sid, action.digit, seq))
             self._event(now, "caller", "dtmf", action.digit)

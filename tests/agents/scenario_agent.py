@@ -26,6 +26,10 @@ LONG_ANSWER = (
     "Most insurance plans are accepted, and we can send the bill directly to your insurer. "
     "Is there anything else you would like to know?"
 )
+SHORT_ANSWER = (  # custom "answer": "short" (the echo matrix: several replies per call, each with room for echo)
+    "A checkup takes about thirty minutes, and a cleaning takes about forty five minutes. "
+    "Most insurance plans are accepted, and we can send the bill to your insurer."
+)
 GOODBYE = "Thank you for calling, have a wonderful day. Goodbye!"
 TRANSFER = "Sure, let me put you through to our sales team."
 TARGETS = {"sales": "+15557654321"}
@@ -60,7 +64,8 @@ async def configure_session(input: ConfigureSessionInput) -> SessionConfig:
         max_duration_goodbye="Sorry, we have reached the time limit for this call. Goodbye!",
         builtin_tools=["end_call", "transfer_call"],
         transfer_targets=TARGETS,
-        session_data={"scenario": custom.get("scenario", ""), "digits": [], "interrupted": []},
+        session_data={"scenario": custom.get("scenario", ""), "digits": [], "interrupted": [],
+                      "answer": SHORT_ANSWER if custom.get("answer") == "short" else LONG_ANSWER},
         on_dtmf=record_digit,
         **_options(custom),
     )
@@ -83,7 +88,7 @@ def _tool_call(name: str, arguments: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-async def _reply(messages: list[dict[str, Any]]) -> AsyncIterator[Any]:
+async def _reply(messages: list[dict[str, Any]], answer: str = LONG_ANSWER) -> AsyncIterator[Any]:
     last = messages[-1]
     if last["role"] == "tool":
         yield GOODBYE if last.get("name") == "end_call" else TRANSFER
@@ -97,12 +102,12 @@ async def _reply(messages: list[dict[str, Any]]) -> AsyncIterator[Any]:
     elif "sales" in said:
         yield _tool_call("transfer_call", {"to": "sales"})
     else:
-        for sentence in LONG_ANSWER.split(". "):
-            yield sentence + (". " if not sentence.endswith("?") else " ")
+        for sentence in answer.split(". "):
+            yield sentence + (" " if sentence.endswith(("?", ".")) else ". ")
 
 
 async def llm_response_handler(input: LLMResponseHandlerInput) -> AsyncIterator[Any]:
-    return _reply(list(input["messages"]))
+    return _reply(list(input["messages"]), input["session_data"].get("answer", LONG_ANSWER))
 
 
 agent = Agent(

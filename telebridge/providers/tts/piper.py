@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,10 @@ __all__ = ["PiperTTS", "create", "default_piper_voice", "load_piper_voice"]
 _LOGGER = logging.getLogger(__name__)
 
 _VOICES: dict[tuple[str, int], Any] = {}
+# A text that ends in exactly two full stops ("…your insurer..", an LLM's slip) leaves espeak-ng (Piper's
+# phonemizer, one per process) holding a "dot" that the *next* synthesis starts with, whatever call it is for.
+# One full stop says the same.
+_DOUBLE_STOP = re.compile(r"(?<!\.)\.\.(?!\.)")
 _VOICES_LOCK = threading.Lock()
 
 
@@ -134,6 +139,7 @@ class PiperTTS:
 
     def _synthesize_sync(self, text: str) -> np.ndarray:
         """Worker-thread body.  No trimming: Piper's own edges never clip words."""
+        text = _DOUBLE_STOP.sub(".", text)
         chunks = [c.audio_int16_array for c in self.voice.synthesize(text, self._syn_config)]
         if not chunks:  # e.g. punctuation only: nothing to say
             return np.zeros(0, dtype=np.int16)

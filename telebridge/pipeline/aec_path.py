@@ -1,0 +1,180 @@
+"""Finding an echo path: where (and whether) the reference shows up in a signal.
+
+:class:`Correlator` cross-correlates the newest hop of a signal with the reference at every lag of the delay range
+(one FFT cross-correlation; the caller pre-emphasises both so that peaks are sharp) and keeps two sums: a short
+one (the last few hops: *is this sound an echo right now?*) and a long one with forgetting (*where is the echo
+path?*). A peak (:class:`Path`) gives the delay (interpolated between samples), the normalised correlation (the
+share of the signal's amplitude the reference explains there) and the path's gain. Used by
+:class:`~.aec.EchoCanceller` on its input and on its output.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numpy as np
+from numpy.fft import irfft, rfft
+from numpy.lib.stride_tricks import sliding_window_view
+from scipy.fft import next_fast_len
+from scipy.signal import firwin
+
+__all__ = ["Correlator", "HalfRate", "Path", "DETECT_FLOOR", "MAX_GAIN", "cross_correlate"]
+
+_TINY = 1e-12
+DETECT_FLOOR = 0.25  # a correlation peak this weak is no sighting at all
+MAX_GAIN = 0.7  # no echo comes back louder than 3 dB down
+PRE_EMPHASIS = 0.9
+
+
+class Path(NamedTuple):
+    """What a correlator says: ``lag`` (samples at its rate, fractional), ``ncc`` (normalised correlation, 0-1),
+    ``gain`` (amplitude ratio, least squares at that lag)."""
+
+    lag: float = 0.0
+    ncc: float = 0.0
+    gain: float = 0.0
+
+
+class HalfRate:
+    """What the correlators see of ``rows`` signals fed ``block`` samples at a time: low-passed, at half the rate
+    (an echo of speech is plain enough below 2 kHz) and pre-emphasised (so that correlation peaks are sharp)."""
+
+    def __init__(self, block: int, rows: int) -> None:
+        self._lp = firwin(23, 0.45)[::-1].copy()
+        self._buf = np.zeros((rows, block + len(self._lp) - 1))
+        self._windows = sliding_window_view(self._buf, len(self._lp), axis=1)[:, ::2]  # a view: made once
+        self._last = np.zeros(rows)
+
+    def push(self, *signals: np.ndarray) -> np.ndarray:
+        """One block of each signal in; their ``block // 2`` samples out (one row each)."""
+        taps = len(self._lp)
+        buf = self._buf
+        buf[:, taps - 1 :] = signals
+        low = self._windows @ self._lp
+        buf[:, : taps - 1] = buf[:, -(taps - 1) :]
+        out = np.empty_like(low)
+        out[:, 0] = low[:, 0] - PRE_EMPHASIS * self._last
+        out[:, 1:] = low[:, 1:] - PRE_EMPHASIS * low[:, :-1]
+        self._last = low[:, -1].copy()
+        return out
+
+    def skip(self, *signals: np.ndarray | float) -> None:
+        """A block whose output nobody needs: only the filters' memory follows the signals."""
+        tail = len(self._lp) - 1
+        for row, signal in enumerate(signals):
+            self._buf[row, :tail] = signal[-tail:] if isinstance(signal, np.ndarray) else signal
+        self._last[:] = 0.0
+
+
+def cross_correlate(sig: np.ndarray, ref_spec: np.ndarray, nfft: int, lags: int) -> np.ndarray:
+    """``corr[..., k] = sum_i sig[..., i] * ref[i + k]`` for ``k`` in ``0..lags`` (the reference lagging the
+    signal by ``lags - k`` samples); ``sig`` may hold several signals (rows), transformed in one call each way."""
+    return irfft(np.conj(rfft(sig, nfft)) * ref_spec, nfft)[..., : lags + 1]
+
+
+class Correlator:
+    """Cross-correlation of a signal with the reference over lags ``0..max_lag`` (samples), fed hop by hop."""
+
+    def __init__(self, hop: int, max_lag: int, *, short_hops: int = 3, memory_hops: float = 8.0) -> None:
+        self.hop = hop
+        self.max_lag = max_lag
+        self.nfft = next_fast_len(hop + max_lag, real=True)
+        self._ring_c = np.zeros((short_hops, max_lag + 1))
+        self._ring_x = np.zeros((short_hops, max_lag + 1))
+        self._ring_y = np.zeros(short_hops)
+        self._i = 0
+        self._forget = math.exp(-1.0 / memory_hops)
+        self._c = np.zeros(max_lag + 1)
+        self._x = np.zeros(max_lag + 1)
+        self._y = 0.0
+        self.short = Path()
+        self._long: Path | None = Path()  # the long sum's peak (None: not worked out since the last hop)
+        self.short_hops = short_hops
+        self.steady = 0  # hops in a row whose short-sum peak stayed at one lag
+        self.memory = max(short_hops, int(memory_hops))
+        self._heard: list[bool] = [False] * self.memory  # which of the latest hops held a signal (newest last)
+
+    def push(self, sig: np.ndarray, ref_spec: np.ndarray, ref_energy: np.ndarray,
+             corr: np.ndarray | None = None) -> None:
+        """``sig``: the newest ``hop`` samples; ``ref_spec``: rfft (``nfft``) of the reference's newest
+        ``hop + max_lag`` samples (ending at the same instant); ``ref_energy[lag]``: the energy of the
+        reference under ``sig`` at each lag. The last two are shared by a canceller's correlators; ``corr``, the
+        cross-correlation itself when the caller computed it (:func:`cross_correlate`, several signals at once)."""
+        if corr is None:
+            corr = cross_correlate(sig, ref_spec, self.nfft, self.max_lag)
+        c = corr[::-1]
+        y = float(sig @ sig)
+        self._heard = self._heard[1:] + [True]
+        i = self._i
+        self._ring_c[i], self._ring_x[i], self._ring_y[i] = c, ref_energy, y
+        self._i = (i + 1) % len(self._ring_y)
+        f = self._forget
+        self._c *= f
+        self._c += c
+        self._x *= f
+        self._x += ref_energy
+        self._y = f * self._y + y
+        previous = self.short
+        self.short = self._peak(self._ring_c.sum(axis=0), self._ring_x.sum(axis=0), float(self._ring_y.sum()))
+        self._long = None
+        same = previous.ncc >= DETECT_FLOOR and abs(self.short.lag - previous.lag) <= 1.0
+        self.steady = self.steady + 1 if same and self.short.ncc >= DETECT_FLOOR else 0
+
+    def push_quiet(self) -> None:
+        """A hop with nothing worth correlating (the signal at the noise floor): it counts as silence."""
+        self._heard = self._heard[1:] + [False]
+        i = self._i
+        self._ring_c[i], self._ring_x[i], self._ring_y[i] = 0.0, 0.0, 0.0
+        self._i = (i + 1) % len(self._ring_y)
+        f = self._forget
+        self._c *= f
+        self._x *= f
+        self._y *= f
+        ys = float(self._ring_y.sum())
+        self.short = self._peak(self._ring_c.sum(axis=0), self._ring_x.sum(axis=0), ys) if ys > 0 else Path()
+        self._long = None if self._y > 1e-3 * ys + _TINY else Path()
+        self.steady = 0
+
+    @property
+    def long(self) -> Path:
+        """The long sum's peak: *where is the echo path?* (worked out when asked: most hops never ask)."""
+        if self._long is None:
+            self._long = self._peak(self._c, self._x, self._y)
+        return self._long
+
+    def heard(self, hops: int) -> int:
+        """How many of the latest ``hops`` hops held a signal (a peak over one or two is no evidence yet)."""
+        return sum(self._heard[-hops:])
+
+    def hop_gain(self, lag: float) -> float:
+        """The path's gain at ``lag`` in the newest hop alone (the sums may still hold hops without echo)."""
+        i, k = (self._i - 1) % len(self._ring_y), int(round(lag))
+        c, x = self._ring_c[i], self._ring_x[i]
+        return min(float(max(c[k], 0.0) / (x[k] + _TINY)), MAX_GAIN)
+
+    def clear_short(self) -> None:
+        """Forget the short sum (what it measured no longer holds, e.g. the filter it judged was replaced)."""
+        self._ring_c[:] = 0.0
+        self._ring_x[:] = 0.0
+        self._ring_y[:] = 0.0
+        self.short = Path()
+        self.steady = 0
+
+    @property
+    def short_energy(self) -> float:
+        return float(self._ring_y.sum())
+
+    @staticmethod
+    def _peak(c: np.ndarray, x: np.ndarray, y: float) -> Path:
+        if y <= _TINY:
+            return Path()
+        ncc = c / np.sqrt(x * y + _TINY)
+        k = int(np.argmax(ncc))
+        lag = float(k)
+        if 0 < k < len(ncc) - 1:  # parabolic interpolation: the peak between samples
+            a, m, b = ncc[k - 1], ncc[k], ncc[k + 1]
+            den = a - 2 * m + b
+            if den < 0:
+                lag += max(-0.5, min(0.5, 0.5 * (a - b) / den))
+        return Path(lag, float(max(ncc[k], 0.0)), min(float(max(c[k], 0.0) / (x[k] + _TINY)), MAX_GAIN))

@@ -1,0 +1,211 @@
+"""The echo canceller and its gate (``telebridge/pipeline/aec.py``), sans I/O, on real speech with synthetic time.
+
+A simulated line (the simulator's own :class:`EchoLine`, μ-law both ways, line noise) carries the agent's reply
+back with an echo that appears, changes or goes at a chosen instant; the caller may talk over it. Blocks are
+judged the way the call's gate judges VAD windows: an echo block must never pass as the caller, the caller's
+speech must. Deterministic: the same audio and the same arithmetic every run.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from speechutil import phone_line, synth
+from telebridge.audio.g711 import ulaw_decode_float, ulaw_encode
+from telebridge.pipeline.aec import AdaptiveFilter, Correlator, EchoCanceller, Verdict
+from telebridge.pipeline.echo import PlayoutTrack
+from telebridge.simulator.echo_line import EchoLine
+from telebridge.simulator.script import LineEcho
+
+RATE, BLOCK = 8000, 160
+AGENT = ("Thanks for calling. Our office is open from nine in the morning until five in the evening, Monday to "
+         "Friday. We are located at fourteen Harbor Street, right next to the ferry terminal. Parking is free "
+         "behind the building.")
+CALLER = "Sorry, can you stop for a second? I have a question about my appointment."
+SPEECH = 10 ** (-40 / 10)  # a block of the caller's clean track louder than this is their speech
+# Synthesised once, at collection: never while another test's server may still be using the shared Piper voice.
+AGENT_AUDIO, CALLER_AUDIO = synth(AGENT), synth(CALLER)
+
+
+def line(changes: list[tuple[float, LineEcho | None]], *, noise_dbfs: float | None = -60.0,
+         caller_at: float | None = None, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(inbound, reference, the caller's clean track): the agent's reply heard through μ-law, echoed back
+    through the line's echo as it changes at the given times, plus the caller and line noise, μ-law again."""
+    heard = phone_line(AGENT_AUDIO)
+    n = len(heard) // BLOCK * BLOCK
+    heard = heard[:n]
+    clean = np.zeros(n, np.float32)
+    if caller_at is not None:
+        caller = CALLER_AUDIO
+        start = int(caller_at * RATE)
+        clean[start : start + len(caller)] = caller[: n - start]
+    echo = EchoLine()
+    rng = np.random.default_rng(seed)
+    todo = sorted(changes, key=lambda c: c[0])
+    out = np.empty(n, np.float32)
+    for i in range(0, n, BLOCK):
+        while todo and todo[0][0] * RATE <= i:
+            echo.set(todo.pop(0)[1])
+        frame = clean[i : i + BLOCK] + echo.frame(heard[i : i + BLOCK])
+        if noise_dbfs is not None:
+            frame = frame + (rng.standard_normal(BLOCK) * 10 ** (noise_dbfs / 20)).astype(np.float32)
+        out[i : i + BLOCK] = frame
+    return ulaw_decode_float(ulaw_encode(out)), heard, clean
+
+
+def run(inbound: np.ndarray, reference: np.ndarray, frame: int = BLOCK) -> tuple[EchoCanceller, np.ndarray, np.ndarray]:
+    """Feed 20 ms frames as the call does; (canceller, output, per-block verdicts)."""
+    aec = EchoCanceller(keep=60.0)
+    out, verdicts = [], []
+    for i in range(0, len(inbound), frame):
+        got = aec.process(inbound[i : i + frame], reference[i : i + frame])
+        out.append(got)
+        for b in range(aec.blocks - len(got) // BLOCK, aec.blocks):
+            verdicts.append(aec.verdict(b * BLOCK, (b + 1) * BLOCK))
+    return aec, np.concatenate(out), np.array(verdicts)
+
+
+def blocks_ms(x: np.ndarray) -> np.ndarray:
+    n = len(x) // BLOCK
+    f = x[: n * BLOCK].reshape(n, BLOCK).astype(np.float64)
+    return (f * f).mean(axis=1)
+
+
+def echo_passing(out: np.ndarray, verdicts: np.ndarray, clean: np.ndarray, after: float, noise_dbfs: float) -> list:
+    """Blocks after ``after`` s without the caller whose output would reach the VAD as sound: passed by the
+    canceller and clearly above the line noise (what the noise gate lets through)."""
+    loud = blocks_ms(out) > 8 * 10 ** (noise_dbfs / 10)
+    quiet_caller = blocks_ms(clean) < SPEECH
+    t = np.arange(len(verdicts)) * BLOCK / RATE
+    return list(t[(verdicts == Verdict.PASS) & loud & quiet_caller & (t >= after)])
+
+
+@pytest.mark.parametrize("erl, delay, noise, tail, drift, min_erle", [
+    (12, 0.25, -60, 0.0, 0.0, 15),  # the issue's speakerphone, switched on in the middle of a reply
+    (12, 0.04, -60, 0.0, 0.0, 15),
+    (12, 0.40, -45, 0.04, 100.0, 4),  # late, reverberant, drifting, over loud line noise (15 dB at most)
+    (20, 0.10, None, 0.0, 0.0, 15),  # a clean line: only μ-law's own noise
+    (30, 0.25, -60, 0.0, 0.0, 3),  # 30 dB down: the echo is within 13 dB of the line noise
+])
+def test_echo_appearing_mid_reply_never_passes_as_the_caller(erl, delay, noise, tail, drift, min_erle):
+    inbound, ref, clean = line([(3.0, LineEcho(-erl, delay, tail=tail, drift_ppm=drift))], noise_dbfs=noise)
+    aec, out, verdicts = run(inbound, ref)
+    assert echo_passing(out, verdicts, clean, 0.0, -60 if noise is None else noise) == []
+    crept = drift * 1e-6 * (len(inbound) / RATE - 3.0) * RATE  # the delay a drifting clock added by the end
+    assert abs(aec.path.lag - delay * RATE - crept) <= 4  # the correlator found the delay (to a sample or so)
+    assert aec.seeds >= 1  # and the filter started from it
+    # Once learnt, the echo is cancelled: the output is far below the inbound audio.
+    late = slice(int(7.0 * RATE), int(11.0 * RATE))
+    erle = 10 * np.log10(np.mean(inbound[late] ** 2) / np.mean(out[late] ** 2))
+    assert erle > min_erle, f"only {erle:.1f} dB of echo cancelled"
+
+
+def test_an_echo_free_stretch_does_not_lower_the_guard_for_a_later_echo():
+    """Seconds of the agent talking over a quiet line, then a loud echo: judged at once, never let through."""
+    inbound, ref, clean = line([(6.0, LineEcho(-12, 0.3))])
+    aec, out, verdicts = run(inbound, ref)
+    assert echo_passing(out, verdicts, clean, 0.0, -60) == []
+    assert aec.seeds >= 1
+
+
+def test_echo_that_changes_and_goes():
+    """Handset → speakerphone (louder, later, reverberant) → gone: no echo block passes, the path follows."""
+    changes = [(0.0, LineEcho(-30, 0.06)), (3.5, LineEcho(-12, 0.25, tail=0.04)), (8.0, None)]
+    inbound, ref, clean = line(changes)
+    aec, out, verdicts = run(inbound, ref)
+    assert echo_passing(out, verdicts, clean, 0.0, -60) == []
+    assert abs(aec.path.lag - 0.25 * RATE) <= 4
+
+
+@pytest.mark.parametrize("echo", [None, LineEcho(-12, 0.25), LineEcho(-20, 0.1, tail=0.04)])
+def test_the_caller_talking_over_the_echo_passes(echo):
+    """Double talk: the caller's speech passes (nearly) whole, whether or not the line echoes."""
+    inbound, ref, clean = line([(0.3, echo)] if echo else [], caller_at=4.0)
+    aec, out, verdicts = run(inbound, ref)
+    caller = blocks_ms(clean) > 10 ** (-30 / 10)  # the caller's speech, not their quietest sounds
+    passed = (verdicts[caller] == Verdict.PASS).mean()
+    assert passed > 0.9, f"only {passed:.0%} of the caller's speech blocks passed"
+    # Their speech survives cancelling: the output during it is the caller, not a remnant.
+    c = np.repeat(caller, BLOCK)
+    kept = np.mean(out[: len(c)][c] ** 2) / np.mean(clean[: len(c)][c] ** 2)
+    assert 0.7 < kept < 1.4
+    if echo is None:
+        assert aec.suppressed == 0 and aec.seeds == 0  # two voices alike never pass for an echo
+
+
+def test_a_new_sound_is_held_until_judged_then_passes():
+    """No echo on the line, the caller starts over the agent: a block or two HOLD, then PASS, never ECHO."""
+    inbound, ref, clean = line([], caller_at=4.0)
+    _, _, verdicts = run(inbound, ref)
+    start = int(4.0 * RATE / BLOCK)
+    first = verdicts[start : start + 20]
+    assert Verdict.ECHO not in first
+    assert list(first[8:]).count(Verdict.PASS) >= 11
+
+
+def test_frames_of_any_size_give_the_same_output():
+    inbound, ref, _ = line([(1.0, LineEcho(-12, 0.25))])
+    inbound, ref = inbound[: 4 * RATE], ref[: 4 * RATE]
+    _, a, _ = run(inbound, ref, frame=BLOCK)
+    _, b, _ = run(inbound, ref, frame=333)
+    assert len(b) == len(a) - (len(inbound) % 333 and 0)
+    np.testing.assert_allclose(a[: len(b)], b, atol=1e-6)
+    with pytest.raises(ValueError):
+        EchoCanceller().process(np.zeros(160, np.float32), np.zeros(100, np.float32))
+
+
+def test_silence_from_the_agent_passes_everything_untouched():
+    rng = np.random.default_rng(1)
+    inbound = (rng.standard_normal(RATE) * 0.01).astype(np.float32)
+    aec, out, verdicts = run(inbound, np.zeros_like(inbound))
+    assert (verdicts == Verdict.PASS).all()
+    np.testing.assert_array_equal(out, inbound)
+
+
+def test_correlator_finds_a_delay_and_gain():
+    rng = np.random.default_rng(2)
+    hop, lags = 160, 1000
+    ref = rng.standard_normal(20 * hop + lags)
+    sig = 0.25 * np.concatenate([np.zeros(437), ref[:-437]])
+    corr = Correlator(hop, lags)
+    for end in range(lags + hop, len(ref), hop):
+        r = ref[end - hop - lags : end]
+        spec = np.fft.rfft(r, corr.nfft)
+        cum = np.concatenate([[0.0], np.cumsum(r * r)])
+        corr.push(sig[end - hop : end], spec, (cum[hop : hop + lags + 1] - cum[: lags + 1])[::-1])
+    assert abs(corr.long.lag - 437) < 0.5 and corr.long.ncc > 0.95 and abs(corr.long.gain - 0.25) < 0.02
+
+
+def test_seeded_filter_cancels_a_pure_delay_at_once():
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal(30 * BLOCK) * 0.1
+    d = 0.3 * np.concatenate([np.zeros(1234), x[:-1234]])
+    f = AdaptiveFilter(BLOCK, 6, 12)
+    f.seed(1234.0, 0.3)
+    buf, err = np.zeros(2 * BLOCK), []
+    for i in range(0, len(x), BLOCK):
+        buf[:BLOCK], buf[BLOCK:] = buf[BLOCK:], x[i : i + BLOCK]
+        f.push_reference(buf)
+        y = f.estimate()
+        err.append(np.mean((d[i : i + BLOCK] - y) ** 2) / (np.mean(d[i : i + BLOCK] ** 2) + 1e-12))
+    assert max(err[10:]) < 1e-3  # 30 dB down from the first block the echo is in
+
+
+def test_playout_track_follows_playback_and_marks():
+    track = PlayoutTrack(8000, snap=0.04)
+    assert track.take(160, 0, 10_000) == (0, 0)  # nothing playing yet
+    track.reset(0)
+    assert track.take(160, 0, 10_000) == (0, 160)
+    assert track.take(160, 0, 10_000) == (160, 320)
+    assert track.take(160, 500, 10_000) == (340, 500)  # the first mark places the segment exactly
+    assert track.take(160, 660, 10_000) == (500, 660)
+    assert track.take(160, 830, 10_000) == (660, 820)  # a later mark a little off changes nothing
+    assert track.take(160, 1400, 10_000) == (1240, 1400)  # one far off (an underrun at Twilio): snap to it
+    assert track.take(160, 1400, 1500) == (1400, 1500)  # never past what was sent
+    assert track.take(160, 1400, 1500) == (1500, 1500)
+    track.reset(4000)  # a resumed segment starts at reply offset 4000
+    assert track.take(160, 4000, 10_000) == (4000, 4160)
+    assert track.take(160, 4480, 10_000) == (4320, 4480)  # its first mark: playback began 20 ms later
+    track.stop()
+    assert track.take(160, 4160, 10_000) == (0, 0)
