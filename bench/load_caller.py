@@ -88,9 +88,11 @@ class HangupStats(BaseModel):
 
 
 @dataclass
-class _Cfg:  # what LoadCall reads from its generator: ``cfg.url``, ``cfg.token``
+class _Cfg:  # what LoadCall reads from its generator: ``cfg.url``, ``cfg.token`` (and no line echo)
     url: str
     token: str
+    echo_db: float | None = None
+    echo_delay: float = 0.0
 
 
 class _Target:
