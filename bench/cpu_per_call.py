@@ -857,6 +857,13 @@ def server_process(
         cmd = [sys.executable, "-m", "telebridge", *serve]
         if profile_to is not None:
             cmd = [sys.executable, str(Path(__file__).resolve()), "--profiled-serve", str(profile_to), "--", *serve]
+    with served(cmd, env, log_path, port) as proc:
+        yield proc
+
+
+@contextlib.contextmanager
+def served(cmd: list[str], env: dict[str, str], log_path: Path, port: int) -> Iterator[subprocess.Popen[bytes]]:
+    """Run a server command (its output to ``log_path``) until it is healthy on ``port``; SIGTERM it afterwards."""
     with open(log_path, "wb") as log:
         # cwd = a scratch dir: no stray .env is read; the agent path is absolute.
         proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=log_path.parent)

@@ -37,7 +37,6 @@ import math
 import os
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -54,7 +53,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.cloud_fakes import fakes_process  # noqa: E402
 from bench.cpu_per_call import (  # noqa: E402
-    AGENT_FILES, DoneStats, GenConfig, _lingering_calls, _wait_healthy, free_port, generator_process,
+    AGENT_FILES, DoneStats, GenConfig, _lingering_calls, free_port, generator_process, served,
 )
 from telebridge.memory import COLLECT_DELAY, IDLE_TRIM_EVERY  # noqa: E402
 
@@ -162,19 +161,8 @@ def server_process(variant: str, port: int, token: str, log_path: Path, env_extr
                PYTHONPATH=str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""), **env_extra)
     serve = ["serve", "--agent", str(AGENT_FILES["cloud"]), "--port", str(port)]
     cmd = [sys.executable, str(Path(__file__).resolve()), "--serve-variant", variant, "--", *serve]
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=log_path.parent)
-        try:
-            _wait_healthy(proc, port, timeout=180)
-            yield proc
-        finally:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+    with served(cmd, env, log_path, port) as proc:
+        yield proc
 
 
 def health(port: int) -> dict[str, Any]:
