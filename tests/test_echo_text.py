@@ -15,7 +15,8 @@ SAID = "Thanks for calling. This greeting is long on purpose, so that you can ta
 
 def listener() -> Listener:
     reply = SimpleNamespace(spans=[SimpleNamespace(start=0, end=80_000, text=SAID)])
-    return Listener(call_id="CAtest", speech=None, engine=None, vad_rate=16000, sink_rate=8000,  # type: ignore[arg-type]
+    engine = SimpleNamespace(judge=WordJudge(DEFAULT_BACKCHANNELS_FALLBACK))
+    return Listener(call_id="CAtest", speech=None, engine=engine, vad_rate=16000, sink_rate=8000,  # type: ignore[arg-type]
                     now=lambda: 0.0, playing=lambda: reply, heard=lambda r: 40_000, spawn=None,  # type: ignore[arg-type]
                     observe=lambda *a: None, on_interim=lambda *a: None, on_transcript=lambda *a: None)
 
@@ -28,6 +29,8 @@ def listener() -> Listener:
     ("That's wrong.", "That's wrong."),
     ("that", ""),  # a lone word the agent just said (an interim transcript of the echo's remnant)
     ("Stop.", "Stop."),
+    ("Help me with my booking", "Help me with my booking"),  # the caller's answer repeats the agent's word
+    ("I want to talk", "I want to talk"),
 ])
 def test_the_agents_own_words_are_not_the_callers(heard, kept):
     assert listener().not_our_words(heard) == kept

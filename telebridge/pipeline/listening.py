@@ -158,8 +158,10 @@ class Listener:
 
     def not_our_words(self, text: str) -> str:
         """Words heard over the agent that are mostly the agent's own recent words are its echo, not the caller;
-        and the agent's words at the very start or end of what the caller said (an echo remnant around their
-        "uh-huh": "that, uh-huh"; or a lone "that" in an interim transcript) are trimmed off."""
+        a lone word the agent just said is dropped too (an interim transcript of an echo remnant: "that"). The
+        agent's words at the very start or end of what the caller said are trimmed off only when what is left is
+        a backchannel (an echo remnant around their "uh-huh": "that, uh-huh"): a caller who repeats the agent's
+        words in an answer ("Help me with my booking") keeps them."""
         reply = self._playing()
         words = normalise(text)
         if reply is None or not words:
@@ -178,10 +180,15 @@ class Listener:
             first += 1
         while last > first and last - 1 in echoed:
             last -= 1
+        if last <= first:
+            return ""  # a lone word of the agent's
         if (first, last) != (0, len(words)):
-            log.debug("call %s: %r holds the agent's own echo at its edges", self.call_id, text)
             spans = [m.span() for m in _WORD.finditer(text.lower())]  # the same words, in the original text
-            return text[spans[first][0] : spans[last - 1][1]] if last > first else ""
+            core = text[spans[first][0] : spans[last - 1][1]]
+            judge = getattr(self.engine, "judge", None)
+            if judge is not None and judge.is_backchannel(core):
+                log.debug("call %s: %r holds the agent's own echo around a backchannel", self.call_id, text)
+                return core
         return text
 
     async def _transcribe(
