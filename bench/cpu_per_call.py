@@ -18,7 +18,7 @@ transport's own cost on this machine, to read the others as a ratio), ``inbound`
 only), ``duplex`` (``talker`` agent: a two-minute monologue plays for the whole window), ``cloud`` (the same
 monologue with Deepgram live STT + Deepgram Aura TTS against light fakes in a third process,
 ``bench/cloud_fakes.py``: caller audio streams up, provider audio streams down at real-time pace);
-``duplex-off`` (the same with the echo canceller switched off, ``echo_guard=False``), ``duplex-echo`` and
+``duplex-off`` (the same with the energy guard instead of the echo canceller), ``duplex-echo`` and
 ``duplex-echo-off`` (the duplex call over a line that echoes what the caller hears back, 12 dB down and 250 ms
 late, like a speakerphone: the canceller's cost while it cancels, against the same call without it);
 ``pipecat`` and ``pipecat-duplex``: Pipecat 1.14 shaped like its ``twilio-chatbot`` example, listening, or
@@ -87,7 +87,7 @@ AGENT_FILES: dict[str, Path] = {
 }
 DEFAULT_SCENARIOS = ("baseline", "floor", "inbound", "duplex", "cloud", "pipecat", "pipecat-duplex")
 TALKING = ("duplex", "duplex-off", "duplex-echo", "duplex-echo-off", "cloud", "pipecat-duplex")
-ECHO_OFF = ("duplex-off", "duplex-echo-off")  # the talker with echo_guard=False (BENCH_ECHO_GUARD=0)
+ECHO_OFF = ("duplex-off", "duplex-echo-off")  # the talker with the energy guard, not the canceller (BENCH_ECHO_GUARD=0)
 LINE_ECHO = {"duplex-echo": (-12.0, 0.25), "duplex-echo-off": (-12.0, 0.25)}  # (gain dB, delay s) of the line  # scenarios where the agent talks for the whole window
 PIPECAT = {"inbound": "pipecat", "duplex": "pipecat-duplex", "cloud": "pipecat-duplex"}  # the Pipecat counterpart
 TARGET_RATIO = 5.0  # telebridge must cost at most 1/5 of its Pipecat counterpart, same N, same run
@@ -1157,7 +1157,7 @@ def _cloud_note(tag: str, r: Row) -> str:
 
 
 def print_echo_cost(rows: list[Row]) -> None:
-    """The echo canceller's cost: each duplex scenario against the same one with ``echo_guard=False``, same N."""
+    """The echo canceller's cost: each duplex scenario against the same one with the energy guard instead, same N."""
     by = {(r.scenario, r.n): r for r in rows}
     pairs = [(on, f"{on}-off", n) for (on, n) in by if on in ("duplex", "duplex-echo") and (f"{on}-off", n) in by]
     if not pairs:

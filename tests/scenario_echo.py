@@ -86,7 +86,7 @@ async def echo_case(ctx: Context, case: EchoCase) -> ScenarioResult:
     start, script, replies = case.script()
     result = ScenarioResult(case.name, f"echo {case.onset}: {case.erl:g} dB down, {case.delay * 1000:.0f} ms")
     call, record = await ctx.call(script, echo=start, line_noise_dbfs=case.noise, custom={"greeting": "short",
-                                  "answer": "short"}, duration=12 + 9 * replies, end_when_quiet=2.0,
+                                  "answer": "short", "echo_canceller": "true"}, duration=12 + 9 * replies, end_when_quiet=2.0,
                                   noise_seed=int(case.delay * 1000))
     result.false_interruptions = len(not_the_callers(call, record, "interrupt"))
     result.pauses = len(not_the_callers(call, record, "pause"))
@@ -116,6 +116,7 @@ async def echo_double_talk(ctx: Context, case: EchoCase = EchoCase("greeting", 1
     call, record = await ctx.call(
         [*first, Say(at=None, text=INTERRUPTION, after_agent_speech=2.5)],
         echo=case.echo, line_noise_dbfs=case.noise, duration=20, end_when_quiet=1.0, noise_seed=7,
+        custom={"echo_canceller": "true"},
     )
     bursts = caller_onsets(call)
     onset = bursts[len(first)][0] if len(bursts) > len(first) else None

@@ -42,7 +42,7 @@ def monologue(call_sid: str) -> str:
     tag = " ".join(call_sid[-4:].upper())
     return " ".join(f"{s[:-1]}, for caller {tag}, part {i + 1}." for i, s in enumerate(SENTENCES * REPEATS))
 
-# BENCH_ECHO_GUARD=0: no echo canceller (cpu_per_call.py's duplex-off scenarios measure what it costs).
+# BENCH_ECHO_GUARD=0: the energy guard instead of the echo canceller (cpu_per_call.py's duplex-off scenarios).
 ECHO_GUARD = os.environ.get("BENCH_ECHO_GUARD") != "0"
 # Experiments: BENCH_VAD_SAMPLE_RATE=8000 runs Silero on the phone audio as is (no 8 -> 16 kHz resampling).
 VAD_SAMPLE_RATE = 8000 if os.environ.get("BENCH_VAD_SAMPLE_RATE") == "8000" else 16000
@@ -54,7 +54,8 @@ async def configure_session(input: ConfigureSessionInput) -> SessionConfig:
         vad=VAD.Silero(sample_rate=VAD_SAMPLE_RATE),
         first_message=monologue(str((input.get("custom_data") or {}).get("CallSid", ""))),
         allow_interruptions=False,
-        echo_guard=ECHO_GUARD,
+        echo_guard=True,
+        echo_canceller=ECHO_GUARD,
     )
 
 

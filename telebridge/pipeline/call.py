@@ -195,7 +195,7 @@ class CallSession:
             )
         )
         self.engine = TurnEngine(TurnParams.from_config(cfg))
-        if cfg.echo_guard and self.input_rate == self.outbound.sample_rate:
+        if cfg.echo_guard and cfg.echo_canceller and self.input_rate == self.outbound.sample_rate:
             self._aec = EchoCanceller(self.input_rate)
         elif cfg.echo_guard:
             self._echo = EchoGuard()

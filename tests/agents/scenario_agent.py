@@ -48,6 +48,8 @@ def _options(custom: dict[str, Any]) -> dict[str, Any]:
             options[key] = float(custom[key])
     if "dtmf_interrupt_digit" in custom:
         options["dtmf_interrupt_digit"] = custom["dtmf_interrupt_digit"]
+    if "echo_canceller" in custom:
+        options["echo_canceller"] = custom["echo_canceller"] == "true"
     if "allow_interruptions" in custom:
         options["allow_interruptions"] = custom["allow_interruptions"] == "true"
     return options
