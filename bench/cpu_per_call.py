@@ -526,15 +526,7 @@ class Generator:
     async def run(self) -> None:
         import httpx
 
-        loop = asyncio.get_running_loop()
-        commands: asyncio.Queue[str] = asyncio.Queue()
-
-        def read_stdin() -> None:
-            for line in sys.stdin:
-                loop.call_soon_threadsafe(commands.put_nowait, line.strip())
-            loop.call_soon_threadsafe(commands.put_nowait, "stop")
-
-        threading.Thread(target=read_stdin, daemon=True).start()
+        commands = stdin_commands(end="stop")
         if self.cfg.probe:
             await self.prepare_probe()
         limits = httpx.Limits(max_connections=20)
@@ -861,20 +853,36 @@ def server_process(
         yield proc
 
 
+def stdin_commands(end: str) -> asyncio.Queue[str]:
+    """A generator process's commands, one per line of stdin (read in a thread); ``end`` when stdin closes."""
+    loop = asyncio.get_running_loop()
+    commands: asyncio.Queue[str] = asyncio.Queue()
+
+    def read_stdin() -> None:
+        for line in sys.stdin:
+            loop.call_soon_threadsafe(commands.put_nowait, line.strip())
+        loop.call_soon_threadsafe(commands.put_nowait, end)
+
+    threading.Thread(target=read_stdin, daemon=True).start()
+    return commands
+
+
 @contextlib.contextmanager
-def served(cmd: list[str], env: dict[str, str], log_path: Path, port: int) -> Iterator[subprocess.Popen[bytes]]:
-    """Run a server command (its output to ``log_path``) until it is healthy on ``port``; SIGTERM it afterwards."""
-    with open(log_path, "wb") as log:
+def served(cmd: list[str], env: dict[str, str], log_path: Path, port: int, *, append: bool = False,
+           healthy_within: float = 180.0, stop_within: float = 20.0) -> Iterator[subprocess.Popen[bytes]]:
+    """Run a server command (its output to ``log_path``) until it is healthy on ``port``; SIGTERM it afterwards
+    (killed if it has not stopped ``stop_within`` seconds later)."""
+    with open(log_path, "ab" if append else "wb") as log:
         # cwd = a scratch dir: no stray .env is read; the agent path is absolute.
         proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=log_path.parent)
         try:
-            _wait_healthy(proc, port, timeout=180)
+            _wait_healthy(proc, port, timeout=healthy_within)
             yield proc
         finally:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
                 try:
-                    proc.wait(timeout=20)
+                    proc.wait(timeout=stop_within)
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait()

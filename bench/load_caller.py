@@ -26,7 +26,6 @@ import collections
 import json
 import random
 import sys
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +37,9 @@ from pydantic import BaseModel
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.cpu_per_call import FRAME, LOUD_RMS, NOISE_DBFS, RATE, LoadCall, _frame_rms, _noise_frames  # noqa: E402
+from bench.cpu_per_call import (  # noqa: E402
+    FRAME, LOUD_RMS, NOISE_DBFS, RATE, LoadCall, _frame_rms, _noise_frames, stdin_commands,
+)
 
 QUESTION = "What are your opening hours, and where can I find you?"
 BARGE_IN = "Sorry, one more thing, do you open on Sundays?"
@@ -384,15 +385,7 @@ class Generator:
     async def run(self) -> None:
         import httpx
 
-        loop = asyncio.get_running_loop()
-        commands: asyncio.Queue[str] = asyncio.Queue()
-
-        def read_stdin() -> None:
-            for line in sys.stdin:
-                loop.call_soon_threadsafe(commands.put_nowait, line.strip())
-            loop.call_soon_threadsafe(commands.put_nowait, "quit")
-
-        threading.Thread(target=read_stdin, daemon=True).start()
+        commands = stdin_commands(end="quit")
         await self.prepare()
         async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=20)) as http:
             self.emit("hello")

@@ -8,7 +8,6 @@ import contextlib
 import math
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -22,7 +21,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.cpu_per_call import LineReader, _wait_healthy, free_port  # noqa: E402
+from bench.cpu_per_call import LineReader, free_port, served  # noqa: E402
 from bench.load_caller import LATE_BINS, CallerConfig, CallerStats, HangupStats  # noqa: E402
 
 AGENT = ROOT / "bench" / "agents" / "conversation.py"
@@ -100,23 +99,11 @@ def server_process(token: str, log: Path, *, workers: int = 1, env: dict[str, st
     if profile_to is not None:
         cmd = [sys.executable, str(ROOT / "bench" / "cpu_per_call.py"), "--profiled-serve", str(profile_to), "--",
                *serve]
-    with open(log, "ab") as out:
-        proc = subprocess.Popen(cmd, env=server_env(token, env or {}), stdout=out, stderr=subprocess.STDOUT,
-                                cwd=log.parent)
-    server = Server(proc, port, log)
-    try:
-        _wait_healthy(proc, port, timeout=240)  # type: ignore[arg-type]
+    env = server_env(token, env or {})
+    with served(cmd, env, log, port, append=True, healthy_within=240, stop_within=30) as proc:
         if workers > 1:
             time.sleep(3.0)  # /healthz answered by one worker; let the others finish loading too
-        yield server
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        yield Server(proc, port, log)
 
 
 class Generators:
