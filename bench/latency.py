@@ -174,6 +174,9 @@ def run_pause(server: Any, token: str, mode: str, i: int, out: dict[str, Any]) -
     out["mid"] += 1
     out["cut_off"] += bad
     print(f"  [{mode:3}] pause {pause:.1f} s in {sentence[:40]!r:44} {'CUT OFF' if bad else 'waited'}", flush=True)
+    if bad and session is not None:  # what the agent took for the caller's turns
+        said = [m.get("content") for m in session.history if m.get("role") == "user"]
+        print(f"          the agent heard: {said}", flush=True)
 
 
 def run_all(server: Any, token: str, modes: tuple[str, ...], questions: int, pauses: int) -> dict[str, Any]:

@@ -309,4 +309,5 @@ def _text_logprob(ids: list[int], logits: list[Any], timestamp_begin: int, eot: 
 
 def create(cfg: Any, ctx: Any) -> WhisperSTT:
     """The registry's constructor: ``STT.Whisper(...)`` → an engine on the shared speech pool."""
-    return WhisperSTT(cfg.model, pool=ctx.pool, language=cfg.language, beam_size=cfg.beam_size)
+    return WhisperSTT(cfg.model, pool=ctx.pool, language=cfg.language, beam_size=cfg.beam_size,
+                      short_window=cfg.short_window)

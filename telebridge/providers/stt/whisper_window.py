@@ -20,7 +20,7 @@ import math
 import re
 from dataclasses import dataclass
 
-MIN_WINDOW_SECONDS = 12  # shorter windows mishear more (WER on 90 phone clips: 10 s 16.6 %, 12 s 16.3 %, 30 s 15.9 %)
+MIN_WINDOW_SECONDS = 12  # shorter windows mishear (and loop) more often: see bench/bench_whisper.py
 MAX_WINDOW_SECONDS = 30  # Whisper's own window: longer audio is decoded the usual way
 TAIL_SECONDS = 1.0  # silence kept after the audio inside the window
 TIME_PRECISION = 0.02  # seconds per timestamp token
