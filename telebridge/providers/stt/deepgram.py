@@ -34,6 +34,7 @@ from telebridge.providers.deepgram_protocol import (
 )
 from telebridge.providers.errors import ProviderError
 from telebridge.providers.retry import RetryPolicy, with_retries
+from telebridge.providers.sockets import close_socket
 from telebridge.providers.stt.base import STT_SAMPLE_RATE, Transcript
 
 __all__ = ["DeepgramSTT", "DeepgramStream", "create"]
@@ -285,8 +286,7 @@ class DeepgramStream:
             for task in (sender, receiver):
                 task.cancel()
             await asyncio.gather(sender, receiver, return_exceptions=True)
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(ws.close(), 1.0)
+            await close_socket(ws)
         if reason[0] != "protocol":
             reason = close_reason(getattr(ws, "close_code", None), getattr(ws, "close_reason", None))
         return reason
