@@ -28,6 +28,7 @@ from fakes.deepgram import FakeDeepgram
 from fakes.elevenlabs import FakeElevenLabs
 from fakes.fault_proxy import FaultProxy
 from fakes.serve import ThreadedApp
+from telebridge.audio.g711 import ulaw_encode
 from telebridge.providers.stt import deepgram as dg_stt
 from telebridge.providers.tts import cartesia as cartesia_tts
 from telebridge.providers.tts import deepgram as dg_tts
@@ -88,10 +89,10 @@ def lingering(server: LiveServer) -> list[str]:
 
 
 async def run_call(rig: Rig, stt: FaultProxy, tts_kind: str, tts: FaultProxy,
-                   fault: Callable[[], None] | None = None, *, after_sockets: int = 2) -> str:
+                   fault: Callable[[], None] | None = None, *, after_sockets: int = 2, **custom: str) -> str:
     """One call through ``stt`` / ``tts``; ``fault`` runs once ``after_sockets`` WebSockets were opened through
     them (and the greeting had a moment to start), and the caller hangs up at ``CALL_SECONDS``."""
-    custom = {"stt_url": stt.origin, "tts": tts_kind, "tts_url": tts.origin}
+    custom.update(stt_url=stt.origin, tts=tts_kind, tts_url=tts.origin)
     call = asyncio.create_task(simulate_call(rig.server.url, script=[], auth_token=AUTH_TOKEN, duration=CALL_SECONDS,
                                              transcribe=False, custom_parameters=custom))
     if fault is not None:
@@ -172,3 +173,25 @@ async def test_calls_ending_during_provider_faults_leave_no_sockets_or_tasks(rig
     assert not open_sockets, f"sockets still open at the proxies {open_sockets}; tasks beyond the baseline: {extra}"
     assert tasks <= before, f"{tasks} asyncio tasks after the calls, {before} before: {extra}"
     assert rig.server.call_tasks() == []
+
+
+async def test_the_stt_stream_gets_the_callers_mulaw_as_received_unless_the_echo_canceller_changed_it(
+        rig: Rig, monkeypatch) -> None:
+    """Twilio's μ-law bytes reach the Deepgram stream with each frame (it sends them as they are instead of
+    re-encoding the decoded frame); with the echo canceller on, the STT must hear the cancelled audio, so the
+    frame comes without them (and is re-encoded)."""
+    seen: dict[str, list[bool]] = {}
+    feed = dg_stt.DeepgramStream.feed
+
+    def spy(self: dg_stt.DeepgramStream, pcm: object, ulaw: bytes | None = None) -> None:
+        seen.setdefault(self.call_id, []).append(ulaw is not None and ulaw == ulaw_encode(pcm))
+        feed(self, pcm, ulaw)
+
+    monkeypatch.setattr(dg_stt.DeepgramStream, "feed", spy)
+    proxy = rig.proxy("deepgram")
+    plain, cancelled = await asyncio.gather(run_call(rig, proxy, "deepgram", proxy),
+                                            run_call(rig, proxy, "deepgram", proxy, echo_canceller="1"))
+    assert len(seen[plain]) > 50 and len(seen[cancelled]) > 50
+    # Every frame once the call is set up (the ones buffered while it was are fed decoded, first).
+    assert seen[plain] == sorted(seen[plain]) and sum(seen[plain]) > 50
+    assert not any(seen[cancelled])

@@ -2,7 +2,7 @@
 tests/test_provider_faults.py reaches the fakes through its own fault proxy.
 
 ``stt_url``: Deepgram live STT's origin. ``tts``: ``deepgram`` | ``cartesia`` | ``elevenlabs``; ``tts_url``: its
-origin. Keys come from the environment (``DEEPGRAM_API_KEY``, ``CARTESIA_API_KEY``, ``ELEVENLABS_API_KEY``).
+origin; ``echo_canceller``: ``1`` turns the canceller on. Keys come from the environment (``DEEPGRAM_API_KEY``, ``CARTESIA_API_KEY``, ``ELEVENLABS_API_KEY``).
 """
 
 from telebridge import STT, TTS, VAD, Agent, SessionConfig
@@ -26,6 +26,7 @@ async def configure_session(input):
         stt=STT.Deepgram(base_url=custom["stt_url"]),
         tts=_tts(custom.get("tts", "deepgram"), custom["tts_url"]),
         first_message=GREETING,
+        echo_canceller=custom.get("echo_canceller") == "1",
     )
 
 
