@@ -15,7 +15,7 @@ from fakes.deepgram import FakeDeepgram
 from fakes.serve import serve_app
 from fakes.speech import speech_backend
 from speechutil import fuzzy_ratio, phone_line, resample, synth
-from telebridge.audio.g711 import ulaw_encode
+from telebridge.audio.g711 import ulaw_decode_float, ulaw_encode
 from telebridge.config import STT, TTS
 from telebridge.providers.context import ProviderContext
 from telebridge.providers.deepgram_protocol import listen_params
@@ -128,6 +128,32 @@ async def test_phone_stream_sends_the_callers_mulaw_bit_exactly_and_transcribes_
     assert fuzzy_ratio(QUESTION, transcript.text) > 0.6, transcript.text
     assert "CloseStream" in record.controls and record.close_code == 1000
     assert record.sent[-1]["type"] == "Metadata"
+
+
+async def test_phone_stream_forwards_the_mulaw_bytes_as_received_and_re_encodes_only_frames_without_them():
+    """A phone call hands each frame over as received too: those bytes go out as they are (no re-encoding on the
+    hot path). 0x7F is a μ-law zero that re-encoding turns into 0xFF: seeing it arrive proves the bytes were
+    forwarded. A frame without its bytes (the echo canceller changed it) is re-encoded, on the same clock."""
+    rng = np.random.default_rng(7)
+    quiet = bytes(rng.choice([0x7F, 0xFF, 0x7E, 0xFE, 0x7D, 0xFD], size=160 * 60).astype(np.uint8))  # 1.2 s
+    frames = [quiet[i : i + 160] for i in range(0, len(quiet), 160)]
+    fake = FakeDeepgram(KEY)
+    async with serve_app(fake.app) as origin:
+        stream = await stt_engine(origin, phone=True).open_stream(input_rate=8000, call_id="CAraw")
+        linear = await stt_engine(origin).open_stream(input_rate=8000, call_id="CAlinear")
+        for i, frame in enumerate(frames):
+            pcm = ulaw_decode_float(frame)
+            stream.feed(pcm, None if i == 30 else frame)
+            linear.feed(pcm, frame)  # a linear16 stream has no use for them
+            if i % 5 == 4:
+                await asyncio.sleep(0.01)
+        assert stream._out == len(quiet)  # the call clock counts forwarded bytes as samples
+        await stream.aclose()
+        await linear.aclose()
+    sent, linear_sent = (bytes(r.audio) for r in sorted(fake.listens, key=lambda r: "mulaw" not in r.url))
+    expected = quiet[: 30 * 160] + ulaw_encode(ulaw_decode_float(frames[30])) + quiet[31 * 160 :]
+    assert sent == expected and b"\x7f" in sent
+    assert abs(len(linear_sent) - 4 * len(quiet)) < 0.05 * 4 * len(quiet)  # int16 at 16 kHz, not the μ-law bytes
 
 
 async def test_linear16_stream_resamples_and_interim_words_come_before_the_final_ones():

@@ -18,6 +18,7 @@ from telebridge.providers.errors import ProviderError
 from telebridge.providers.health import ProviderHealth
 from telebridge.providers.tts import cartesia as cartesia_tts
 from telebridge.providers.tts import deepgram as dg_tts
+from telebridge.providers.tts import elevenlabs as el_tts
 
 
 class Socket:
@@ -109,3 +110,29 @@ async def test_a_cartesia_session_closed_while_connecting_closes_the_new_socket(
     with pytest.raises(ProviderError):
         await connecting
     assert sockets[0].closed.is_set() and session._link is None
+
+
+async def test_an_elevenlabs_connect_completing_after_the_call_gave_up_closing_closes_its_socket() -> None:
+    """A barge-in reopens the socket in the background; the call ends meanwhile, and its close (waiting for that
+    connect) is cut short by the call's close budget. The connect completing later must not keep its socket."""
+    release, sockets = asyncio.Event(), []
+    engine = el_tts.create(TTS.ElevenLabs(api_key="k", voice=TTS.Voice(id="V1", name="T", category="premade")),
+                           _ctx())
+
+    async def slow_open() -> Socket:
+        await release.wait()
+        sockets.append(Socket())
+        return sockets[-1]
+
+    engine.open_socket = slow_open  # type: ignore[method-assign]
+    session = el_tts.ElevenLabsSession(engine, "CAtest")
+    connecting = asyncio.create_task(session.connect())
+    await asyncio.sleep(0)
+    closing = asyncio.create_task(session.aclose())
+    await asyncio.sleep(0.01)
+    closing.cancel()  # CallSpeech.aclose's budget ran out while the close waited for the connect
+    await asyncio.gather(closing, return_exceptions=True)
+    release.set()
+    with pytest.raises(ProviderError, match="session closed"):
+        await connecting
+    assert sockets[0].closed.is_set() and session._conn is None

@@ -281,8 +281,10 @@ class CallSession:
         await self.ending.aclose()
 
     # --- inbound (hot path) ---------------------------------------------------------------------------------
-    def on_audio(self, pcm: np.ndarray) -> None:
-        """Caller audio, float32 at ``input_rate``. Called for every frame: no awaits, no tasks."""
+    def on_audio(self, pcm: np.ndarray, ulaw: bytes | None = None) -> None:
+        """Caller audio, float32 at ``input_rate``. Called for every frame: no awaits, no tasks. ``ulaw``: the
+        frame as Twilio sent it, which a μ-law STT stream forwards as is -- unless the echo canceller changed the
+        audio: the STT hears the cancelled audio then (re-encoded), not the echo."""
         if not self._ready:
             if not self._closed and self._early_samples < MAX_EARLY_AUDIO_SECONDS * self.input_rate:
                 self._early.append(pcm)
@@ -293,7 +295,7 @@ class CallSession:
             pcm = self._cancel_echo(pcm)
         if self.callee is not None:
             self.callee.feed(pcm)
-        self.speech.feed(pcm)  # type: ignore[union-attr]  # ready implies started
+        self.speech.feed(pcm, ulaw if self._aec is None else None)  # type: ignore[union-attr]  # ready: started
         reply = self._reply
         if reply is not None and reply.audible and not reply.paused:
             self._heard_log.append((self._fed, reply.base + self.outbound.heard(reply.segment)))

@@ -153,10 +153,15 @@ class CallSpeech:
     def streaming(self) -> bool:
         return self.stream is not None and not self.stream.failed
 
-    def feed(self, pcm: np.ndarray) -> None:
+    def feed(self, pcm: np.ndarray, ulaw: bytes | None = None) -> None:
+        """Caller audio for the STT stream; ``ulaw``: the frame as received (see ``STTStream.feed``)."""
         self._fed += len(pcm)
         stream = self.stream
-        if stream is not None:
+        if stream is None:
+            return
+        if ulaw is not None and getattr(stream, "takes_ulaw", False):
+            stream.feed(pcm, ulaw)
+        else:
             stream.feed(pcm)
 
     def interim_words(self, start: float, end: float) -> str | None:

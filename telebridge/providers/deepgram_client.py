@@ -16,6 +16,7 @@ import websockets.asyncio.client  # noqa: F401
 from telebridge.providers.deepgram_protocol import CHECK_PATH, ENV_VAR, PROVIDER, auth_headers
 from telebridge.providers.errors import ProviderAuthError, ProviderError, http_error
 from telebridge.providers.retry import with_retries
+from telebridge.providers.sockets import CLOSE_TIMEOUT
 
 __all__ = ["require_key", "health_kind", "http_request", "ws_connect", "check_credentials"]
 
@@ -86,8 +87,8 @@ async def ws_connect(engine: Any, url: str) -> Any:
     headers = auth_headers(require_key(engine))
     try:
         return await connect(url, additional_headers=headers, open_timeout=engine.connect_timeout,
-                             max_size=None, ping_interval=20, ping_timeout=20, logger=_wire_log,
-                             compression=None)
+                             max_size=None, ping_interval=20, ping_timeout=20, close_timeout=CLOSE_TIMEOUT,
+                             logger=_wire_log, compression=None)
     except InvalidStatus as exc:
         response = exc.response
         body = response.body.decode("utf-8", "replace") if response.body else response.headers.get("dg-error", "")

@@ -106,7 +106,7 @@ async def media_stream(ws: WebSocket) -> None:
                 continue
             if type(event) is MediaEvent:
                 if session is not None:
-                    session.on_audio(ulaw_decode_float(event.payload))
+                    session.on_audio(ulaw_decode_float(event.payload), event.payload)
                     if recording is not None:
                         recording.client_audio(len(event.payload), 8000)
                     if tap is not None:

@@ -63,7 +63,11 @@ class STTStream(Protocol):
     """The provider is gone for good (reconnects exhausted): the call falls back to the next engine."""
 
     def feed(self, pcm: np.ndarray) -> None:
-        """Caller audio (float32 mono at the stream's ``input_rate``). Hot path: never blocks, never raises."""
+        """Caller audio (float32 mono at the stream's ``input_rate``). Hot path: never blocks, never raises.
+
+        A stream with a true ``takes_ulaw`` attribute (optional; Deepgram's on a phone call) is fed
+        ``feed(pcm, ulaw)`` when the frame arrived as μ-law bytes and nothing altered it since: it sends those
+        bytes as they are instead of re-encoding ``pcm``."""
         ...
 
     def words(self, start: float, end: float | None = None) -> str:

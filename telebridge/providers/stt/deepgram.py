@@ -2,8 +2,9 @@
 for whole utterances (the fallback when the stream is gone).
 
 The stream (:class:`DeepgramStream`) is fed every frame of caller audio. On a phone call the frames are the
-caller's μ-law, re-encoded bit-exactly and sent as ``encoding=mulaw&sample_rate=8000``; otherwise linear16 at
-the config's ``sample_rate``. Audio goes out in ~100 ms messages through a bounded queue (a stuck socket drops the
+caller's μ-law, sent as ``encoding=mulaw&sample_rate=8000``: the bytes as Twilio sent them when the call hands
+them over (``feed(pcm, ulaw)``: re-encoding the decoded frame gives the same bytes, at a cost on every frame of
+every call), else ``pcm`` re-encoded; otherwise linear16 at the config's ``sample_rate``. Audio goes out in ~100 ms messages through a bounded queue (a stuck socket drops the
 oldest audio and counts it). Word times are kept on the call clock, across reconnects: a dropped socket is
 replaced (bounded, jittered retries) and the audio since the last final word is sent again. ``transcript()``
 sends ``Finalize`` and waits (bounded) for the ``from_finalize`` result.
@@ -34,6 +35,7 @@ from telebridge.providers.deepgram_protocol import (
 )
 from telebridge.providers.errors import ProviderError
 from telebridge.providers.retry import RetryPolicy, with_retries
+from telebridge.providers.sockets import close_socket
 from telebridge.providers.stt.base import STT_SAMPLE_RATE, Transcript
 
 __all__ = ["DeepgramSTT", "DeepgramStream", "create"]
@@ -134,6 +136,7 @@ class DeepgramStream:
         self._rate = engine.stream_rate
         self._resampler = Resampler(input_rate, self._rate) if input_rate != self._rate else None
         self._delay = self._resampler.delay if self._resampler is not None else 0
+        self.takes_ulaw = self._mulaw and self._resampler is None  # μ-law frames as received go out as they are
         self._bps = self._rate * (1 if self._mulaw else 2)
         self._batch = max(1, int(self._bps * engine.batch_seconds))
         self._max_items = max(2, int(engine.queue_seconds / engine.batch_seconds))
@@ -188,19 +191,23 @@ class DeepgramStream:
         self._fail_waiters()
 
     # --- hot path -------------------------------------------------------------------------------------------
-    def feed(self, pcm: np.ndarray) -> None:
+    def feed(self, pcm: np.ndarray, ulaw: bytes | None = None) -> None:
         if self._closing or self.failed:
             return
         try:
-            x = np.asarray(pcm, dtype=np.float32)
-            if self._resampler is not None:
-                x = self._resampler.process(x)
-            if not len(x):
-                return
+            if ulaw is not None and self.takes_ulaw and len(ulaw) == len(pcm):
+                data = ulaw
+            else:
+                x = np.asarray(pcm, dtype=np.float32)
+                if self._resampler is not None:
+                    x = self._resampler.process(x)
+                if not len(x):
+                    return
+                data = ulaw_encode(x) if self._mulaw else to_int16(x).astype("<i2").tobytes()
             if not self._pending:
                 self._pending_t0 = (self._out - self._delay) / self._rate
-            self._out += len(x)
-            self._pending += ulaw_encode(x) if self._mulaw else to_int16(x).astype("<i2").tobytes()
+            self._out += len(data) if self._mulaw else len(data) // 2
+            self._pending += data
             if len(self._pending) >= self._batch:
                 self._push_pending()
         except Exception:  # the hot path never raises
@@ -285,8 +292,7 @@ class DeepgramStream:
             for task in (sender, receiver):
                 task.cancel()
             await asyncio.gather(sender, receiver, return_exceptions=True)
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(ws.close(), 1.0)
+            await close_socket(ws)
         if reason[0] != "protocol":
             reason = close_reason(getattr(ws, "close_code", None), getattr(ws, "close_reason", None))
         return reason

@@ -43,6 +43,7 @@ from telebridge.providers.context import ProviderContext, ws_origin
 from telebridge.providers.errors import ProviderAuthError, ProviderError, error_kind, http_error, provider_error
 from telebridge.providers.per_loop import PerLoop
 from telebridge.providers.retry import with_retries
+from telebridge.providers.sockets import CLOSE_TIMEOUT, close_socket
 from telebridge.providers.tts.cartesia_protocol import API_VERSION, ENV_VAR, PROVIDER, CartesiaProtocol, Event
 
 __all__ = ["CartesiaProtocol", "CartesiaTTS", "CartesiaSession", "create"]
@@ -115,8 +116,7 @@ class CartesiaSession:
                 raise _err("session closed", "disconnected")
             link = _Link(await self.engine.open_socket())
             if self._closed:  # closed while we were connecting: nobody would ever close this socket
-                with contextlib.suppress(Exception):
-                    await link.ws.close()
+                await close_socket(link.ws)
                 raise _err("session closed", "disconnected")
             link.reader = asyncio.get_running_loop().create_task(self._read(link), name=f"{self.call_id}:cartesia")
             self._link = link
@@ -133,8 +133,7 @@ class CartesiaSession:
                         await q.put(event)
         except ProviderError as exc:
             failure = exc
-            with contextlib.suppress(Exception):
-                await link.ws.close(1002)
+            await close_socket(link.ws, code=1002)
         except ConnectionClosed:
             pass
         finally:
@@ -273,14 +272,15 @@ class CartesiaSession:
         self._closed = True
         link, self._link = self._link, None
         if link is not None:
-            with contextlib.suppress(Exception):
-                await link.ws.close()
-            if link.reader is not None:
-                link.reader.cancel()
-                await asyncio.gather(link.reader, return_exceptions=True)
-            for ctx, q in list(link.queues.items()):
-                link.forget(ctx, q)
-                q.put_nowait(Event("cancelled"))
+            try:
+                await close_socket(link.ws)
+            finally:  # even when cancelled
+                if link.reader is not None:
+                    link.reader.cancel()
+                    await asyncio.gather(link.reader, return_exceptions=True)
+                for ctx, q in list(link.queues.items()):
+                    link.forget(ctx, q)
+                    q.put_nowait(Event("cancelled"))
 
 
 class CartesiaTTS:
@@ -315,7 +315,7 @@ class CartesiaTTS:
         url = ws_origin(self.origin) + WS_PATH
         try:
             return await connect(url, additional_headers=headers, open_timeout=self.connect_timeout,
-                                 max_size=2**24, close_timeout=2, logger=_WIRE_LOG, compression=None)
+                                 max_size=2**24, close_timeout=CLOSE_TIMEOUT, logger=_WIRE_LOG, compression=None)
         except InvalidStatus as exc:
             body = exc.response.body.decode("utf-8", "replace") if exc.response.body else ""
             raise http_error(PROVIDER, exc.response.status_code, body, env_var=ENV_VAR) from None

@@ -27,6 +27,7 @@ from telebridge.providers.deepgram_protocol import (
 )
 from telebridge.providers.errors import ProviderError
 from telebridge.providers.retry import RetryPolicy, with_retries
+from telebridge.providers.sockets import close_socket
 from telebridge.providers.deepgram_client import check_credentials, health_kind, http_request, ws_connect
 from telebridge.providers.tts.base import OneShotSession
 from telebridge.providers.tts.decoding import RawDecoder, decode_compressed
@@ -142,8 +143,7 @@ class DeepgramSession:
             raise ProviderError(PROVIDER, "session closed")
         ws = await ws_connect(self.engine, self.engine.speak_url())
         if self._closed:  # closed while we were connecting: nobody would ever close this socket
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(ws.close(), 1.0)
+            await close_socket(ws)
             raise ProviderError(PROVIDER, "session closed")
         self._ws, self._events = ws, asyncio.Queue()
         self._pending_flush = self._clear_sent = False
@@ -163,12 +163,13 @@ class DeepgramSession:
 
     async def _drop(self) -> None:
         ws, reader, self._ws, self._reader = self._ws, self._reader, None, None
-        if reader is not None:
-            reader.cancel()
-            await asyncio.gather(reader, return_exceptions=True)
-        if ws is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(ws.close(), 1.0)
+        try:
+            if reader is not None:
+                reader.cancel()
+                await asyncio.gather(reader, return_exceptions=True)
+        finally:  # even when cancelled: nobody else holds this socket now
+            if ws is not None:
+                await close_socket(ws)
 
     async def _send(self, kind: str, **fields: Any) -> None:
         try:

@@ -35,6 +35,7 @@ from telebridge.providers.checks import CheckCache
 from telebridge.providers.context import ProviderContext
 from telebridge.providers.errors import ProviderAuthError, ProviderError, http_error
 from telebridge.providers.retry import with_retries
+from telebridge.providers.sockets import CLOSE_TIMEOUT, close_socket
 from telebridge.providers.tts.elevenlabs_protocol import (
     ENV_VAR, PROVIDER, Protocol, close_error, decoder, format_rate, output_format, server_error,
 )
@@ -131,14 +132,14 @@ class _Conn:
     async def aclose(self, *, graceful: bool = True) -> None:
         """``graceful``: ``close_socket`` first (flushed contexts finish); otherwise just drop the connection,
         which stops every generation on it at once."""
-        with contextlib.suppress(Exception):
-            if graceful and self.dead is None:
-                await asyncio.wait_for(self.ws.send(json.dumps(Protocol.close_socket())), 1.0)
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.ws.close(), 2.0)
-        self.reader.cancel()
-        with contextlib.suppress(BaseException):
-            await self.reader
+        try:
+            with contextlib.suppress(Exception):
+                if graceful and self.dead is None:
+                    await asyncio.wait_for(self.ws.send(json.dumps(Protocol.close_socket())), 1.0)
+            await close_socket(self.ws)
+        finally:  # even when cancelled: the socket is aborted by close_socket, the reader ends here
+            self.reader.cancel()
+            await asyncio.gather(self.reader, return_exceptions=True)
 
 
 class ElevenLabsSession:
@@ -165,7 +166,11 @@ class ElevenLabsSession:
                 return conn
             if conn is not None:  # dead, or close to the context cap: replace it
                 self._retire(conn)
-            self._conn = conn = _Conn(await self.engine.open_socket(), self.engine.ctx.health)
+            ws = await self.engine.open_socket()
+            if self._closing:  # the call ended while we were connecting: nobody would ever close this socket
+                await close_socket(ws)
+                raise ProviderError(PROVIDER, "session closed")
+            self._conn = conn = _Conn(ws, self.engine.ctx.health)
             self.connects += 1
             return conn
 
@@ -355,7 +360,7 @@ class ElevenLabsEngine:
             return await asyncio.wait_for(
                 connect(self.protocol.url(self.origin), additional_headers={"xi-api-key": self._key()},
                         open_timeout=self.connect_timeout, proxy=None, max_size=None, ping_interval=20,
-                        logger=_WIRE_LOG, compression=None),
+                        close_timeout=CLOSE_TIMEOUT, logger=_WIRE_LOG, compression=None),
                 self.connect_timeout + 1)
         except InvalidStatus as exc:
             status = exc.response.status_code
