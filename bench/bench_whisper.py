@@ -66,6 +66,7 @@ def clips() -> list[tuple[str, np.ndarray]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--windows", default="12", help="short-window minimums to compare with the full window")
+    parser.add_argument("--beams", default="5", help="beam sizes to try with each short window")
     args = parser.parse_args()
     from telebridge.inference import InferencePool
     from telebridge.providers.stt import whisper_window
@@ -75,11 +76,13 @@ def main() -> None:
     stt = WhisperSTT(pool=InferencePool("speech", 1, 4))
     stt._run_model(data[7][1], "en")  # warm-up
     print(f"{len(data)} clips, {sum(len(a) for _, a in data) / 16000:.0f} s of audio; load {os.getloadavg()[0]:.1f}")
-    print(f"{'window':>8} {'WER':>7} {'median s':>9} {'p95 s':>7} {'x full':>7} {'re-decoded':>10} {'noise words':>11}")
-    configs = [("full", None)] + [(f"{w} s", int(w)) for w in args.windows.split(",")]
+    print(f"{'window':>9} {'WER':>7} {'median s':>9} {'p95 s':>7} {'x full':>7} {'re-decoded':>10} {'noise words':>11}")
+    configs = [("full", None, 1)] + [(f"{w} s b{b}", int(w), int(b)) for w in args.windows.split(",")
+                                      for b in args.beams.split(",")]
     full_median = None
-    for name, minimum in configs:
+    for name, minimum, beam in configs:
         stt.short_window = minimum is not None
+        whisper_window.BEAM_SIZE = beam
         if minimum is not None:
             whisper_window.MIN_WINDOW_SECONDS = minimum
         stt.short_decodes = stt.full_decodes = 0
@@ -97,7 +100,7 @@ def main() -> None:
         median = float(np.median(times))
         full_median = full_median or median
         redecoded = stt.full_decodes if minimum is not None else 0
-        print(f"{name:>8} {errors / words:7.1%} {median:9.3f} {np.percentile(times, 95):7.3f} "
+        print(f"{name:>9} {errors / words:7.1%} {median:9.3f} {np.percentile(times, 95):7.3f} "
               f"{full_median / median:7.1f} {redecoded:10d} {noise_words:11d}")
 
 

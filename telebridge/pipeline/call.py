@@ -130,6 +130,7 @@ class CallSession:
         self._track = PlayoutTrack(sink.sample_rate)  # its reference: what the caller's phone plays now
         self._echo_refused = 0  # VAD windows refused as echo
         self._eot: EndOfTurn | None = None  # when the end-of-turn model is asked about the caller's pauses
+        self._classifier: Any = None  # the model it asks: the runtime's when the call was set up
         self._noise = NoiseGate()
         self._playout = PlayoutClock(sink.sample_rate)
         self._fed = 0  # caller samples handed to the VAD (input rate): the call clock of the newest audio
@@ -200,6 +201,7 @@ class CallSession:
         elif cfg.echo_guard:
             self._echo = EchoGuard()
         if cfg.end_of_turn_model and self.runtime.turn_classifier is not None:
+            self._classifier = self.runtime.turn_classifier
             self._eot = EndOfTurn(cfg.end_of_turn_threshold, sample_rate=vad.sample_rate)
         speaking = self.speaking
         self.listener = Listener(
@@ -453,7 +455,7 @@ class CallSession:
 
     async def _ask_end_of_turn(self, ask: Ask) -> None:
         """The caller paused: ask the end-of-turn model, then close the utterance early or tell the engine."""
-        probability = await self.runtime.turn_classifier.classify(ask.audio, ask.rate)
+        probability = await self._classifier.classify(ask.audio, ask.rate)
         if self._closed or self._eot is None or self.engine is None or self._segmenter is None:
             return
         verdict = self._eot.verdict(ask.voice_end, probability)

@@ -238,8 +238,8 @@ class WhisperSTT:
         prompt = list(tokenizer.sot_sequence)
         budget = window.max_new_tokens(duration)
         result = self.model.model.generate(
-            encoded, [prompt], beam_size=self.beam_size, max_length=len(prompt) + budget,
-            return_logits_vocab=True, return_no_speech_prob=True, suppress_blank=True,
+            encoded, [prompt], beam_size=max(self.beam_size, window.BEAM_SIZE), max_length=len(prompt) + budget,
+            return_no_speech_prob=True, suppress_blank=True,
             suppress_tokens=list(get_suppressed_tokens(tokenizer, [-1])),
             max_initial_timestamp_index=50,  # the first words start within 1 s (faster-whisper's default)
         )[0]
@@ -251,7 +251,8 @@ class WhisperSTT:
         if why is not None:
             _LOGGER.debug("short-window Whisper result rejected (%s): decoding the full window", why)
             return None
-        avg_logprob = _text_logprob(ids, result.logits[0], tokenizer.timestamp_begin, tokenizer.eot)
+        words = [token for seg in segments for token in seg.tokens]
+        avg_logprob = self._words_logprob(encoded, tokenizer, words, len(audio))
         no_speech = float(result.no_speech_prob)
         text = " ".join(t for t in texts if t)
         if no_speech > self.no_speech_threshold and avg_logprob < self.logprob_threshold:
@@ -265,6 +266,17 @@ class WhisperSTT:
             avg_logprob=float(avg_logprob) if text else None,
             no_speech_prob=no_speech,
         )
+
+    def _words_logprob(self, encoded: Any, tokenizer: Any, words: list[int], samples: int) -> float:
+        """Mean log-probability of the words, the end of text counted as certain: what faster-whisper reports
+        for a decode without timestamps (the timestamps' own probabilities say nothing about the words, and a
+        beam search returns only its hypothesis' total)."""
+        if not words:
+            return 0.0
+        frames = min(samples // 160, encoded.shape[1] * 2)
+        aligned = self.model.model.align(encoded, list(tokenizer.sot_sequence), [words], [frames])[0]
+        probs = np.asarray(aligned.text_token_probs, dtype=np.float64)
+        return float(np.log(np.maximum(probs, 1e-12)).sum() / (len(probs) + 1))
 
     def _run_full(self, audio: np.ndarray, language: str | None) -> Transcript:
         """Decode the 30 s window(s) through faster-whisper and filter hallucinated segments."""
@@ -290,21 +302,6 @@ class WhisperSTT:
             avg_logprob=float(np.mean(logprobs)) if logprobs else None,
             no_speech_prob=float(max(no_speech)) if no_speech else None,
         )
-
-
-def _text_logprob(ids: list[int], logits: list[Any], timestamp_begin: int, eot: int) -> float:
-    """Mean log-probability of the words and the end of text, as faster-whisper reports it for a decode
-    without timestamps (the timestamps' own probabilities left out: they are not about the words)."""
-    tokens = ids + [eot] if len(logits) > len(ids) else ids
-    total, count = 0.0, 0
-    for token, step in zip(tokens, logits):
-        if token >= timestamp_begin:
-            continue
-        row = np.asarray(step, dtype=np.float64)
-        top = row.max()
-        total += row[token] - top - np.log(np.exp(row - top).sum())
-        count += 1
-    return total / count if count else 0.0
 
 
 def create(cfg: Any, ctx: Any) -> WhisperSTT:

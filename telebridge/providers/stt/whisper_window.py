@@ -26,6 +26,9 @@ TAIL_SECONDS = 1.0  # silence kept after the audio inside the window
 TIME_PRECISION = 0.02  # seconds per timestamp token
 MAX_WORDS_PER_SECOND = 6.0  # fast speech is ~4; beyond this the model is making words up
 _LOOP = re.compile(r"(.{3,}?)\1{2,}")  # a stretch of three or more characters said three times over
+# Timestamped decoding in a short window is less sure of itself than the 30 s window; a beam of five recovers
+# the words greedy decoding loses at the edge of a pause ("My number is..." heard as "My numbers.").
+BEAM_SIZE = 5
 LATE_START = 0.1  # a segment starting this close to the audio's end (or later) is about the padding
 
 
@@ -91,6 +94,7 @@ def suspicious(segments: list[Segment], texts: list[str], *, finished: bool, dur
 
 
 __all__ = [
+    "BEAM_SIZE",
     "MAX_WINDOW_SECONDS",
     "MIN_WINDOW_SECONDS",
     "Segment",
