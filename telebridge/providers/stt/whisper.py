@@ -238,7 +238,9 @@ class WhisperSTT:
         prompt = list(tokenizer.sot_sequence)
         budget = window.max_new_tokens(duration)
         result = self.model.model.generate(
-            encoded, [prompt], beam_size=max(self.beam_size, window.BEAM_SIZE), max_length=len(prompt) + budget,
+            # CTranslate2 stops a timestamped Whisper decode at about half of ``max_length`` (measured: 57 → 28
+            # tokens), so ask for twice the budget and judge the result against the budget itself.
+            encoded, [prompt], beam_size=max(self.beam_size, window.BEAM_SIZE), max_length=len(prompt) + 2 * budget,
             return_no_speech_prob=True, suppress_blank=True,
             suppress_tokens=list(get_suppressed_tokens(tokenizer, [-1])),
             max_initial_timestamp_index=50,  # the first words start within 1 s (faster-whisper's default)
