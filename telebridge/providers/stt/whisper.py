@@ -14,15 +14,15 @@ Thread choices for the 2-core target with a 2-thread speech pool:
   which hurts tail latency for everyone.  Override with ``cpu_threads=2`` on an
   otherwise idle single-call box if the 60 ms matter more.
 
-Decoding options are tuned for latency on short utterances: greedy (beam 1), no
-timestamps, no conditioning on previous text, temperature 0 with *no* fallback ladder
-(a fallback re-decodes the whole window up to five times, exploding worst-case latency),
-no built-in VAD (our own VAD already cut the utterance).
-
 Turns shorter than about 29 s are encoded in a window sized to them instead of Whisper's 30 s, and decoded
-with timestamps so that what the model says about the padding is dropped (:mod:`.whisper_window`): 8x less
-time per phone turn, the same words; a result that looks like a repetition loop is decoded again the usual way.
-``short_window=False`` always decodes the full 30 s window.
+with timestamps (beam of five) so that what the model says about the padding is dropped
+(:mod:`.whisper_window`): about 4x less time per phone turn for nearly the same words (bench/bench_whisper.py);
+a result that looks like a repetition loop is decoded again in the full window.
+
+The full window (long turns, rejected short results, ``short_window=False``) is tuned for latency on short
+utterances: greedy (``beam_size``, default 1), no timestamps, no conditioning on previous text, temperature 0
+with *no* fallback ladder (a fallback re-decodes the whole window up to five times, exploding worst-case
+latency), no built-in VAD (our own VAD already cut the utterance).
 """
 
 from __future__ import annotations
