@@ -8,6 +8,7 @@ import logging
 import os
 import shutil
 import socket
+import subprocess
 import sys
 import tempfile
 import threading
@@ -15,6 +16,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -159,6 +161,22 @@ async def finished_call(server, call_sid: str, timeout: float = 15.0):
                 return call
         await asyncio.sleep(0.05)
     raise AssertionError(f"call {call_sid} not found among finished calls")
+
+
+async def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 120) -> None:
+    """Until the ``telebridge serve`` subprocess ``proc`` (stdout piped) answers ``/healthz`` with 200; fails with
+    the tail of its output if it exits first."""
+    deadline = time.monotonic() + timeout
+    async with httpx.AsyncClient() as client:
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, proc.communicate()[0].decode(errors="replace")[-3000:]
+            try:
+                if (await client.get(url + "/healthz")).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            await asyncio.sleep(0.2)
+    raise AssertionError("server did not become healthy")
 
 
 @pytest.fixture(autouse=True)

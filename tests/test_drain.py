@@ -7,12 +7,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 
-from conftest import AUTH_TOKEN, free_port
+from conftest import AUTH_TOKEN, free_port, wait_healthy
 from telebridge.simulator import Say, simulate_call
 from telebridge.twilio.signature import compute_signature
 
@@ -23,20 +22,6 @@ AGENT = str(Path(__file__).parent / "agents" / "voice_agent.py")
 def proc_output(proc: subprocess.Popen) -> str:
     proc.kill()
     return proc.communicate()[0].decode(errors="replace")[-3000:]
-
-
-async def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    async with httpx.AsyncClient() as client:
-        while time.monotonic() < deadline:
-            assert proc.poll() is None, "server exited during start-up"
-            try:
-                if (await client.get(url + "/healthz")).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            await asyncio.sleep(0.2)
-    raise AssertionError("server did not become healthy")
 
 
 async def test_sigterm_drains_live_calls_and_refuses_new_ones():

@@ -10,17 +10,8 @@ import pytest
 from speechutil import phone_line, synth
 
 from telebridge.inference import InferencePool
-from telebridge.pipeline.vad import (
-    SegmenterParams,
-    SileroModel,
-    SpeechEnded,
-    SpeechStarted,
-    SpeechTruncated,
-    VadHub,
-    VadSegmenter,
-    iter_windows,
-    shared_silero,
-)
+from telebridge.pipeline.segmenter import SegmenterParams, SpeechEnded, SpeechStarted, SpeechTruncated, VadSegmenter
+from telebridge.pipeline.vad import SileroModel, VadHub, iter_windows, shared_silero
 
 SENTENCES = [
     "Hello, I would like to book a table for two people tonight.",

@@ -11,7 +11,8 @@ import pytest
 from speechutil import fuzzy_ratio, phone_line, resample, synth, synth_phone_16k
 
 from telebridge.inference import InferencePool
-from telebridge.pipeline.vad import SegmenterParams, SpeechEnded, VadHub, VadSegmenter, shared_silero
+from telebridge.pipeline.segmenter import SegmenterParams, SpeechEnded, VadSegmenter
+from telebridge.pipeline.vad import VadHub, shared_silero
 from telebridge.providers.stt.base import STTEngine, STTError, Transcript
 from telebridge.providers.stt.whisper import WhisperSTT
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import AUTH_TOKEN, free_port
+from conftest import AUTH_TOKEN, free_port, wait_healthy
 from redis_server import RedisServer
 from telebridge.simulator import Say, simulate_call
 
@@ -49,20 +49,6 @@ async def _pids(url: str, want: int, tries: int = 400) -> set[int]:
     return seen
 
 
-async def _wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    async with httpx.AsyncClient() as client:
-        while time.monotonic() < deadline:
-            assert proc.poll() is None, proc.communicate()[0].decode(errors="replace")[-3000:]
-            try:
-                if (await client.get(url + "/healthz")).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            await asyncio.sleep(0.2)
-    raise AssertionError("the workers did not become healthy")
-
-
 async def test_two_workers_share_the_port_replace_a_dead_one_and_drain_on_sigterm(redis, tmp_path):
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -74,7 +60,7 @@ async def test_two_workers_share_the_port_replace_a_dead_one_and_drain_on_sigter
     proc = subprocess.Popen([sys.executable, "-m", "telebridge", "serve", "--workers", "2", "--port", str(port)],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=tmp_path)
     try:
-        await _wait_healthy(url, proc)
+        await wait_healthy(url, proc)
         pids = await _pids(url, 2)
         assert len(pids) == 2 and proc.pid not in pids, pids  # both workers answer on the one port
         async with httpx.AsyncClient() as client:
@@ -93,7 +79,7 @@ async def test_two_workers_share_the_port_replace_a_dead_one_and_drain_on_sigter
                 break
             assert time.monotonic() < deadline, now
             await asyncio.sleep(0.5)
-        await _wait_healthy(url, proc)
+        await wait_healthy(url, proc)
 
         # A call: its webhook, stream and stream-ended request go to whichever worker takes each connection.
         call_task = asyncio.create_task(simulate_call(

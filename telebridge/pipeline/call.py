@@ -50,13 +50,13 @@ from .observer import ConversationObserver
 from .reply import (  # noqa: F401
     CUT_OFF_MARK, THREAD_RESAMPLE_SECONDS, ReplyProducer, _AudioStore, _CallAgent, _Reply, _Span, heard_text,
 )
+from .segmenter import SegmenterParams, SpeechEnded, SpeechStarted, VadSegmenter
 from .sink import AudioSink
 from .speaking import Speaking
 from .speech import CallSpeech
 from .turns import (
     CancelReply, HangUp, Interrupt, Notify, Pause, Resume, StartReply, Transcribe, Transfer, TurnEngine, TurnParams,
 )
-from .vad import SegmenterParams, SpeechEnded, SpeechStarted, VadSegmenter
 
 if TYPE_CHECKING:
     from ..runtime import Runtime
