@@ -8,6 +8,7 @@ file descriptor and two tasks per occurrence). The sockets here are stand-ins: w
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 from types import SimpleNamespace
 
 import pytest
@@ -92,16 +93,22 @@ async def test_a_sentence_under_way_when_the_call_closes_ends_quietly(monkeypatc
     assert chunks == [] and engine.health.snapshot().get("tts.deepgram", {}).get("errors", 0) == 0
 
 
-async def test_a_cartesia_session_closed_while_connecting_closes_the_new_socket() -> None:
+def _open_when_released(engine: Any) -> tuple[asyncio.Event, list[Socket]]:
+    """Make ``engine``'s socket connect hang until the returned event is set; the sockets it opened are listed."""
     release, sockets = asyncio.Event(), []
-    engine = cartesia_tts.create(TTS.Cartesia(api_key="k"), _ctx())
 
     async def slow_open() -> Socket:
         await release.wait()
         sockets.append(Socket())
         return sockets[-1]
 
-    engine.open_socket = slow_open  # type: ignore[method-assign]
+    engine.open_socket = slow_open
+    return release, sockets
+
+
+async def test_a_cartesia_session_closed_while_connecting_closes_the_new_socket() -> None:
+    engine = cartesia_tts.create(TTS.Cartesia(api_key="k"), _ctx())
+    release, sockets = _open_when_released(engine)
     session = cartesia_tts.CartesiaSession(engine, "CAtest")
     connecting = asyncio.create_task(session.connect())
     await asyncio.sleep(0)
@@ -115,16 +122,9 @@ async def test_a_cartesia_session_closed_while_connecting_closes_the_new_socket(
 async def test_an_elevenlabs_connect_completing_after_the_call_gave_up_closing_closes_its_socket() -> None:
     """A barge-in reopens the socket in the background; the call ends meanwhile, and its close (waiting for that
     connect) is cut short by the call's close budget. The connect completing later must not keep its socket."""
-    release, sockets = asyncio.Event(), []
     engine = el_tts.create(TTS.ElevenLabs(api_key="k", voice=TTS.Voice(id="V1", name="T", category="premade")),
                            _ctx())
-
-    async def slow_open() -> Socket:
-        await release.wait()
-        sockets.append(Socket())
-        return sockets[-1]
-
-    engine.open_socket = slow_open  # type: ignore[method-assign]
+    release, sockets = _open_when_released(engine)
     session = el_tts.ElevenLabsSession(engine, "CAtest")
     connecting = asyncio.create_task(session.connect())
     await asyncio.sleep(0)
