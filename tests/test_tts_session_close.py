@@ -8,8 +8,8 @@ file descriptor and two tasks per occurrence). The sockets here are stand-ins: w
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
