@@ -1,8 +1,8 @@
 """One conversation (a phone call, or a realtime session): the asyncio shell around the sans-I/O parts.
 
-Inbound audio goes float → (resample to the VAD rate) → the process-wide batched VAD. Per VAD window the
-:class:`~telebridge.pipeline.echo.NoiseGate` and :class:`~telebridge.pipeline.echo.EchoGuard` decide whether it
-may be the caller's voice (else the segmenter sees probability 0), the segmenter cuts utterances, and the
+Inbound audio goes float → (the echo canceller) → (resample to the VAD rate) → the process-wide batched VAD. Per
+VAD window the call's :class:`~telebridge.pipeline.inbound_gate.InboundGate` decides whether it may be the caller's
+voice (else the segmenter sees probability 0), the segmenter cuts utterances, and the
 :class:`~telebridge.pipeline.turns.TurnEngine` turns everything into actions that this shell carries out:
 transcriptions, replies, pauses, resumes, interruptions, hang-ups and transfers.
 
@@ -11,7 +11,7 @@ agent's replies in flight (:mod:`.speaking`: segments on the sink, pause, resume
 the making of its audio (:mod:`.reply`), what the call measured (:mod:`.call_metrics`), who answered
 (:mod:`.answering`), how it ends (:mod:`.ending`: end_call, transfer_call, hang-up and transfer through the call
 control), keypad tones (:mod:`.keypad`) and the speech providers (:mod:`.speech`). This module keeps the call's
-lifecycle, the inbound hot path (``on_audio``, ``_on_window``), the action dispatch and the client-driven turns.
+lifecycle, the inbound hot path (``on_audio``, ``_on_window``; the gate in :mod:`.inbound_gate`), the action dispatch and the client-driven turns.
 
 Everything a call starts is owned by its :class:`CallSession` and cancelled by :meth:`CallSession.aclose`.
 """
@@ -19,7 +19,6 @@ Everything a call starts is owned by its :class:`CallSession` and cancelled by :
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
 import math
 import time
@@ -36,12 +35,11 @@ from ..session import SessionConfig
 from ..tools import make_builtin_tools
 from .answering import CalleeWatch, first_speaker_waits
 from .call_metrics import CallMetrics
-from .aec import EchoCanceller, Verdict
 from .call_tasks import cancel_all
-from .echo import EchoGuard, NoiseGate, PlayoutClock, PlayoutTrack
 from .end_of_turn import Ask, EndOfTurn
 from .ending import HANGUP_CLOSE_AFTER, CallEnding  # noqa: F401  (re-exported, as every name below that lived here)
 from .events import EventDispatcher
+from .inbound_gate import InboundGate
 from .keypad import KeypadTones, current_reply, queue_tones
 from .listening import (  # noqa: F401
     EARLY_STT_AFTER, ECHO_TEXT_MIN_WORDS, ECHO_TEXT_SHARE, OVER_AGENT_MIN_LOGPROB, Listener, normalise,
@@ -65,10 +63,6 @@ log = logging.getLogger("telebridge.call")
 
 PHONE_RATE = 8000
 MAX_EARLY_AUDIO_SECONDS = 10.0  # buffer caller audio while configure_session runs
-# Silero confirms speech a window or three after the sound began; the caller's speech is counted (for the
-# interruption time threshold) from the start of the run of voice-like windows that led to it, at most this early.
-MAX_ONSET_BACKDATE = 0.25
-ECHO_ATTENUATION = np.float32(0.1)  # windows the echo canceller judged echo, in the audio the STT gets
 
 
 class CallSession:
@@ -125,24 +119,11 @@ class CallSession:
         self._agent_view: _CallAgent | None = None
         self.speech: CallSpeech | None = None
         self.listener: Listener | None = None  # the caller's words (STT), once the agent is configured
-        self._echo: EchoGuard | None = None  # energy guard (sessions whose input and output rates differ)
-        self._aec: EchoCanceller | None = None  # phone calls: the echo canceller and its gate (see _cancel_echo)
-        self._track = PlayoutTrack(sink.sample_rate)  # its reference: what the caller's phone plays now
-        self._echo_refused = 0  # VAD windows refused as echo
+        # May a window be the caller's voice (line noise, the agent's echo)? Set up with the agent's config.
+        self.gate = InboundGate(input_rate, sink.sample_rate, canceller=False, guard=False)
         self._eot: EndOfTurn | None = None  # when the end-of-turn model is asked about the caller's pauses
         self._classifier: Any = None  # the model it asks: the runtime's when the call was set up
-        self._noise = NoiseGate()
-        self._playout = PlayoutClock(sink.sample_rate)
         self._fed = 0  # caller samples handed to the VAD (input rate): the call clock of the newest audio
-        # (samples fed, heard position) noted as caller audio arrives while the agent is audible: the heard
-        # position *as of* each window's audio, however late the batched VAD delivers the window.
-        self._heard_log: collections.deque[tuple[int, int]] = collections.deque()
-        self._heard_then = 0
-        self._sound_since: float | None = None  # start of the current run of windows that passed the gates
-        # Start of a run of windows rising out of the echo (each louder than the last), judged echo: if the sound
-        # they lead to passes, its onset was there (a caller's first syllable is often no louder than the echo).
-        self._rise_since: float | None = None
-        self._last_energy = 0.0
         self.ended_reason: str | None = None
         self.callee: CalleeWatch | None = None  # outbound: who answered (AMD verdict, beep)
         self._pending_verdicts: list[tuple[str, str]] = []
@@ -196,10 +177,10 @@ class CallSession:
             )
         )
         self.engine = TurnEngine(TurnParams.from_config(cfg))
-        if cfg.echo_guard and cfg.echo_canceller and self.input_rate == self.outbound.sample_rate:
-            self._aec = EchoCanceller(self.input_rate)
-        elif cfg.echo_guard:
-            self._echo = EchoGuard()
+        self.gate = InboundGate(
+            self.input_rate, self.outbound.sample_rate, guard=cfg.echo_guard,
+            canceller=cfg.echo_guard and cfg.echo_canceller and self.input_rate == self.outbound.sample_rate,
+        )
         if cfg.end_of_turn_model and self.runtime.turn_classifier is not None:
             self._classifier = self.runtime.turn_classifier
             self._eot = EndOfTurn(cfg.end_of_turn_threshold, sample_rate=vad.sample_rate)
@@ -243,7 +224,7 @@ class CallSession:
     def levels(self) -> tuple[float, float]:
         """RMS (0..1) of the caller's newest audio window and of the agent audio heard just now: the console's level
         meters, read a few times a second (never on the audio path)."""
-        return math.sqrt(max(self._noise.last, 0.0)), math.sqrt(max(self.speaking.level(), 0.0))
+        return math.sqrt(max(self.gate.noise.last, 0.0)), math.sqrt(max(self.speaking.level(), 0.0))
 
     @property
     def answered_by(self) -> str | None:
@@ -273,11 +254,8 @@ class CallSession:
         reply = self._reply
         if reply is not None and self.speaking.heard(reply) > 0:
             self.speaking.commit_cut_off(reply)
-        if self._echo is not None:
-            self.metrics.echo_windows_suppressed = self._echo.suppressed
-        elif self._aec is not None:
-            self.metrics.echo_windows_suppressed = self._echo_refused
-        self.metrics.noise_windows_refused = self._noise.refused
+        self.metrics.echo_windows_suppressed = self.gate.echo_windows_suppressed
+        self.metrics.noise_windows_refused = self.gate.noise.refused
         if self.events is not None:
             await self.events.aclose()
         await self.ending.aclose()
@@ -293,14 +271,13 @@ class CallSession:
                 self._early_samples += len(pcm)
             return
         self._fed += len(pcm)
-        if self._aec is not None:
-            pcm = self._cancel_echo(pcm)
+        gate, reply = self.gate, self._reply
+        if gate.aec is not None:
+            pcm = gate.cancel(pcm, reply, self.outbound)
         if self.callee is not None:
             self.callee.feed(pcm)
-        self.speech.feed(pcm, ulaw if self._aec is None else None)  # type: ignore[union-attr]  # ready: started
-        reply = self._reply
-        if reply is not None and reply.audible and not reply.paused:
-            self._heard_log.append((self._fed, reply.base + self.outbound.heard(reply.segment)))
+        self.speech.feed(pcm, ulaw if gate.aec is None else None)  # type: ignore[union-attr]  # ready: started
+        gate.note_audio(self._fed, reply, self.outbound)
         if self._upsample is not None:
             pcm = self._upsample.process(pcm)
         self._vad_stream.feed(pcm)
@@ -337,46 +314,17 @@ class CallSession:
             reply = self._reply
             heard = self.speaking.heard(reply) if reply is not None else 0
             engine.floor_held = self.keypad.holds_floor(reply.turn_id if reply else None, heard, end_time)
-        # Gate: one energy per window, compared with the line's noise floor and with what the caller heard.
-        energy = float(np.dot(window, window)) / len(window)
-        voice = self._noise.push(energy)
-        held = False  # a sound the echo canceller has not judged yet: not speech yet, but its onset counts
-        span = len(window) / self._segmenter.params.sample_rate
-        if self._aec is not None:
-            rate = self.input_rate
-            verdict = self._aec.verdict(round((end_time - span) * rate), round(end_time * rate))
-            # (engine.echo_active stays off: the canceller's verdicts, not a longer wait, keep echo out)
-            if verdict is Verdict.ECHO and voice and energy > 2.0 * self._last_energy:
-                if self._rise_since is None:
-                    self._rise_since = end_time - span
-            elif verdict is Verdict.ECHO or not voice:
-                self._rise_since = None
-            if verdict is not Verdict.PASS:
-                held = voice and verdict is Verdict.HOLD
-                self._echo_refused += verdict is Verdict.ECHO and voice
-                voice = False
-            if verdict is Verdict.ECHO:
-                # What is left of the echo stays out of the words too: 20 dB down in the utterance's audio (a
-                # remnant around an "uh-huh" must not become "that" or "great" for the STT).
-                window = window * ECHO_ATTENUATION
-            self._last_energy = energy
-        elif self._echo is not None:
-            voice = self._echo.push(energy, self._played_energy(end_time)) and voice
-            engine.echo_active = self._echo.echo_active
-        if not (voice or held):
-            self._sound_since = None
-        elif self._sound_since is None:
-            self._sound_since = self._rise_since if self._rise_since is not None else end_time - span
-            self._rise_since = None
+        # Gate: may the window be the caller's voice (above the line's noise, not the agent's echo)?
+        judged = self.gate.window(window, end_time, len(window) / self._segmenter.params.sample_rate, self._reply)
+        if self.gate.guard is not None:
+            engine.echo_active = self.gate.echo_active
+        window = judged.window
         segmenter = self._segmenter
         actions = []
-        for event in segmenter.push(prob if voice else 0.0, window, end_time):
+        for event in segmenter.push(prob if judged.voice else 0.0, window, end_time):
             if isinstance(event, SpeechStarted):
                 self._observe("user_speech_started", event.t)
-                onset = event.t
-                if self._sound_since is not None and event.t - MAX_ONSET_BACKDATE <= self._sound_since < event.t:
-                    onset = self._sound_since
-                actions += engine.speech_started(onset)
+                actions += engine.speech_started(self.gate.onset(event.t))
             elif isinstance(event, SpeechEnded):
                 actions += self._speech_ended(event, end_time)
         if self._eot is not None:
@@ -404,43 +352,9 @@ class CallSession:
         if actions:
             self._run_actions(actions)
 
-    def _cancel_echo(self, pcm: np.ndarray) -> np.ndarray:
-        """The caller's audio without the agent's echo: the reference is the reply audio the caller's phone is
-        playing at these very samples (:class:`~.echo.PlayoutTrack`, placed by the mark ledger)."""
-        n = len(pcm)
-        far = np.zeros(n, np.float32)
-        reply = self._reply
-        if reply is not None and reply.audible and not reply.paused:
-            ledger = getattr(self.outbound, "ledger", None)
-            sent = reply.base + (ledger.sent_samples(reply.segment) if ledger is not None else reply.enqueued)
-            start, end = self._track.take(n, reply.base + self.outbound.heard(reply.segment), sent)
-            played = reply.audio.view(start, end)
-            far[: len(played)] = played
-        else:
-            self._track.stop()
-        return self._aec.process(pcm, far)  # type: ignore[union-attr]  # only called with a canceller
-
-    def _played_energy(self, t: float) -> float:
-        """Mean-square energy of the agent audio the caller heard during the window ending at ``t``."""
-        reply = self._reply
-        if reply is None or reply.paused or not reply.audible:
-            return 0.0
-        log_ = self._heard_log
-        limit = t * self.input_rate + 0.5
-        while log_ and log_[0][0] <= limit:
-            fed, heard = log_.popleft()
-            if heard != self._heard_then:  # a mark came back with the audio that arrived at ``fed``
-                self._heard_then = heard
-                self._playout.mark(heard, fed / self.input_rate)
-        start, end = self._playout.advance(t)
-        return reply.audio.mean_square(start, end) if end > start else 0.0
-
     def _playout_restarts(self, base: int) -> None:
         """The reply the caller hears starts a segment at reply offset ``base``: the echo's playout clock too."""
-        self._heard_log.clear()
-        self._heard_then = base
-        self._playout.reset(base, self._fed / self.input_rate)
-        self._track.reset(base)
+        self.gate.restart(base, self._fed)
 
     def _speech_ended(self, event: SpeechEnded, end_time: float) -> list[Any]:
         assert self._segmenter is not None and self.engine is not None

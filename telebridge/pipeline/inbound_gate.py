@@ -1,0 +1,168 @@
+"""The inbound gate of one call: may this VAD window be the caller's voice? (sans-I/O)
+
+Every window of caller audio passes two questions before the segmenter sees its speech probability:
+
+* **line noise** (:class:`~.echo.NoiseGate`): only windows clearly above the line's noise floor count;
+* **the agent's own voice coming back** -- on phone calls (input and output at the same rate) the echo canceller
+  (:class:`~.aec.EchoCanceller`): it removes the echo from the audio itself (:meth:`InboundGate.cancel`, with
+  what the caller's phone is playing at these very samples as the reference, :class:`~.echo.PlayoutTrack`) and
+  judges each window PASS / HOLD / ECHO; elsewhere, or when the agent opts out, the energy guard
+  (:class:`~.echo.EchoGuard`), which compares the window's energy with that of the agent audio heard then
+  (:class:`~.echo.PlayoutClock`, placed by the marks as the audio arrives: :meth:`InboundGate.note_audio`).
+
+It also keeps the **onset** of the caller's sound: the start of the run of windows that passed, backdated through
+windows rising out of the echo (a caller's first syllable over the agent is often no louder than its echo), so a
+barge-in over echo is timed from when the caller started, not from when the canceller was sure.
+
+Fed the call's windows, clock and the reply the caller hears (its audio and how much of it was heard); no I/O.
+The call shell (:mod:`.call`) asks it per frame and per window.
+"""
+
+from __future__ import annotations
+
+import collections
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .aec import EchoCanceller, Verdict
+from .echo import EchoGuard, NoiseGate, PlayoutClock, PlayoutTrack
+
+# Silero confirms speech a window or three after the sound began; the caller's speech is counted (for the
+# interruption time threshold) from the start of the run of voice-like windows that led to it -- over echo, of
+# the windows rising out of it -- at most this early.
+MAX_ONSET_BACKDATE = 0.25
+ECHO_ATTENUATION = np.float32(0.1)  # windows the echo canceller judged echo, in the audio the STT gets
+
+
+@dataclass(frozen=True, slots=True)
+class WindowVerdict:
+    """``voice``: the segmenter may see the window's speech probability; ``window``: the audio it keeps
+    (attenuated when judged echo)."""
+
+    voice: bool
+    window: np.ndarray
+
+
+class InboundGate:
+    """Per call. ``canceller``: an echo canceller (phone calls); else ``guard``: the energy guard; neither: line
+    noise only. ``input_rate`` / ``sink_rate``: the caller's audio and the agent's (the same with a canceller)."""
+
+    def __init__(self, input_rate: int, sink_rate: int, *, canceller: bool, guard: bool) -> None:
+        self.input_rate = input_rate
+        self.noise = NoiseGate()
+        self.aec: EchoCanceller | None = EchoCanceller(input_rate) if canceller else None
+        self.guard: EchoGuard | None = EchoGuard() if guard and not canceller else None
+        self._track = PlayoutTrack(sink_rate)  # the canceller's reference: what the caller's phone plays now
+        self._playout = PlayoutClock(sink_rate)  # the guard's: the agent audio heard as each window arrived
+        # (samples fed, heard position) noted as caller audio arrives while the agent is audible: the heard
+        # position *as of* each window's audio, however late the batched VAD delivers the window.
+        self._heard_log: collections.deque[tuple[int, int]] = collections.deque()
+        self._heard_then = 0
+        self._refused = 0  # windows the canceller refused as echo
+        self._sound_since: float | None = None  # start of the current run of windows that passed the gates
+        # Start of a run of windows rising out of the echo (each louder than the last), judged echo: if the sound
+        # they lead to passes, its onset was there.
+        self._rise_since: float | None = None
+        self._last_energy = 0.0
+
+    @property
+    def echo_active(self) -> bool:
+        """The energy guard hears the agent's echo on the line (the turn engine then waits a little longer)."""
+        return self.guard is not None and self.guard.echo_active
+
+    @property
+    def echo_windows_suppressed(self) -> int:
+        if self.guard is not None:
+            return self.guard.suppressed
+        return self._refused if self.aec is not None else 0
+
+    # --- per frame (the caller's audio as it arrives) -------------------------------------------------------
+    def cancel(self, pcm: np.ndarray, reply: Any, outbound: Any) -> np.ndarray:
+        """The caller's audio without the agent's echo (with a canceller; else unchanged). ``reply``: the reply
+        the caller hears now (or ``None``); ``outbound``: the sink, which knows what was sent and heard."""
+        if self.aec is None:
+            return pcm
+        n = len(pcm)
+        far = np.zeros(n, np.float32)
+        if reply is not None and reply.audible and not reply.paused:
+            ledger = getattr(outbound, "ledger", None)
+            sent = reply.base + (ledger.sent_samples(reply.segment) if ledger is not None else reply.enqueued)
+            start, end = self._track.take(n, reply.base + outbound.heard(reply.segment), sent)
+            played = reply.audio.view(start, end)
+            far[: len(played)] = played
+        else:
+            self._track.stop()
+        return self.aec.process(pcm, far)
+
+    def note_audio(self, fed: int, reply: Any, outbound: Any) -> None:
+        """Caller audio up to sample ``fed`` arrived: note how much of the reply had been heard by then."""
+        if reply is not None and reply.audible and not reply.paused:
+            self._heard_log.append((fed, reply.base + outbound.heard(reply.segment)))
+
+    def restart(self, base: int, fed: int) -> None:
+        """The reply the caller hears starts a segment at reply offset ``base`` when ``fed`` caller samples have
+        arrived: the echo's playout clocks start there too."""
+        self._heard_log.clear()
+        self._heard_then = base
+        self._playout.reset(base, fed / self.input_rate)
+        self._track.reset(base)
+
+    # --- per VAD window -------------------------------------------------------------------------------------
+    def window(self, window: np.ndarray, end_time: float, span: float, reply: Any) -> WindowVerdict:
+        """Judge the window ending at ``end_time`` (``span`` seconds long, at the VAD's rate)."""
+        energy = float(np.dot(window, window)) / len(window)
+        voice = self.noise.push(energy)
+        held = False  # a sound the echo canceller has not judged yet: not speech yet, but its onset counts
+        aec = self.aec
+        if aec is not None:
+            rate = self.input_rate
+            verdict = aec.verdict(round((end_time - span) * rate), round(end_time * rate))
+            if verdict is Verdict.ECHO and voice and energy > 2.0 * self._last_energy:
+                if self._rise_since is None:
+                    self._rise_since = end_time - span
+            elif verdict is Verdict.ECHO or not voice:
+                self._rise_since = None
+            if verdict is not Verdict.PASS:
+                held = voice and verdict is Verdict.HOLD
+                self._refused += verdict is Verdict.ECHO and voice
+                voice = False
+            if verdict is Verdict.ECHO:
+                # What is left of the echo stays out of the words too: 20 dB down in the utterance's audio (a
+                # remnant around an "uh-huh" must not become "that" or "great" for the STT).
+                window = window * ECHO_ATTENUATION
+            self._last_energy = energy
+        elif self.guard is not None:
+            voice = self.guard.push(energy, self._played_energy(end_time, reply)) and voice
+        if not (voice or held):
+            self._sound_since = None
+        elif self._sound_since is None:
+            self._sound_since = self._rise_since if self._rise_since is not None else end_time - span
+            self._rise_since = None
+        return WindowVerdict(voice, window)
+
+    def onset(self, t: float) -> float:
+        """When the speech the VAD started at ``t`` really began: the start of the sound that led to it, if that
+        is at most :data:`MAX_ONSET_BACKDATE` earlier."""
+        since = self._sound_since
+        if since is not None and t - MAX_ONSET_BACKDATE <= since < t:
+            return since
+        return t
+
+    def _played_energy(self, t: float, reply: Any) -> float:
+        """Mean-square energy of the agent audio the caller heard during the window ending at ``t``."""
+        if reply is None or reply.paused or not reply.audible:
+            return 0.0
+        log_ = self._heard_log
+        limit = t * self.input_rate + 0.5
+        while log_ and log_[0][0] <= limit:
+            fed, heard = log_.popleft()
+            if heard != self._heard_then:  # a mark came back with the audio that arrived at ``fed``
+                self._heard_then = heard
+                self._playout.mark(heard, fed / self.input_rate)
+        start, end = self._playout.advance(t)
+        return reply.audio.mean_square(start, end) if end > start else 0.0
+
+
+__all__ = ["ECHO_ATTENUATION", "MAX_ONSET_BACKDATE", "InboundGate", "WindowVerdict"]
