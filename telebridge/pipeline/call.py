@@ -414,7 +414,7 @@ class CallSession:
             far[: len(played)] = played
         else:
             self._track.stop()
-        return self._aec.process(pcm, far)  # type: ignore[union-attr]  # only called with a canceller
+        return self._aec.process(pcm, far, unsure=self._track.settle())  # type: ignore[union-attr]
 
     def _played_energy(self, t: float) -> float:
         """Mean-square energy of the agent audio the caller heard during the window ending at ``t``."""
