@@ -101,6 +101,62 @@ def test_echo_appearing_mid_reply_never_passes_as_the_caller(erl, delay, noise, 
     assert erle > min_erle, f"only {erle:.1f} dB of echo cancelled"
 
 
+def starving_line(gaps: list[tuple[float, float, float]], *, mark: float = 0.08, echo: LineEcho = LineEcho(-20, 0.2),
+                  noise_dbfs: float = -60.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(inbound, reference, unsure flag per block) of a loaded server: at each ``(at, dry, off)`` the caller's
+    phone runs dry for ``dry`` s (the audio was sent late); the reference waits for it too, but resumes ``off``
+    s late (early if negative: where the inbound audio the server was processing then stood) until the next mark,
+    ``mark`` s of audio later, puts it right. The flags are the ones the shell's PlayoutTrack raises: while
+    playback waits for audio, and at the mark that moves the reference."""
+    a = phone_line(AGENT_AUDIO)
+    n = len(a) // BLOCK * BLOCK
+    heard, ref = np.zeros(n, np.float32), np.zeros(n, np.float32)
+    flags = np.zeros(n // BLOCK, bool)
+    starts = {int(at * RATE): (int(dry * RATE), int(off * RATE)) for at, dry, off in gaps}
+    p = q = phone_wait = ref_wait = 0
+    fix_at = -1
+    for t in range(n):
+        if t in starts:
+            dry, off = starts[t]
+            phone_wait, ref_wait, fix_at = dry, dry + off, t + dry + int(mark * RATE)
+        if t == fix_at:
+            q = p
+            flags[t // BLOCK] = True
+        if phone_wait > 0:
+            phone_wait -= 1
+        else:
+            heard[t], p = a[p], p + 1
+        if ref_wait > 0:
+            ref_wait -= 1
+            flags[t // BLOCK] = True
+        else:
+            ref[t], q = a[q], q + 1
+    line, rng = EchoLine(), np.random.default_rng(0)
+    line.set(echo)
+    inbound = np.empty(n, np.float32)
+    for i in range(0, n, BLOCK):
+        noise = (rng.standard_normal(BLOCK) * 10 ** (noise_dbfs / 20)).astype(np.float32)
+        inbound[i : i + BLOCK] = line.frame(heard[i : i + BLOCK]) + noise
+    return ulaw_decode_float(ulaw_encode(inbound)), ref, flags
+
+
+def test_echo_of_a_misplaced_reference_never_passes():
+    """The steady-echo scenario on a loaded server (issue 10: a remnant became a one-word caller turn): the phone
+    runs dry now and then and the reference resumes a little off until the next mark. Told that the reference is
+    unsure, the gate holds every echo of it; not told, echo blocks pass (the case the flag is for)."""
+    inbound, ref, flags = starving_line([(3.0, 0.2, 0.06), (5.0, 0.3, -0.05), (7.5, 0.15, 0.1), (9.3, 0.25, 0.03)])
+    results = []
+    for told in (True, False):
+        aec = EchoCanceller(keep=60.0)
+        out, verdicts = [], []
+        for i in range(0, len(inbound), BLOCK):
+            out.append(aec.process(inbound[i : i + BLOCK], ref[i : i + BLOCK], unsure=told and flags[i // BLOCK]))
+            verdicts.append(aec.verdict(i, i + BLOCK))
+        results.append(echo_passing(np.concatenate(out), np.array(verdicts), np.zeros_like(inbound), 0.0, -60))
+    assert results[0] == []
+    assert results[1] != []
+
+
 def test_an_echo_free_stretch_does_not_lower_the_guard_for_a_later_echo():
     """Seconds of the agent talking over a quiet line, then a loud echo: judged at once, never let through."""
     inbound, ref, clean = line([(6.0, LineEcho(-12, 0.3))])
@@ -209,3 +265,22 @@ def test_playout_track_follows_playback_and_marks():
     assert track.take(160, 4480, 10_000) == (4320, 4480)  # its first mark: playback began 20 ms later
     track.stop()
     assert track.take(160, 4160, 10_000) == (0, 0)
+
+
+def test_playout_track_says_when_the_reference_is_unsure():
+    track = PlayoutTrack(8000, snap=0.04, low=0.04)
+    track.reset(0)
+    assert track.take(160, 0, 10_000) == (0, 160) and track.settle()  # not placed by a mark yet
+    assert track.take(160, 0, 10_000) == (160, 320) and track.settle()
+    track.take(160, 480, 10_000)
+    assert track.settle()  # the first mark places it (the reference until then was a guess)
+    track.take(160, 560, 10_000)  # a mark within the frame it was played in: sure
+    assert not track.settle() and not track.settle()
+    track.take(160, 640, 10_000)  # a mark 80 ms of audio later, ending the same frame: sure
+    assert not track.settle()
+    assert track.take(160, 750, 10_000) == (800, 960)  # 210 samples behind: more than the frame explains,
+    assert track.settle()  # less than a snap (a short underrun): not moved, but unsure
+    assert track.take(160, 750, 1500) == (960, 1120) and not track.settle()  # 380 samples sent ahead: enough
+    assert track.take(160, 750, 1500) == (1120, 1280) and track.settle()  # 220 left (< 40 ms): may run dry
+    assert track.take(160, 750, 1500) == (1280, 1440) and track.settle()
+    assert track.take(160, 750, 1500) == (1440, 1500) and track.settle()  # waiting for audio

@@ -91,6 +91,7 @@ class EchoCanceller:
         tail: float = 0.06,
         far_floor_dbfs: float = -55.0,
         floor_memory: float = 3.0,
+        line_memory: float = 5.0,
         keep: float = 3.0,
     ) -> None:
         self.rate = rate
@@ -109,6 +110,7 @@ class EchoCanceller:
         self.margin = margin**2
         self.tail_blocks = max(1, math.ceil(tail * rate / b))
         self.far_floor = 10 ** (far_floor_dbfs / 10)
+        self._line_forget = math.exp(-hop_blocks * b / rate / line_memory)
         self.filter = AdaptiveFilter(b, self.partitions, self.history)
         # The correlators run at half the rate (an echo of speech is plain enough below 2 kHz), pre-emphasised.
         self._half = HalfRate(b, 3)  # (inbound, output, reference)
@@ -127,6 +129,8 @@ class EchoCanceller:
         # The echo path (inbound correlator): lag in samples, and the echo's power gain with its tail.
         self.path = Path()
         self.echo_gain = 0.0
+        self.line_gain = 0.0  # the loudest echo gain of the last few seconds (``line_memory``), slowly forgotten
+        self._unsure = 0  # blocks left whose echo may come from a reference the phone did not play as we think
         self.share = 1.0  # of the echo, what the filter leaves in the output (power)
         self.state = Verdict.PASS  # ECHO while the output still correlates with the reference
         self._left = Path()  # the echo left in the output (output correlator), lag in blocks
@@ -134,7 +138,8 @@ class EchoCanceller:
         self._hop_near = 0.0  # inbound energy over the hop (sum of the blocks' mean squares)
         self._hop_direct = 0.0  # the same for the echo the path predicts from the reference at its delay
         self._absent_hops = 0  # hops in a row whose inbound audio was far below that prediction
-        self._last = Verdict.PASS  # the previous block's verdict
+        self._worse_hops = 0  # hops in a row whose output was louder than the inbound audio
+        self._last = Verdict.PASS  # the previous block's verdict (PASS only if it passed as a sound)
         self._fresh = True  # the sound now (if any) started after a quiet hop and is not judged yet
         self._pending = False  # the latest hop saw a correlation peak not yet confirmed as an echo
         self._sound_hops = 0
@@ -150,9 +155,16 @@ class EchoCanceller:
         self.held = 0  # blocks judged HOLD
 
     # --- streaming ------------------------------------------------------------------------------------------
-    def process(self, near: np.ndarray, far: np.ndarray) -> np.ndarray:
+    def process(self, near: np.ndarray, far: np.ndarray, unsure: bool = False) -> np.ndarray:
+        """``unsure``: the reference's timing may be off (an underrun at the phone, a segment not yet placed by
+        its mark, see :class:`~.echo.PlayoutTrack`). Until every echo of that stretch is back (the delay range
+        later) the gate bounds the echo by the line's gain times the loudest reference in the whole delay range
+        (whatever the lag it comes back at, and whatever the filter can cancel) and the echo path's gain is not
+        lowered by inbound audio that lacks the echo the misplaced reference predicts."""
         if len(near) != len(far):
             raise ValueError(f"near and far must have the same length ({len(near)} != {len(far)})")
+        if unsure:
+            self._unsure = self.history + self.tail_blocks + len(self._in_near) // self.block + len(near) // self.block
         b = self.block
         if len(self._in_near):
             near = np.concatenate([self._in_near, near])
@@ -221,6 +233,8 @@ class EchoCanceller:
         direct = self._direct_echo()
         self._hop_direct = direct if first else self._hop_direct + direct
         bound = max(self.share * max(raw, echo_ms), self._left_bound())
+        if self._unsure:
+            self._unsure -= 1
         if k == self.hop_blocks - 1:
             if active:
                 self._correlate()
@@ -237,6 +251,8 @@ class EchoCanceller:
                 # awaits confirmation); until then it is held if it is no louder than an echo could be.
                 self._sound_hops += 1
                 self._fresh = self._fresh and (self._sound_hops < 2 or (self._pending and self._sound_hops < 6))
+        if self._unsure:  # the echo may come back at any lag, uncancelled: the line's gain on the loudest reference
+            bound = max(bound, self.line_gain * float(fb[: self.history + self.tail_blocks].max()))
         self._judge(out_ms, bound, far_max, active)
         return e.astype(np.float32)
 
@@ -251,6 +267,7 @@ class EchoCanceller:
         self._near2[k * h : (k + 1) * h] = 0.0
         self._out2[k * h : (k + 1) * h] = 0.0
         self.blocks += 1
+        self._unsure = 0  # (no reference in the whole delay range: no echo of it can come back)
         out_ms = float(d @ d) / b
         self._track_floor(out_ms)
         if k == self.hop_blocks - 1:
@@ -346,7 +363,11 @@ class EchoCanceller:
             self.path = Path(2 * fresh.lag, fresh.ncc, fresh.gain)
             # (Measured on hops that held sound: a quiet hop adds nothing to the sums, and no gain of its own.)
             if near_loud and fresh.ncc >= self.dominant:  # mostly echo: measure the path and the filter
-                self.echo_gain = near.hop_gain(fresh.lag) ** 2 / max(fresh.ncc**2, 0.5)
+                # (The newest hop's gain, or the short sum's when that is more: a hop whose echo comes back at
+                # another lag than the reference's, an underrun at the phone, is no measure of the path.)
+                gain = max(near.hop_gain(fresh.lag), fresh.gain) ** 2 / max(fresh.ncc**2, 0.5)
+                self.echo_gain = max(gain, self.echo_gain) if self._unsure else gain
+                self.line_gain = max(self.line_gain, gain)
                 hop_share = float(self._out2 @ self._out2) / (float(self._near2 @ self._near2) + _TINY)
                 if left_seen:  # the output still holds echo: cancelling got worse (a new path): at once
                     self.share = min(1.0, max(hop_share, 0.5 * self.share + 0.5 * hop_share))
@@ -373,12 +394,19 @@ class EchoCanceller:
                 self.filter.clear()  # the filter makes an echo the line no longer has: the path is gone
                 self.out_corr.clear_short()
                 left, left_seen = self.out_corr.short, False
-        if out_loud and float(self._out2 @ self._out2) > 2 * float(self._near2 @ self._near2) + _TINY:
-            self.filter.clear()  # the filter adds more than it takes away: it has gone wrong; start over
+        # The filter adds more than it takes away, hop after hop: it has gone wrong; start over. (Over one hop
+        # it is only what a converged filter leaves when the echo dips while the reference around it is loud.)
+        worse = out_loud and float(self._out2 @ self._out2) > 2 * float(self._near2 @ self._near2) + _TINY
+        self._worse_hops = self._worse_hops + 1 if worse else 0
+        if self._worse_hops >= 3:
+            self.filter.clear()
             self.out_corr.clear_short()
             left, left_seen = self.out_corr.short, False
+            self._worse_hops = 0
         # The inbound audio far quieter than the echo the path predicts, hop after hop: the echo has gone.
-        if self._hop_direct > 4 * self.hop_blocks * self.floor:  # an echo worth hearing was due
+        if self._unsure:  # the echo is not where a misplaced reference predicts it: that says nothing of the path
+            self._absent_hops = 0
+        elif self._hop_direct > 4 * self.hop_blocks * self.floor:  # an echo worth hearing was due
             absent = self._hop_near < 0.01 * self._hop_direct  # and the inbound audio is 20 dB below it
             self._absent_hops = self._absent_hops + 1 if absent else 0
         if self._absent_hops >= 5:
@@ -388,6 +416,7 @@ class EchoCanceller:
                 self.filter.clear()
                 self.out_corr.clear_short()
                 left, left_seen = self.out_corr.short, False
+        self.line_gain *= self._line_forget
         if left_seen:
             self.state = Verdict.ECHO
             self._left = Path((2 * left.lag) // self.block, left.ncc, self.out_corr.hop_gain(left.lag))
@@ -408,7 +437,8 @@ class EchoCanceller:
         else:
             verdict = Verdict.PASS
         self._v[i] = verdict
-        self._last = verdict
+        # (A block at the noise floor that passed is no sound "already passing": no hysteresis after it.)
+        self._last = Verdict.HOLD if verdict is Verdict.PASS and out_ms <= 4 * self.floor else verdict
         self._bound[i] = bound
         if verdict is Verdict.ECHO:
             self.suppressed += 1

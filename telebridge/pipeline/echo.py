@@ -253,13 +253,24 @@ class PlayoutTrack:
     first mark places it exactly (when it started playing is unknown until then); later marks correct the
     estimate only when they disagree by more than ``snap`` seconds (an underrun): re-placing the reference for
     less would make the echo path seem to move.
+
+    :attr:`unsure` says that the reference handed out lately may not be what the phone played: a segment not yet
+    placed by its first mark, a mark that moved it or disagrees with it by more than a frame (marks come back
+    with the 20 ms frame they were played in), or playback close to running dry (``low`` seconds or less of
+    audio sent ahead of it: the phone may have starved for a moment, and when it resumed is known only from a
+    later mark). The shell passes it on to the canceller (which then neither trusts the reference's timing nor
+    learns from it) and clears it (:meth:`settle`).
     """
 
-    def __init__(self, rate: int, snap: float = 0.04) -> None:
+    def __init__(self, rate: int, snap: float = 0.04, low: float = 0.04) -> None:
         self.rate = rate
         self.snap = int(snap * rate)
+        self.low = int(low * rate)
+        self._frame = rate // 50  # a mark is echoed at the end of the 20 ms frame that played it
+        self._slack = rate // 200
         self.position = 0  # reply offset being played now
         self.playing = False
+        self.unsure = False
         self._heard = -1
         self._placed = False
 
@@ -270,9 +281,15 @@ class PlayoutTrack:
         self._heard = position
         self.playing = True
         self._placed = False
+        self.unsure = True
 
     def stop(self) -> None:
         self.playing = False
+
+    def settle(self) -> bool:
+        """Whether the reference was unsure since the last call (see :attr:`unsure`); clears it."""
+        unsure, self.unsure = self.unsure, False
+        return unsure
 
     def take(self, n: int, heard: int, sent: int) -> tuple[int, int]:
         """Reply offsets ``[start, end)`` played during the next ``n`` inbound samples, given the heard position
@@ -282,9 +299,14 @@ class PlayoutTrack:
         start = self.position
         if heard > self._heard:  # a mark came back: playback had reached ``heard`` by now
             self._heard = heard
-            if not self._placed or abs(heard - (start + n)) > self.snap:
+            off = heard - (start + n)  # (-frame..0 when the estimate is right: the mark waited for its frame's end)
+            if not self._placed or abs(off) > self.snap:
                 start = max(heard - n, 0)  # the segment's first mark places it exactly; later ones if far off
+                self.unsure = True
                 self._placed = True
+            elif not -self._frame - self._slack <= off <= self._slack:
+                self.unsure = True  # off by less than a snap, more than the frame explains: a short underrun
         end = max(start, min(start + n, sent))
+        self.unsure = self.unsure or not self._placed or sent - end < self.low
         self.position = end
         return start, end

@@ -94,7 +94,7 @@ class InboundGate:
             far[: len(played)] = played
         else:
             self._track.stop()
-        return self.aec.process(pcm, far)
+        return self.aec.process(pcm, far, unsure=self._track.settle())
 
     def note_audio(self, fed: int, reply: Any, outbound: Any) -> None:
         """Caller audio up to sample ``fed`` arrived: note how much of the reply had been heard by then."""
