@@ -67,7 +67,7 @@ PHRASES = ["What are your opening hours?", "Can I talk to a real person please?"
 
 
 async def test_short_window_hears_what_the_full_window_hears(pool: InferencePool) -> None:
-    short, full = WhisperSTT(pool=pool), WhisperSTT(pool=pool, short_window=False)
+    short, full = WhisperSTT(pool=pool, short_window=True), WhisperSTT(pool=pool)
     for phrase in PHRASES:
         audio = synth_phone_16k(phrase)
         a, b = await short.transcribe(audio), await full.transcribe(audio)
@@ -81,7 +81,7 @@ async def test_short_window_hears_what_the_full_window_hears(pool: InferencePool
 
 
 async def test_line_noise_alone_is_not_words(pool: InferencePool) -> None:
-    stt = WhisperSTT(pool=pool)
+    stt = WhisperSTT(pool=pool, short_window=True)
     for seed in range(4):  # seeds 0-3 at -50 dBFS made the model say "you" / "." before the logprob fix
         for level in (0.003, 0.01, 0.02):
             noise = (np.random.default_rng(seed).standard_normal(24000) * level).astype(np.float32)
@@ -89,7 +89,7 @@ async def test_line_noise_alone_is_not_words(pool: InferencePool) -> None:
 
 
 async def test_a_turn_too_long_for_a_short_window_uses_the_full_one(pool: InferencePool) -> None:
-    stt = WhisperSTT(pool=pool)
+    stt = WhisperSTT(pool=pool, short_window=True)
     audio = np.concatenate([synth_phone_16k(PHRASES[3])] * 7)  # ~29 s
     assert window.window_seconds(len(audio) / 16000) is None
     result = await stt.transcribe(audio)
@@ -98,7 +98,7 @@ async def test_a_turn_too_long_for_a_short_window_uses_the_full_one(pool: Infere
 
 async def test_a_rejected_short_result_is_decoded_again_in_the_full_window(pool: InferencePool,
                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    stt = WhisperSTT(pool=pool)
+    stt = WhisperSTT(pool=pool, short_window=True)
     monkeypatch.setattr(window, "suspicious", lambda *a, **k: "a segment repeats")
     result = await stt.transcribe(synth_phone_16k(PHRASES[0]))
     assert fuzzy_ratio(result.text, PHRASES[0]) >= 0.8 and (stt.short_decodes, stt.full_decodes) == (0, 1)

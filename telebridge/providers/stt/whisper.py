@@ -124,7 +124,7 @@ class WhisperSTT:
         logprob_threshold: float = -1.0,
         silence_rms: float = 1e-3,
         max_new_tokens: int | None = 128,
-        short_window: bool = True,
+        short_window: bool = False,
     ) -> None:
         """
         ``no_speech_threshold`` / ``logprob_threshold``: a segment whose no-speech
