@@ -28,8 +28,11 @@ PIPER_RATE = 22050
 
 
 def normalise_words(text: str) -> list[str]:
-    """Lower-case words without punctuation ("Hello, World!" → ["hello", "world"])."""
-    return re.findall(r"[a-z0-9']+", text.lower().replace("’", "'"))
+    """Lower-case words without punctuation ("Hello, World!" → ["hello", "world"]); times of day written either
+    way Whisper writes them ("8 a.m.", "8am", "8 AM") come out the same: ["8", "am"]."""
+    text = re.sub(r"\b([ap])\.\s?m\b\.?", r"\1m", text.lower().replace("’", "'"))
+    text = re.sub(r"(\d)([ap]m)\b", r"\1 \2", text)
+    return re.findall(r"[a-z0-9']+", text)
 
 
 def fuzzy_ratio(a: str, b: str) -> float:
