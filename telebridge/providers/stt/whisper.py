@@ -144,6 +144,7 @@ class WhisperSTT:
         self.logprob_threshold = logprob_threshold
         self.silence_rms = silence_rms
         self.short_window = short_window
+        self._decoding: dict[str | None, tuple[Any, list[int]]] = {}  # per language: tokenizer, suppressed tokens
         self.short_decodes = 0  # turns decoded in a short window
         self.full_decodes = 0  # turns decoded in the 30 s window (long, or the short result looked wrong)
         self.model = load_whisper_model(
@@ -212,18 +213,24 @@ class WhisperSTT:
         self.full_decodes += 1
         return self._run_full(audio, language)
 
-    def _tokenizer(self, language: str | None) -> Any:
-        from faster_whisper.tokenizer import Tokenizer
+    def _tokenizer(self, language: str | None) -> tuple[Any, list[int]]:
+        """The tokenizer for ``language`` and the tokens it suppresses, built once per language (the suppressed
+        list encodes a hundred symbols: not work for every turn)."""
+        decoding = self._decoding.get(language)
+        if decoding is None:
+            from faster_whisper.tokenizer import Tokenizer
+            from faster_whisper.transcribe import get_suppressed_tokens
 
-        multilingual = self.model.model.is_multilingual
-        return Tokenizer(self.model.hf_tokenizer, multilingual, task="transcribe",
-                         language=(language or "en") if multilingual else None)
+            multilingual = self.model.model.is_multilingual
+            tokenizer = Tokenizer(self.model.hf_tokenizer, multilingual, task="transcribe",
+                                  language=(language or "en") if multilingual else None)
+            decoding = self._decoding[language] = (tokenizer, list(get_suppressed_tokens(tokenizer, [-1])))
+        return decoding
 
     def _run_short(self, audio: np.ndarray, language: str | None, seconds: int) -> Transcript | None:
         """Encode ``seconds`` of window (the audio, then silence) and decode with timestamps; ``None`` when the
         result looks like a repetition loop (the caller then decodes the full window)."""
         import ctranslate2
-        from faster_whisper.transcribe import get_suppressed_tokens
 
         duration = len(audio) / STT_SAMPLE_RATE
         frames = seconds * 100  # 10 ms hop
@@ -234,7 +241,7 @@ class WhisperSTT:
             ctranslate2.StorageView.from_array(np.ascontiguousarray(features[None], dtype=np.float32)),
             to_cpu=False,
         )
-        tokenizer = self._tokenizer(language)
+        tokenizer, suppressed = self._tokenizer(language)
         prompt = list(tokenizer.sot_sequence)
         budget = window.max_new_tokens(duration)
         result = self.model.model.generate(
@@ -242,7 +249,7 @@ class WhisperSTT:
             # tokens), so ask for twice the budget and judge the result against the budget itself.
             encoded, [prompt], beam_size=max(self.beam_size, window.BEAM_SIZE), max_length=len(prompt) + 2 * budget,
             return_no_speech_prob=True, suppress_blank=True,
-            suppress_tokens=list(get_suppressed_tokens(tokenizer, [-1])),
+            suppress_tokens=suppressed,
             max_initial_timestamp_index=50,  # the first words start within 1 s (faster-whisper's default)
         )[0]
         ids = list(result.sequences_ids[0])
