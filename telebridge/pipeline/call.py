@@ -11,7 +11,8 @@ agent's replies in flight (:mod:`.speaking`: segments on the sink, pause, resume
 the making of its audio (:mod:`.reply`), what the call measured (:mod:`.call_metrics`), who answered
 (:mod:`.answering`), how it ends (:mod:`.ending`: end_call, transfer_call, hang-up and transfer through the call
 control), keypad tones (:mod:`.keypad`) and the speech providers (:mod:`.speech`). This module keeps the call's
-lifecycle, the inbound hot path (``on_audio``, ``_on_window``; the gate in :mod:`.inbound_gate`), the action dispatch and the client-driven turns.
+lifecycle, the inbound hot path (``on_audio``, ``_on_window``; the gate in :mod:`.inbound_gate`), the action
+dispatch and the client-driven turns.
 
 Everything a call starts is owned by its :class:`CallSession` and cancelled by :meth:`CallSession.aclose`.
 """

@@ -4,8 +4,8 @@ for whole utterances (the fallback when the stream is gone).
 The stream (:class:`DeepgramStream`) is fed every frame of caller audio. On a phone call the frames are the
 caller's μ-law, sent as ``encoding=mulaw&sample_rate=8000``: the bytes as Twilio sent them when the call hands
 them over (``feed(pcm, ulaw)``: re-encoding the decoded frame gives the same bytes, at a cost on every frame of
-every call), else ``pcm`` re-encoded; otherwise linear16 at the config's ``sample_rate``. Audio goes out in ~100 ms messages through a bounded queue (a stuck socket drops the
-oldest audio and counts it). Word times are kept on the call clock, across reconnects: a dropped socket is
+every call), else ``pcm`` re-encoded; otherwise linear16 at the config's ``sample_rate``. Audio goes out in
+~100 ms messages through a bounded queue (a stuck socket drops the oldest audio and counts it). Word times are kept on the call clock, across reconnects: a dropped socket is
 replaced (bounded, jittered retries) and the audio since the last final word is sent again. ``transcript()``
 sends ``Finalize`` and waits (bounded) for the ``from_finalize`` result.
 """
