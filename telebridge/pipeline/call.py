@@ -273,8 +273,7 @@ class CallSession:
             return
         self._fed += len(pcm)
         gate, reply = self.gate, self._reply
-        if gate.aec is not None:
-            pcm = gate.cancel(pcm, reply, self.outbound)
+        pcm = gate.cancel(pcm, reply, self.outbound)
         if self.callee is not None:
             self.callee.feed(pcm)
         self.speech.feed(pcm, ulaw if gate.aec is None else None)  # type: ignore[union-attr]  # ready: started
@@ -317,8 +316,7 @@ class CallSession:
             engine.floor_held = self.keypad.holds_floor(reply.turn_id if reply else None, heard, end_time)
         # Gate: may the window be the caller's voice (above the line's noise, not the agent's echo)?
         judged = self.gate.window(window, end_time, len(window) / self._segmenter.params.sample_rate, self._reply)
-        if self.gate.guard is not None:
-            engine.echo_active = self.gate.echo_active
+        engine.echo_active = self.gate.echo_active
         window = judged.window
         segmenter = self._segmenter
         actions = []
