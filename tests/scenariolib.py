@@ -252,7 +252,9 @@ async def cough(ctx: Context) -> ScenarioResult:
     result.pauses = len(pauses)
     result.false_interruptions = record.metrics.count("interrupt")
     result.check("no interruption", result.false_interruptions == 0, record.metrics.events)
-    result.check("the laugh paused the agent and it resumed", len(pauses) >= 1 and len(resumes) == len(pauses),
+    # At most a pause: with a quick STT the laugh's first syllables come back as "uh-huh" before the interruption
+    # threshold, and the agent talks through it (a backchannel's grace); with a slow one it pauses first.
+    result.check("the laugh at most paused the agent, and it resumed", len(resumes) == len(pauses),
                  record.metrics.events)
     result.check("each resume starts where the caller stopped hearing",
                  [p[2] for p in pauses] == [r[2] for r in resumes], (pauses, resumes))

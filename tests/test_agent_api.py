@@ -49,7 +49,7 @@ REFERENCE_DEFAULTS: list[tuple[type[BaseModel], dict[str, Any]]] = [
                     "filler_words": True, "keywords": [], "profanity_filter": False}),
     (STT.Azure, {"sample_rate": 16000, "num_channels": 1, "languages": ["en-US"]}),
     (STT.OpenAI, {"language": "en", "model": "whisper-1"}),
-    (STT.Whisper, {"model": None, "language": "en", "beam_size": 1, "short_window": False}),
+    (STT.Whisper, {"model": None, "language": "en", "beam_size": 1, "short_window": True}),
     (TTS.ElevenLabs, {"voice": BELLA, "model": "eleven_turbo_v2_5", "encoding": "mp3_22050_32",
                       "enable_ssml_parsing": False, "chunk_length_schedule": [80, 120, 200, 260]}),
     (TTS.OpenAI, {"model": "tts-1", "voice": "alloy", "speed": 1.0}),

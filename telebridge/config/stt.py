@@ -129,10 +129,9 @@ class WhisperSTT(ProviderModel):
     language: str = "en"
     beam_size: int = Field(1, ge=1, description="1 is greedy decoding: fastest, and enough for phone turns.")
     short_window: bool = Field(
-        False,
+        True,
         description="Encode a turn in a window sized to it (at least 12 s) instead of Whisper's 30 s: about 4x "
-        "faster on phone turns, nearly the same words (opt-in: its transcripts of coughs and laughs over the agent "
-        "still differ from the full window's in a way the turn-taking scenarios catch).",
+        "faster on phone turns, nearly the same words; False always decodes the full window.",
     )
 
 
