@@ -71,6 +71,7 @@ from pydantic import BaseModel
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
+from bench.agents import vad_rate  # noqa: E402 - needs the path above
 from bench.cpu_compare import fell_behind, print_comparison  # noqa: E402 - needs the path above
 
 Scenario = Literal["baseline", "floor", "inbound", "duplex", "duplex-off", "duplex-echo", "duplex-echo-off", "cloud",
@@ -956,7 +957,7 @@ def run_scenario(scenario: Scenario, n: int, *, ramp: float, window: float, prob
                  workdir: Path, server_env: dict[str, str] | None = None, cloud_chunk_ms: int = 100,
                  cloud_deflate: bool = True) -> Row:
     if scenario == "floor":
-        return run_floor(n, window)
+        return run_floor(n, window, vad_rate(server_env or {}))
     if scenario != "cloud":
         return _run_scenario(scenario, n, ramp=ramp, window=window, probe=probe, profile_s=profile_s,
                              workdir=workdir, server_env=server_env)
@@ -971,11 +972,13 @@ def run_scenario(scenario: Scenario, n: int, *, ramp: float, window: float, prob
     return row
 
 
-def run_floor(n: int, seconds: float) -> Row:
-    """The inbound path's numeric work for ``n`` calls, batched, no server (``bench/bench_floor.py``, own process)."""
+def run_floor(n: int, seconds: float, rate: int) -> Row:
+    """The inbound path's numeric work for ``n`` calls, batched, no server (``bench/bench_floor.py``, own process),
+    with Silero at ``rate`` as the bench agents run it."""
     env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     out = subprocess.run([sys.executable, str(ROOT / "bench" / "bench_floor.py"), "--n", str(n), "--seconds",
-                          str(seconds), "--json"], capture_output=True, text=True, env=env, check=True, timeout=600)
+                          str(seconds), "--rate", str(rate), "--json"],
+                         capture_output=True, text=True, env=env, check=True, timeout=600)
     result = json.loads(out.stdout.strip().splitlines()[-1])
     return Row("floor", n, window_s=float(result["seconds"]), server_cpu_s=float(result["cpu_s"]))
 

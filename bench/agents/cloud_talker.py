@@ -13,11 +13,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from bench.agents.talker import SENTENCES, VAD_SAMPLE_RATE, monologue
+from bench.agents import bench_vad
+from bench.agents.talker import SENTENCES, monologue
 from telebridge import (
     STT,
     TTS,
-    VAD,
     Agent,
     ConfigureSessionInput,
     LLMResponseHandlerInput,
@@ -28,7 +28,7 @@ from telebridge import (
 async def configure_session(input: ConfigureSessionInput) -> SessionConfig:
     return SessionConfig(
         initial_messages=[{"role": "system", "content": "You are a benchmark agent that talks."}],
-        vad=VAD.Silero(sample_rate=VAD_SAMPLE_RATE),
+        vad=bench_vad(),
         stt=STT.Deepgram(),
         tts=TTS.Deepgram(),
         first_message=monologue(str((input.get("custom_data") or {}).get("CallSid", ""))),

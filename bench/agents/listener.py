@@ -1,18 +1,17 @@
 """Benchmark agent that only listens: the inbound-only CPU scenario.
 
 Why: with no greeting and callers that send only line noise, the server's steady-state work per call is the
-inbound path alone (WebSocket receive, Media Streams decode, μ-law decode, 8→16 kHz resampling, batched Silero
-VAD, segmenter/turn engine ticks). The reply handler exists because an agent must have one; noise never starts a
-turn, so it should never run during the benchmark.
+inbound path alone (WebSocket receive, Media Streams decode, μ-law decode, batched Silero VAD at the line's 8 kHz,
+segmenter/turn engine ticks). The reply handler exists because an agent must have one; noise never starts a turn, so
+it should never run during the benchmark.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator
 
+from bench.agents import bench_vad
 from telebridge import (
-    VAD,
     Agent,
     ConfigureSessionInput,
     LLMResponseHandlerInput,
@@ -21,14 +20,11 @@ from telebridge import (
 
 REPLY = "Sorry, I only listen."
 
-# Experiments: BENCH_VAD_SAMPLE_RATE=8000 runs Silero on the phone audio as is (no 8 -> 16 kHz resampling).
-VAD_SAMPLE_RATE = 8000 if os.environ.get("BENCH_VAD_SAMPLE_RATE") == "8000" else 16000
-
 
 async def configure_session(input: ConfigureSessionInput) -> SessionConfig:
     return SessionConfig(
         initial_messages=[{"role": "system", "content": "You are a benchmark agent that listens."}],
-        vad=VAD.Silero(sample_rate=VAD_SAMPLE_RATE),
+        vad=bench_vad(),
     )
 
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator
 
+from bench.agents import bench_vad
 from telebridge import (
-    VAD,
     Agent,
     ConfigureSessionInput,
     LLMResponseHandlerInput,
@@ -44,14 +44,12 @@ def monologue(call_sid: str) -> str:
 
 # BENCH_ECHO_GUARD=0: the energy guard instead of the echo canceller (cpu_per_call.py's duplex-off scenarios).
 ECHO_GUARD = os.environ.get("BENCH_ECHO_GUARD") != "0"
-# Experiments: BENCH_VAD_SAMPLE_RATE=8000 runs Silero on the phone audio as is (no 8 -> 16 kHz resampling).
-VAD_SAMPLE_RATE = 8000 if os.environ.get("BENCH_VAD_SAMPLE_RATE") == "8000" else 16000
 
 
 async def configure_session(input: ConfigureSessionInput) -> SessionConfig:
     return SessionConfig(
         initial_messages=[{"role": "system", "content": "You are a benchmark agent that talks."}],
-        vad=VAD.Silero(sample_rate=VAD_SAMPLE_RATE),
+        vad=bench_vad(),
         first_message=monologue(str((input.get("custom_data") or {}).get("CallSid", ""))),
         allow_interruptions=False,
         echo_guard=True,
