@@ -10,6 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from telebridge.twilio import messages
 from telebridge.twilio import stream as codec
 from telebridge.simulator.wire import (
     ServerClear,
@@ -404,7 +405,7 @@ def test_missing_sequence_numbers_are_not_counted_as_gaps() -> None:
 
 
 def test_fast_construction_is_indistinguishable_from_validation() -> None:
-    assert codec._FAST_CONSTRUCT, "pydantic internals changed; the fast path fell back to model_construct"
+    assert messages.FAST_CONSTRUCT, "pydantic internals changed; the fast path fell back to model_construct"
     fast = started().receive(DOC_MEDIA)
     slow = (lambda d: (d.receive(DOC_START), d.receive(DOC_MEDIA))[1])(StreamDecoder(fast_path=False))
     assert isinstance(fast, MediaEvent) and isinstance(slow, MediaEvent)
