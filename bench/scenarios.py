@@ -213,8 +213,12 @@ async def run_echo(full: bool) -> int:
     barges = [r.figures["onset_to_clear"][0] for r in talk_rows if r.figures.get("onset_to_clear")]
     cpus = [c for _, c in rows if c == c]
     print()
-    print(f"false pauses: {sum(r.pauses for r in echo_rows)}, false interruptions: "
-          f"{sum(r.false_interruptions for r in echo_rows)} in {len(echo_rows)} echo calls (target 0)")
+    # A call that never played its replies (it failed, or the server dropped it) had no chance to pause falsely:
+    # its zeros would flatter the totals, so they count only the calls whose replies played out.
+    played = [r for r in echo_rows if not any("played out" in label and not ok for label, ok, _ in r.checks)]
+    print(f"false pauses: {sum(r.pauses for r in played)}, false interruptions: "
+          f"{sum(r.false_interruptions for r in played)} in {len(played)} echo calls whose replies played out, of "
+          f"{len(echo_rows)} (target 0 in all)")
     print(f"barge-in over echo (onset -> clear): median {pct(barges, 50):.3f} s, max "
           f"{max(barges) if barges else float('nan'):.3f} s, n={len(barges)} (target <= {DOUBLE_TALK_TARGET:.2f} s)")
     print(f"echo canceller CPU: median {pct(cpus, 50):.2f} ms per call-second (bench/bench_echo.py splits it)")
