@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -177,6 +178,16 @@ async def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 120) -
                 pass
             await asyncio.sleep(0.2)
     raise AssertionError("server did not become healthy")
+
+
+@pytest.fixture(scope="module")
+def pool() -> Iterator[Any]:
+    """A "speech" inference pool (2 threads) for tests that run Whisper or Piper directly, one per module."""
+    from telebridge.inference import InferencePool
+
+    p = InferencePool("speech", 2, 16)
+    yield p
+    p.shutdown()
 
 
 @pytest.fixture(autouse=True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -16,13 +15,6 @@ from telebridge.providers.tts.base import TTSEngine, TTSError
 from telebridge.providers.tts.piper import PiperTTS
 
 SENTENCE = "Your table is booked for seven o'clock."
-
-
-@pytest.fixture(scope="module")
-def pool() -> Iterator[InferencePool]:
-    p = InferencePool("speech", 2, 16)
-    yield p
-    p.shutdown()
 
 
 @pytest.fixture(scope="module")

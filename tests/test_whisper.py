@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -17,13 +16,6 @@ from telebridge.providers.stt.base import STTEngine, STTError, Transcript
 from telebridge.providers.stt.whisper import WhisperSTT
 
 SENTENCE = "I would like to book a table for two people at seven tonight."
-
-
-@pytest.fixture(scope="module")
-def pool() -> Iterator[InferencePool]:
-    p = InferencePool("speech", 2, 16)
-    yield p
-    p.shutdown()
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -53,13 +52,6 @@ def test_suspicious_results_are_decoded_again(texts: list[str], finished: bool, 
                                               why: str | None) -> None:
     segments = [window.Segment(float(i), float(i) + 1, (1,)) for i in range(len(texts))]
     assert window.suspicious(segments, texts, finished=finished, duration=duration) == why
-
-
-@pytest.fixture(scope="module")
-def pool() -> Iterator[InferencePool]:
-    p = InferencePool("speech", 2, 16)
-    yield p
-    p.shutdown()
 
 
 PHRASES = ["What are your opening hours?", "Can I talk to a real person please?", "Yes.",
