@@ -50,6 +50,7 @@ def create_app(settings: Settings | None = None, *, agent: Agent | None = None, 
         runtime = Runtime(settings, agent)
         app.state.runtime = runtime
         guard.shared_tokens = runtime.state.tokens  # session tokens redeemable on any worker (REDIS_URL)
+        guard.share_limits(runtime.state.link)  # sessions and uploads counted across workers (REDIS_URL)
         await runtime.start(warmup=warmup)
         try:
             yield

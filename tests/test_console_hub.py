@@ -292,18 +292,18 @@ def test_a_token_or_key_or_login_cookie_opens_the_console_from_anywhere():
     assert isinstance(other, Refusal) and other.code == "origin_not_allowed"
 
 
-def test_failed_logins_are_limited_per_address():
+async def test_failed_logins_are_limited_per_address():
     clock = Clock()
     guard = Guard(settings(console_token="tok-123"), clock=clock)
-    assert guard.console_login("tok-123", "198.51.100.1") == "console"
+    assert await guard.console_login("tok-123", "198.51.100.1") == "console"
     for _ in range(20):
-        refused = guard.console_login("guess", "198.51.100.1")
+        refused = await guard.console_login("guess", "198.51.100.1")
         assert isinstance(refused, Refusal) and refused.status == 401
-    limited = guard.console_login("tok-123", "198.51.100.1")
+    limited = await guard.console_login("tok-123", "198.51.100.1")
     assert isinstance(limited, Refusal) and limited.status == 429 and limited.retry_after
-    assert guard.console_login("tok-123", "198.51.100.2") == "console"  # another address is not affected
+    assert await guard.console_login("tok-123", "198.51.100.2") == "console"  # another address is not affected
     clock.t += 61
-    assert guard.console_login("tok-123", "198.51.100.1") == "console"
+    assert await guard.console_login("tok-123", "198.51.100.1") == "console"
 
 
 # --- transfer numbers ---------------------------------------------------------------------------------------

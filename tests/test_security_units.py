@@ -170,7 +170,7 @@ def test_guard_without_keys_answers_loopback_only_and_not_through_a_relay():
     assert reads.check(READ, headers(), "203.0.113.9").status == 403 and reads.check(READ, headers(), "::1").via
 
 
-def test_guard_with_keys_tokens_and_limits():
+async def test_guard_with_keys_tokens_and_limits():
     g, clock = guard(api_keys="alpha,beta", session_token_ttl=30, max_realtime_sessions_per_key=1,
                      max_uploads_per_hour_per_client=1)
     assert g.check(REALTIME, headers(), "127.0.0.1").status == 401  # keys configured: loopback is not enough
@@ -186,17 +186,17 @@ def test_guard_with_keys_tokens_and_limits():
     clock.t += 31
     assert g.check(REALTIME, headers(authorization=f"Bearer {stale.value}"), "5.6.7.8").status == 401
     assert g.mint(Access("token", "key1", "x")).status == 401  # a token cannot mint tokens
-    lease = g.admit_session(Access("token", "key1", "5.6.7.8"))
-    refused = g.admit_session(Access("key", "key1", "9.9.9.9"))
+    lease = await g.admit_session(Access("token", "key1", "5.6.7.8"))
+    refused = await g.admit_session(Access("key", "key1", "9.9.9.9"))
     assert isinstance(refused, Refusal) and refused.status == 429 and "API key" in refused.message
-    assert not isinstance(g.admit_session(Access("key", "key2", "9.9.9.9")), Refusal)
+    assert not isinstance(await g.admit_session(Access("key", "key2", "9.9.9.9")), Refusal)
     lease.release()
-    assert not isinstance(g.admit_session(Access("key", "key1", "9.9.9.9")), Refusal)
-    assert g.admit_upload(alpha) is None
-    limited = g.admit_upload(Access("key", "key2", "1.2.3.4"))
+    assert not isinstance(await g.admit_session(Access("key", "key1", "9.9.9.9")), Refusal)
+    assert await g.admit_upload(alpha) is None
+    limited = await g.admit_upload(Access("key", "key2", "1.2.3.4"))
     assert limited.status == 429 and limited.retry_after == pytest.approx(3600)
     clock.t += 3600
-    assert g.admit_upload(alpha) is None
+    assert await g.admit_upload(alpha) is None
 
 
 def test_start_up_says_who_gets_in_and_serve_trusts_only_the_configured_proxies(caplog):

@@ -106,7 +106,7 @@ async def phone_clone(request: Request) -> Response:
     if isinstance(admitted, Response):
         return admitted
     guard, access = admitted
-    limited = guard.admit_upload(access)
+    limited = await guard.admit_upload(access)
     if limited is not None:
         return refusal_response(limited)
     return await create_voice(request)

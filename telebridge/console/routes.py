@@ -129,7 +129,7 @@ async def login(request: Request) -> Response:
     if not guard.console.configured:  # loopback-only console: nothing to log in with, nothing needed
         return JSONResponse({"ok": True, "via": "loopback"}, headers=NO_STORE)
     access = access_of(request)
-    result = guard.console_login(body.token.strip(), access.client if access else "")
+    result = await guard.console_login(body.token.strip(), access.client if access else "")
     if isinstance(result, Refusal):
         log.info("console login refused from %s: %s", access.client if access else "?", result.code)
         return refusal_response(result)

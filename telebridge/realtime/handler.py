@@ -173,7 +173,7 @@ class RealtimeConnection:
         await self.ws.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
         self._sender = asyncio.get_running_loop().create_task(self._send_loop(), name=f"{self.id}-send")
         try:
-            refusal = self._admit()
+            refusal = await self._admit()
             if refusal is not None:
                 log.info("realtime %s: refused: %s", self.id, refusal.code)
                 await self.close_policy(refusal.code, refusal.message)
@@ -212,12 +212,12 @@ class RealtimeConnection:
             elif isinstance(event, TurnEvent):
                 self._on_turn_event(event)
 
-    def _admit(self) -> Any:
+    async def _admit(self) -> Any:
         """Concurrency slots and the length limit (telebridge.security): None, or the Refusal to answer with."""
         from ..security import ACCESS_SCOPE_KEY, Refusal
 
         guard = getattr(self.ws.app.state, "guard", None)  # None: the access middleware did not run; fail closed
-        admitted = (guard.admit_session(self.ws.scope.get(ACCESS_SCOPE_KEY)) if guard is not None
+        admitted = (await guard.admit_session(self.ws.scope.get(ACCESS_SCOPE_KEY)) if guard is not None
                     else Refusal(401, "unauthorized", "not authorized"))
         if isinstance(admitted, Refusal):
             return admitted

@@ -1,8 +1,10 @@
 """The access decision: who a request is (:class:`Access`) or why it is refused (:class:`Refusal`).
 
-One :class:`Guard` per app holds the key ring, the session-token store and the limiters. Its methods are
-synchronous and take the time from ``clock`` (``time.time`` unless a test passes another), so the whole
-decision is testable without a server; :mod:`.middleware` is the ASGI glue around it.
+One :class:`Guard` per app holds the key ring, the session-token store and the limiters. It takes the time from
+``clock`` (``time.time`` unless a test passes another), so the whole decision is testable without a server;
+:mod:`.middleware` is the ASGI glue around it. The limits are counted in-process (:mod:`.limits`) and, with
+``REDIS_URL``, across every worker and instance (:mod:`telebridge.state.guard_limits`, :meth:`Guard.share_limits`):
+the shared count decides while Redis answers, this process's own count when it does not.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from starlette.datastructures import Headers
 
 from ..console.auth import ConsoleAuth
 from .keys import KeyRing
-from .limits import ConcurrencyLimiter, Lease, SessionLength, WindowLimiter, acquire_all, admit_all
+from .limits import ConcurrencyLimiter, Lease, SessionLength, WindowLimiter, acquire_all, admit_all, hold_all
 from .policy import Policy, bearer, is_loopback, origin_allowed, parse_origins, relayed
 from .redact import install_redaction
 from .tokens import Minted, SessionTokens, StoreFull
@@ -62,17 +64,21 @@ class Guard:
         self.keys = KeyRing.from_settings(settings)
         self.tokens = SessionTokens(settings.session_token_ttl)
         self.shared_tokens: Any = None  # telebridge.state.tokens.RedisTokens with REDIS_URL: tokens work on any worker
+        self.shared_limits: Any = None  # telebridge.state.guard_limits.RedisGuardLimits with REDIS_URL (share_limits)
         self.allowed_origins, self.any_origin = parse_origins(settings.allowed_origins)
         proxies = [p.strip() for p in settings.trusted_proxies.split(",") if p.strip()]
         self.trust_any_proxy = "*" in proxies
         self.body_limit = settings.max_request_body_kb * 1024
-        self.sessions_per_key = ConcurrencyLimiter(settings.max_realtime_sessions_per_key)
-        self.sessions_per_client = ConcurrencyLimiter(settings.max_realtime_sessions_per_client)
+        self.sessions_per_key = ConcurrencyLimiter(settings.max_realtime_sessions_per_key, name="sessions-per-key")
+        self.sessions_per_client = ConcurrencyLimiter(settings.max_realtime_sessions_per_client,
+                                                      name="sessions-per-client")
         self.session_length = SessionLength(settings.max_realtime_session_seconds)
-        self.uploads_per_key = WindowLimiter(settings.max_uploads_per_hour_per_key, UPLOAD_WINDOW)
-        self.uploads_per_client = WindowLimiter(settings.max_uploads_per_hour_per_client, UPLOAD_WINDOW)
+        self.uploads_per_key = WindowLimiter(settings.max_uploads_per_hour_per_key, UPLOAD_WINDOW,
+                                             name="uploads-per-key")
+        self.uploads_per_client = WindowLimiter(settings.max_uploads_per_hour_per_client, UPLOAD_WINDOW,
+                                                name="uploads-per-client")
         self.console = ConsoleAuth.from_settings(settings, self.keys)
-        self.console_logins = WindowLimiter(CONSOLE_LOGINS_PER_MINUTE, 60.0)
+        self.console_logins = WindowLimiter(CONSOLE_LOGINS_PER_MINUTE, 60.0, name="console-logins")
         install_redaction()
 
     # --- who is it -------------------------------------------------------------------------------------------
@@ -136,16 +142,16 @@ class Guard:
         return Refusal(401, "unauthorized", "the console token or an API key is required (Authorization: Bearer "
                        "<token>, or log in at /console)")
 
-    def console_login(self, presented: str, client: str) -> str | Refusal:
+    async def console_login(self, presented: str, client: str) -> str | Refusal:
         """``POST /console/login``: the credential's label, or why not. Failed attempts are limited per address."""
-        subject, now = "addr:" + client, self.clock()
-        wait = self.console_logins.retry_after(subject, now)
+        checks, now = [(self.console_logins, "addr:" + client)], self.clock()
+        wait = await self._windows(checks, now, "check")
         if wait:
             return Refusal(429, "rate_limit_exceeded", f"too many failed logins; try again in {int(wait) + 1} s",
                            retry_after=wait)
         label = self.console.match(presented) if presented else None
         if label is None:
-            self.console_logins.record(subject, now)
+            await self._windows(checks, now, "add")
             return Refusal(401, "invalid_token", "that is not the console token or an API key")
         return label
 
@@ -165,26 +171,69 @@ class Guard:
             await self.shared_tokens.store(minted.value, key_label, self.tokens.ttl)
 
     # --- limits ----------------------------------------------------------------------------------------------
-    def admit_upload(self, access: Access) -> Refusal | None:
+    def share_limits(self, link: Any) -> None:
+        """Count the limits across every worker and instance on ``link`` (a RedisLink; None: in-process only)."""
+        if link is None:
+            self.shared_limits = None
+            return
+        from ..state.guard_limits import RedisGuardLimits
+
+        self.shared_limits = RedisGuardLimits(link, clock=self.clock)
+
+    async def _windows(self, checks: list[tuple[WindowLimiter, str]], now: float, mode: str = "admit") -> float:
+        """The wait before a hit on ``checks`` is allowed (0: allowed, and recorded unless ``mode`` is "check";
+        "add": recorded whatever the limits). Shared count first; this process's own always records, and decides
+        when there is no shared count or Redis does not answer."""
+        wait = None
+        if self.shared_limits is not None:
+            wait = await self.shared_limits.admit(checks, now, mode)
+        if wait is None:
+            if mode == "admit":
+                return admit_all(checks, now)
+            wait = max((limiter.retry_after(subject, now) for limiter, subject in checks), default=0.0)
+        if mode == "add" or (mode == "admit" and wait == 0):
+            for limiter, subject in checks:
+                limiter.record(subject, now)
+        return 0.0 if mode == "add" else wait
+
+    async def admit_upload(self, access: Access) -> Refusal | None:
         checks = [(self.uploads_per_client, "addr:" + access.client)]
         if access.key is not None:
             checks.append((self.uploads_per_key, "key:" + access.key))
-        wait = admit_all(checks, self.clock())
+        wait = await self._windows(checks, self.clock())
         if wait == 0:
             return None
         return Refusal(429, "rate_limit_exceeded", f"too many uploads; try again in {int(wait) + 1} s",
                        retry_after=wait)
 
-    def admit_session(self, access: Access | None) -> Lease | Refusal:
+    async def admit_session(self, access: Access | None) -> Lease | Refusal:
+        """A lease on the session's slots (release it when the session ends), or the 429 saying whose are full."""
         if access is None:  # the middleware did not run: fail closed
             return Refusal(401, "unauthorized", "not authorized")
         checks = [(self.sessions_per_client, "addr:" + access.client)]
         if access.key is not None:
             checks.append((self.sessions_per_key, "key:" + access.key))
-        lease = acquire_all(checks)
-        if lease is not None:
-            return lease
-        whose = "this client" if not self.sessions_per_client.available("addr:" + access.client) else "this API key"
+        shared = self.shared_limits
+        full: ConcurrencyLimiter | None = None
+        if shared is not None:
+            verdict, shared_lease = await shared.acquire(checks, self.clock())
+            if verdict == 0:  # admitted deployment-wide; this process counts it too, for when Redis is away
+                lease = hold_all(checks)
+                if shared_lease is not None:
+                    lease.on_release = lambda: shared.release(shared_lease)
+                return lease
+            if verdict is not None:
+                full = checks[verdict - 1][0]
+        if full is None:  # no Redis, or it did not answer: this process's own count decides
+            lease = acquire_all(checks)
+            if lease is not None:
+                if shared is not None:  # written to Redis as soon as it answers again
+                    held = shared.new_lease()
+                    shared.hold(held, shared.lease_keys(checks))
+                    lease.on_release = lambda: shared.release(held)
+                return lease
+            full = next(limiter for limiter, subject in checks if not limiter.available(subject))
+        whose = "this client" if full is self.sessions_per_client else "this API key"
         return Refusal(429, "rate_limit_exceeded", f"too many concurrent realtime sessions for {whose}")
 
     def session_seconds(self) -> float | None:

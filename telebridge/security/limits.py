@@ -5,21 +5,26 @@ Subjects are strings such as ``key:key1`` or ``addr:203.0.113.9``; a request is 
 a refused request never counts, so a client that keeps retrying is not locked out for longer.
 A limit of 0 means "no limit". Memory is bounded: idle subjects are forgotten, and past ``max_subjects`` the
 least recently seen one is.
+
+These count one process's requests. With ``REDIS_URL`` the guard also asks their shared counterparts
+(:mod:`telebridge.state.guard_limits`), which count every worker and instance under the limiter's ``name``; the
+classes here still count this process's own, which decide alone while Redis is away.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict, deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 
 class WindowLimiter:
     """At most ``limit`` hits per subject in any sliding ``window`` seconds (e.g. uploads per hour)."""
 
-    def __init__(self, limit: int, window: float, max_subjects: int = 50_000) -> None:
+    def __init__(self, limit: int, window: float, max_subjects: int = 50_000, name: str = "") -> None:
         self.limit = limit
         self.window = window
+        self.name = name  # what the shared (Redis) count of this limit is called
         self.max_subjects = max_subjects
         self._hits: OrderedDict[str, deque[float]] = OrderedDict()
 
@@ -73,8 +78,9 @@ def admit_all(checks: Iterable[tuple[WindowLimiter, str]], now: float) -> float:
 class ConcurrencyLimiter:
     """At most ``limit`` simultaneous holders per subject (e.g. live realtime sessions)."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, name: str = "") -> None:
         self.limit = limit
+        self.name = name  # what the shared (Redis) count of this limit is called
         self._active: dict[str, int] = {}
 
     def active(self, subject: str) -> int:
@@ -96,14 +102,19 @@ class ConcurrencyLimiter:
 
 @dataclass
 class Lease:
-    """Slots held on several concurrency limiters; :meth:`release` gives them all back, once."""
+    """Slots held on several concurrency limiters; :meth:`release` gives them all back, once (and then calls
+    ``on_release``, which gives back the shared slots of the same session)."""
 
     held: list[tuple[ConcurrencyLimiter, str]]
+    on_release: Callable[[], None] | None = None
 
     def release(self) -> None:
         held, self.held = self.held, []
         for limiter, subject in held:
             limiter.release(subject)
+        on_release, self.on_release = self.on_release, None
+        if on_release is not None:
+            on_release()
 
 
 def acquire_all(checks: Iterable[tuple[ConcurrencyLimiter, str]]) -> Lease | None:
@@ -111,6 +122,12 @@ def acquire_all(checks: Iterable[tuple[ConcurrencyLimiter, str]]) -> Lease | Non
     checks = list(checks)
     if not all(limiter.available(subject) for limiter, subject in checks):
         return None
+    return hold_all(checks)
+
+
+def hold_all(checks: Iterable[tuple[ConcurrencyLimiter, str]]) -> Lease:
+    """A lease on every (limiter, subject) whatever their limits (the shared count already admitted it)."""
+    checks = list(checks)
     for limiter, subject in checks:
         limiter.acquire(subject)
     return Lease(checks)

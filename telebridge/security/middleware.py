@@ -62,7 +62,7 @@ class AccessMiddleware:
             await self._refuse(scope, receive, send, result, client)
             return
         if policy.upload:
-            limited = self.guard.admit_upload(result)
+            limited = await self.guard.admit_upload(result)
             if limited is not None:
                 await self._refuse(scope, receive, send, limited, client)
                 return

@@ -12,6 +12,7 @@ stream outcomes    :class:`.calls.StreamOutcomes` (local dict)     … written t
 cloned voices      the clone directory (:class:`.voices.LocalVoices`)  :class:`.voices.RedisVoices`
 recordings index   :class:`.recordings.MemoryRecordingsIndex`       :class:`.recordings.RedisRecordingsIndex`
 session tokens     the guard's own store                           :class:`.tokens.RedisTokens`
+abuse limits       :mod:`telebridge.security.limits`               :class:`.guard_limits.RedisGuardLimits`
 dial pacing,       :class:`.limiter.LocalDialLimiter`,              :class:`.limiter.RedisDialLimiter`,
 campaign claims    :class:`.limiter.LocalClaims`                    :class:`.limiter.RedisClaims`
 =================  ==============================================  ===========================================
@@ -48,7 +49,8 @@ DEGRADED = ("call records and GET /v1/calls show this instance's calls only",
             "voices cloned elsewhere are not found (clones made here are shared once Redis is back)",
             "status and AMD callbacks reaching another instance do not reach this one's calls",
             "session tokens work only on the instance that minted them",
-            "the recordings index lists this instance's recordings only")
+            "the recordings index lists this instance's recordings only",
+            "limits on realtime sessions, uploads and console logins count this instance's requests only")
 
 
 def default_instance() -> str:
