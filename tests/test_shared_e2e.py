@@ -1,6 +1,7 @@
 """Two telebridge instances sharing one real redis-server behave as one service: a voice cloned on A speaks on
 B, an outbound call placed on A runs on B and both list it with its status, a session token minted on A opens a
-session on B, and Redis killed mid-call leaves the call running and comes back."""
+session on B, the per-key session limit and the upload window count both instances, and Redis killed mid-call
+leaves the call running and comes back."""
 
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ def cluster(tmp_path_factory):
     for name in ("a", "b"):
         srv = LiveServer(agent=AGENT, redis_url=redis.url, instance_id=name, api_key=API_KEY,
                          twilio_account_sid=ACCOUNT, twilio_api_base_url=fake.url,
+                         max_realtime_sessions_per_key=2, max_uploads_per_hour_per_client=2,
                          voice_store_dir=tmp_path_factory.mktemp(f"voices_{name}"))  # separate disks
         servers.append(srv)
     a, b = servers
@@ -139,6 +141,46 @@ async def test_a_session_token_minted_on_a_opens_one_session_on_b(cluster):
                                           subprotocols=["realtime", f"telebridge-token.{token}"]):
                 pass
         assert refused.value.response.status_code == 401
+
+
+async def test_the_limits_count_both_instances(cluster):
+    """Per-key limit 2: one session on A and one on B fill it, so a third is refused on either; an address's two
+    uploads an hour are two in the whole service."""
+    from test_security import closed_with_error, talk
+
+    _, _, a, b = cluster
+
+    def open_session(srv: LiveServer):
+        return websockets.connect(srv.url.replace("http", "ws") + "/v1/realtime", subprotocols=["realtime"],
+                                  additional_headers=HEADERS)
+
+    async with open_session(a) as one, open_session(b) as two:
+        await talk(one)
+        await talk(two)
+        for srv in (a, b):
+            async with open_session(srv) as third:
+                error = await closed_with_error(third)
+            assert error["error"]["code"] == "rate_limit_exceeded" and "API key" in error["error"]["message"]
+            assert third.close_code == 1008
+        await talk(one)  # the sessions holding the slots carried on
+        await talk(two)
+
+    async def admitted() -> bool:  # the ended sessions' slots are given back (in the background)
+        async with open_session(a) as again:
+            try:
+                await talk(again)
+                return True
+            except (AssertionError, websockets.ConnectionClosed):
+                return False
+
+    assert await _until(admitted, bool, timeout=10)
+
+    client = {**HEADERS, "X-Forwarded-For": "198.51.100.30"}  # through the trusted loopback proxy
+    async with httpx.AsyncClient(timeout=30) as http:
+        codes = [(await http.post(srv.url + "/v1/voices", headers=client, json={"file": "not multipart"}))
+                 for srv in (a, b, a)]
+    assert [r.status_code for r in codes] == [415, 415, 429], [r.text for r in codes]
+    assert int(codes[-1].headers["retry-after"]) > 3500
 
 
 async def test_redis_killed_mid_call_the_call_goes_on_and_redis_comes_back(cluster):
