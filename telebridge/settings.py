@@ -83,7 +83,7 @@ class Settings(BaseSettings):
     redis_url: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("REDIS_URL", "TELEBRIDGE_REDIS_URL"),
         description="redis://[user:password@]host:port/db (or rediss://): voices, calls, campaign dial pacing, the "
-        "recordings index and session tokens shared by every worker and instance. Unset: per process.",
+        "recordings index, session tokens and the limits shared by every worker and instance. Unset: per process.",
     )
     redis_prefix: str = Field(default="telebridge", min_length=1, max_length=64,
                               description="Key prefix in Redis: deployments sharing one Redis use different ones.")

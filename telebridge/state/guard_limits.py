@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -95,6 +96,7 @@ class RedisGuardLimits:
         self._window: Any = None
         self._acquire: Any = None
         self._ids = itertools.count(1)
+        self._me = f"{link.instance}:{uuid.uuid4().hex[:8]}"  # unique even if two instances share a name
         self._live: dict[str, list[str]] = {}  # lease → its sets, while its session lives
         self._lock = asyncio.Lock()  # a release never overtakes a refresh that still carries the lease
         self._refreshing = False
@@ -117,7 +119,7 @@ class RedisGuardLimits:
         if not checks:
             return 0.0
         self._scripts()
-        args: list[Any] = [f"{now:.6f}", f"{self.link.instance}:{next(self._ids)}:{now:.6f}", mode]
+        args: list[Any] = [f"{now:.6f}", f"{self._me}:{next(self._ids)}", mode]
         for limiter, _ in checks:
             args += [limiter.limit, f"{limiter.window:.6f}"]
 
@@ -156,7 +158,7 @@ class RedisGuardLimits:
         return [self._key(limiter.name, subject) for limiter, subject in checks if limiter.limit > 0]
 
     def new_lease(self) -> str:
-        return f"{self.link.instance}:{next(self._ids)}"
+        return f"{self._me}:{next(self._ids)}"
 
     def hold(self, lease: str, keys: list[str]) -> None:
         """Keep ``lease`` alive on ``keys`` (refreshed, and written back after a Redis outage) until released."""
