@@ -77,7 +77,8 @@ def test_first_chunk_ends_at_a_clause_of_four_words() -> None:
         ("We have a free slot on Tuesday at 10 and another one on Thursday at 2.",
          ["We have a free slot on Tuesday at 10,", "and another one on Thursday at 2."]),
         # The phrase is too short: it ends the sentence ("for you."), or a clause ("because it's late,").
-        ("Let me check that for you and call you back. Okay?", ["Let me check that for you and call you back.", "Okay?"]),
+        ("Let me check that for you and call you back. Okay?",
+         ["Let me check that for you and call you back.", "Okay?"]),
         ("I can move it to Friday because it's late, if you like. Fine.",
          ["I can move it to Friday because it's late,", "if you like.", "Fine."]),
         # Too few words before it, or a word that binds to the one before ("happy to", "look for").
@@ -93,7 +94,8 @@ def test_first_chunk_ends_at_a_clause_of_four_words() -> None:
         ("Sure thing, we are open today from nine until five in the evening.",
          ["Sure thing, we are open today,", "from nine until five in the evening."]),
         # A newline within the phrase ends the line first.
-        ("We open our doors at nine and\nclose them at five.", ["We open our doors at nine and", "close them at five."]),
+        ("We open our doors at nine and\nclose them at five.",
+         ["We open our doors at nine and", "close them at five."]),
     ],
 )
 def test_phrase_cuts(text: str, chunks: list[str]) -> None:
