@@ -63,7 +63,23 @@ async def test_multiple_sentences_concatenate(tts: PiperTTS) -> None:
         tts.synthesize("How are you today?"),
         tts.synthesize("Hello there. How are you today?"),
     )
-    assert len(both) == len(a) + len(b)
+    # Only the start of a synthesis is trimmed: the second sentence keeps its (short) leading silence.
+    assert len(a) + len(b) <= len(both) <= len(a) + len(b) + 0.08 * tts.sample_rate
+
+
+async def test_the_leading_silence_is_cut_and_the_onset_kept(tts: PiperTTS) -> None:
+    from telebridge.providers.tts.piper import LEAD_FLOOR, LEAD_KEEP_S
+
+    for text in ("Yes.", "We're open.", "Sure.", "Hi there!"):  # voiced and fricative onsets
+        raw = np.concatenate([c.audio_int16_array for c in tts.voice.synthesize(text, tts._syn_config)])
+        audio = await tts.synthesize(text)
+        dropped = len(raw) - len(audio)
+        np.testing.assert_array_equal(audio, raw[dropped:])
+        assert np.abs(raw[:dropped]).max(initial=0) <= LEAD_FLOOR * 32768  # only near-digital silence is dropped
+        first_loud = int(np.argmax(np.abs(audio) > LEAD_FLOOR * 32768))
+        assert first_loud <= LEAD_KEEP_S * tts.sample_rate
+        if text in ("Yes.", "We're open."):  # these start with 40-60 ms of silence
+            assert dropped > 0.02 * tts.sample_rate
 
 
 async def test_concurrent_synthesis_is_consistent(tts: PiperTTS) -> None:

@@ -34,6 +34,11 @@ _VOICES: dict[tuple[str, int], Any] = {}
 # One full stop says the same.
 _DOUBLE_STOP = re.compile(r"(?<!\.)\.\.(?!\.)")
 _VOICES_LOCK = threading.Lock()
+# Piper starts every chunk with 0-60 ms of near-digital silence (below -60 dBFS), which the caller waits through
+# before the first word: it is cut, down to LEAD_KEEP_S before the first sample above LEAD_FLOOR. Soft onsets
+# ("h", "f", "s") are at least 20 dB louder than that floor, so no word is clipped.
+LEAD_FLOOR = 10 ** (-60 / 20)
+LEAD_KEEP_S = 0.005
 
 
 def default_piper_voice() -> str:
@@ -138,12 +143,22 @@ class PiperTTS:
             raise TTSError(f"Piper synthesis failed: {exc}") from exc
 
     def _synthesize_sync(self, text: str) -> np.ndarray:
-        """Worker-thread body.  No trimming: Piper's own edges never clip words."""
+        """Worker-thread body: the leading silence is trimmed (see :data:`LEAD_FLOOR`), the trailing one kept (it
+        is the pause after a sentence or a comma)."""
         text = _DOUBLE_STOP.sub(".", text)
         chunks = [c.audio_int16_array for c in self.voice.synthesize(text, self._syn_config)]
         if not chunks:  # e.g. punctuation only: nothing to say
             return np.zeros(0, dtype=np.int16)
-        return np.concatenate(chunks).astype(np.int16, copy=False)
+        audio = np.concatenate(chunks).astype(np.int16, copy=False)
+        return audio[leading_silence(audio, self.sample_rate):]
+
+
+def leading_silence(audio: np.ndarray, rate: int) -> int:
+    """Samples of ``audio`` (int16) to drop: its quiet start, less :data:`LEAD_KEEP_S`."""
+    loud = np.flatnonzero(np.abs(audio) > LEAD_FLOOR * 32768)
+    if not loud.size:
+        return 0
+    return max(0, int(loud[0]) - int(LEAD_KEEP_S * rate))
 
 
 def create(cfg: Any, ctx: Any) -> Any:
