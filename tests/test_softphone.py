@@ -37,6 +37,9 @@ SAMPLE_TEXT = ("Good morning. My tooth has been hurting since the weekend, so I 
 CHARACTER = "You are Sam, a calm storyteller."
 SCENARIO = "The caller wants to hear a story."
 MIC_RATE = 48000
+# The caller talks over the story this long after asking for it: the story starts ~1 s after the question (more on a
+# loaded machine) and STORY_START takes ~3 s to say, so it is heard whole before the interruption.
+STORY_HEARD_S = 6.0
 LEAD_MS = 5000  # the server's lead: the page still holds queued audio when the interruption is confirmed
 CLONED = re.compile(r"^cloned_voice_[A-Za-z0-9]{12}$")
 
@@ -44,8 +47,8 @@ CLONED = re.compile(r"^cloned_voice_[A-Za-z0-9]{12}$")
 def mic_wav(path: Path) -> Path:
     """One conversation's worth of caller audio; Chromium loops the file, so it ends in a long quiet."""
     quiet = lambda s: np.zeros(int(s * MIC_RATE), np.float32)  # noqa: E731
-    audio = np.concatenate([quiet(4.0), synth(ASK_STORY, MIC_RATE), quiet(5.0), synth(INTERRUPTION, MIC_RATE),
-                            quiet(40.0)])
+    audio = np.concatenate([quiet(4.0), synth(ASK_STORY, MIC_RATE), quiet(STORY_HEARD_S),
+                            synth(INTERRUPTION, MIC_RATE), quiet(40.0)])
     path.write_bytes(wav_bytes(audio, MIC_RATE))
     return path
 
