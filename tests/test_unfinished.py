@@ -11,6 +11,7 @@ from telebridge.pipeline.unfinished import looks_unfinished
 # What the server heard at the pause of a caller who then went on (bench/latency.py, tiny.en, both windows).
 MID_THOUGHT = [
     "I'd like to.",
+    "I'd like.",  # "I'd like [1.0 s] to, um, book": the model heard a finished sentence (0.93)
     "Could I come in on the?",  # "on the, um, fourteenth": the question mark is Whisper's guess
     "Can you check if?",
     "Can you check if you know?",  # "if, you know, my insurance …"
@@ -39,6 +40,7 @@ COMPLETE = [
     "Do you take dental insurance?",
     "Can I talk to a real person please?",
     "Are you open on Saturday?",
+    "I have a terrible toothache.",
     "Who am I talking to?",  # a preposition may end a question
     "What is this?",
     "I want to talk to her.",

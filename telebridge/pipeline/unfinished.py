@@ -41,7 +41,8 @@ _NOT_LAST_IN_STATEMENT = frozenset(
 # "I think so.", "I hope so.": "so" closes these.
 _SO_CLOSES = frozenset("think hope guess believe suppose said say do did not is".split())
 # Filler phrases Whisper keeps (it drops "um" and "uh"): what comes before them is what the caller said.
-_FILLER_TAILS = (("you", "know"), ("i", "mean"), ("kind", "of"), ("sort", "of"), ("like",))
+# ("like" is not one: "I'd like." is the caller stopping before what they would like.)
+_FILLER_TAILS = (("you", "know"), ("i", "mean"))
 # A clause that announces more: "and also …", "I think …".
 _ANNOUNCING = (("and", "also"), ("then", "also"), ("but", "also"), ("as", "well", "as"))
 _SUBJECTS = frozenset("i we you".split())
