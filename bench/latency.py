@@ -19,13 +19,20 @@ default): the same questions, plus callers who pause mid-thought ("my number is 
 five five …", "I'd like to … um … book …", cut from one continuous synthesized sentence so the prosody at the
 pause is mid-sentence) -- an agent that answers inside such a pause has cut the caller off.
 
+The embedded Whisper's window is chosen with ``--whisper``: ``default`` (the agent's ``STT.Whisper()``), ``short``
+(``short_window=True``), ``full`` (``short_window=False``) or ``both`` (full and short, interleaved call by call).
+Each mid-thought phrase's cut-offs are counted per mode; a cut-off prints what the server heard and what the
+end-of-turn model answered at each pause (the pipeline's debug log for that call).
+
 Run: .venv/bin/python bench/latency.py [--questions N] [--end-of-turn both|on|off] [--pauses N]
+     [--whisper default|short|full|both]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import math
 import os
 import sys
@@ -93,11 +100,22 @@ async def one_call(url: str, token: str, question: str) -> Any:
 
 
 MID_THOUGHT = (
-    # (one sentence, the pauses to stretch (index of the quiet gap), seconds of silence put there)
-    ("My number is four one five, five five five, one two three four.", (0,), 1.2),
-    ("I'd like to, um, book a table for two tomorrow night.", (0, 1), 1.0),
-    ("So I was wondering if, maybe, you could move my appointment to Friday.", (0,), 1.2),
+    # (one sentence, the pauses to stretch, seconds of silence put there, the shortest gap that counts: 0.08 s
+    # counts the stops inside phrases ("I'd like | to"), 0.2 s only Piper's pauses at commas, so gap k = comma k)
+    ("My number is four one five, five five five, one two three four.", (0,), 1.2, 0.08),
+    ("I'd like to, um, book a table for two tomorrow night.", (0, 1), 1.0, 0.08),
+    ("So I was wondering if, maybe, you could move my appointment to Friday.", (0,), 1.2, 0.08),
+    ("My last name is spelled K, O, W, A, L, S, K, I.", (2,), 1.0, 0.2),
+    ("Could I come in on the, um, fourteenth?", (0, 1), 1.0, 0.2),
+    ("I need a cleaning and also, um, I have a question about my bill.", (0, 1), 1.0, 0.2),
+    ("My account number is seven two nine, four four eight, six one.", (0, 1), 1.2, 0.2),
+    ("I think, um, Tuesday would be better for me.", (0, 1), 1.0, 0.2),
+    ("My email is john dot smith, at gmail dot com.", (0,), 1.2, 0.2),
+    ("My date of birth is March, fifth, nineteen eighty two.", (0,), 1.2, 0.2),
+    ("The best number to reach me is, uh, two one two, five five five, nine eight seven six.", (2,), 1.2, 0.2),
+    ("Can you check if, you know, my insurance covers whitening?", (0,), 1.0, 0.2),
 )
+WINDOWS = {"default": None, "short": True, "full": False}  # --whisper: demo_whisper.SHORT_WINDOW
 
 
 async def mid_thought_call(url: str, token: str, audio: np.ndarray, text: str) -> Any:
@@ -136,8 +154,29 @@ def pct(values: list[float], q: float) -> float:
 
 
 def set_mode(server: Any, mode: str, model: Any) -> None:
-    """'off': calls set up from now on use the fixed endpointing delays; 'on': they ask the model."""
-    server.runtime.turn_classifier = None if mode == "off" else model
+    """'off' or 'on' (the end-of-turn model), then optionally ' <window>' (Whisper's): calls set up from now on
+    use the fixed endpointing delays or ask the model, and hear the caller through that Whisper window."""
+    from bench.agents import demo_whisper
+
+    eot, _, window = mode.partition(" ")
+    server.runtime.turn_classifier = None if eot == "off" else model
+    demo_whisper.SHORT_WINDOW = WINDOWS[window or "default"]
+
+
+class CallLog(logging.Handler):
+    """The pipeline's debug log, kept per call id: what a cut-off caller was heard as, and the model's answers."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+        del self.lines[:-2000]
+
+    def about(self, call_sid: str) -> list[str]:
+        keep = ("heard", "end_of_turn", "reply")
+        return [line for line in self.lines if call_sid in line and any(k in line for k in keep)]
 
 
 def run_question(server: Any, token: str, mode: str, question: str, out: dict[str, Any]) -> None:
@@ -162,30 +201,37 @@ def run_question(server: Any, token: str, mode: str, question: str, out: dict[st
           f"caller-side {1000 * (c if c is not None else math.nan):6.0f} ms", flush=True)
 
 
-def run_pause(server: Any, token: str, mode: str, i: int, out: dict[str, Any]) -> None:
-    sentence, stretch, pause = MID_THOUGHT[i % len(MID_THOUGHT)]
+def run_pause(server: Any, token: str, mode: str, i: int, out: dict[str, Any], log: CallLog) -> None:
+    sentence, stretch, pause, min_gap = MID_THOUGHT[i % len(MID_THOUGHT)]
     from speechutil import with_pauses
 
-    audio = with_pauses(sentence, stretch, pause, RATE)
+    audio = with_pauses(sentence, stretch, pause, RATE, min_gap=min_gap)
     call = asyncio.run(mid_thought_call(server.url, token, audio, sentence))
     out["call_s"] += len(call.sent) / RATE
     session = wait_finished(server, call.call_sid)
     bad = cut_off(call, session)
     out["mid"] += 1
     out["cut_off"] += bad
-    print(f"  [{mode:3}] pause {pause:.1f} s in {sentence[:40]!r:44} {'CUT OFF' if bad else 'waited'}", flush=True)
-    if bad and session is not None:  # what the agent took for the caller's turns
+    out["phrases"].setdefault(sentence, []).append(bad)
+    print(f"  [{mode}] pause {pause:.1f} s in {sentence[:40]!r:44} {'CUT OFF' if bad else 'waited'}", flush=True)
+    if bad and session is not None:  # what the agent took for the caller's turns, and why
         said = [m.get("content") for m in session.history if m.get("role") == "user"]
         print(f"          the agent heard: {said}", flush=True)
+        for line in log.about(call.call_sid):
+            print(f"          | {line}", flush=True)
 
 
 def run_all(server: Any, token: str, modes: tuple[str, ...], questions: int, pauses: int) -> dict[str, Any]:
     """Modes interleaved call by call (alternating which goes first), so load and caches favour neither."""
     model = server.runtime.turn_classifier
-    if "on" in modes and model is None:
+    if any(m.startswith("on") for m in modes) and model is None:
         raise SystemExit("the end-of-turn model is not installed (pip install -e '.[turn]')")
-    results = {m: {"turns": [], "caller": [], "problems": [], "cut_off": 0, "mid": 0, "call_s": 0.0}
-               for m in modes}
+    results = {m: {"turns": [], "caller": [], "problems": [], "cut_off": 0, "mid": 0, "call_s": 0.0,
+                   "phrases": {}} for m in modes}
+    log = CallLog()
+    pipeline = logging.getLogger("telebridge.call")
+    pipeline.addHandler(log)
+    pipeline.setLevel(logging.DEBUG)
     cpu0, asked0 = (model.cpu_seconds, model.questions) if model is not None else (0.0, 0)
     try:
         for i in range(questions):
@@ -195,12 +241,14 @@ def run_all(server: Any, token: str, modes: tuple[str, ...], questions: int, pau
         for i in range(pauses):
             for mode in (modes if i % 2 == 0 else modes[::-1]):
                 set_mode(server, mode, model)
-                run_pause(server, token, mode, i, results[mode])
+                run_pause(server, token, mode, i, results[mode], log)
     finally:
         server.runtime.turn_classifier = model
-    if model is not None and "on" in results:
-        results["on"]["model_cpu"] = model.cpu_seconds - cpu0
-        results["on"]["questions"] = model.questions - asked0
+        pipeline.removeHandler(log)
+    on = [m for m in modes if m.startswith("on")]
+    if model is not None and len(on) == 1:  # the model's CPU is one figure for the run: one mode to charge it to
+        results[on[0]]["model_cpu"] = model.cpu_seconds - cpu0
+        results[on[0]]["questions"] = model.questions - asked0
     return results
 
 
@@ -223,6 +271,8 @@ def report(mode: str, r: dict[str, Any]) -> None:
           f"{pct(caller, 50):.2f} s ({'met' if caller and pct(caller, 50) <= 0.6 else 'NOT met'})")
     if r["mid"]:
         print(f"callers pausing mid-thought cut off: {r['cut_off']} of {r['mid']} (target 0)")
+        for sentence, cuts in r["phrases"].items():
+            print(f"  {sum(cuts)}/{len(cuts)} cut off  {sentence}")
     if r.get("questions"):
         per_q = 1000 * r["model_cpu"] / r["questions"]
         print(f"end-of-turn model CPU: {per_q:.0f} ms per question, {r['questions']} questions in "
@@ -237,13 +287,17 @@ def main() -> None:
     ap.add_argument("--questions", type=int, default=len(QUESTIONS), help="how many calls (one question each)")
     ap.add_argument("--pauses", type=int, default=len(MID_THOUGHT), help="mid-thought callers per mode")
     ap.add_argument("--end-of-turn", choices=("both", "on", "off"), default="both")
+    ap.add_argument("--whisper", choices=("default", "short", "full", "both"), default="default",
+                    help="the embedded Whisper's window (both: full and short, interleaved)")
     args = ap.parse_args()
 
     from conftest import AUTH_TOKEN, LiveServer
 
     t0 = time.monotonic()
-    server = LiveServer().start()
-    modes = ("off", "on") if args.end_of_turn == "both" else (args.end_of_turn,)
+    server = LiveServer(agent="bench.agents.demo_whisper").start()
+    eot = ("off", "on") if args.end_of_turn == "both" else (args.end_of_turn,)
+    windows = ("full", "short") if args.whisper == "both" else (args.whisper,)
+    modes = tuple(m if w == "default" else f"{m} {w}" for w in windows for m in eot)
     print(f"latency: demo agent on {server.url} (models loaded in {time.monotonic() - t0:.1f} s); "
           f"{args.questions} questions + {args.pauses} mid-thought callers per mode {modes}", flush=True)
     try:
@@ -252,9 +306,11 @@ def main() -> None:
         server.stop()
     for mode, r in results.items():
         report(mode, r)
-    if len(results) == 2:
-        off, on = (pct(results[m]["caller"], 50) for m in ("off", "on"))
-        print(f"\nmodel on vs off, caller-side median: {on:.2f} s vs {off:.2f} s ({on / off:.2f}x)")
+    base = modes[0]
+    for mode in modes[1:]:
+        a, b = pct(results[mode]["caller"], 50), pct(results[base]["caller"], 50)
+        print(f"\n[{mode}] vs [{base}], caller-side median: {a:.2f} s vs {b:.2f} s ({a / b:.2f}x)")
+    print(f"load: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f} (1, 5, 15 min)")
     print("(caller-side = last loud caller frame -> first loud agent frame on the simulator's stream clock: the "
           "network, the playback buffer and the TTS lead-in included)")
 

@@ -131,12 +131,15 @@ def quiet_gaps(x: np.ndarray, rate: int, *, floor_db: float = -40.0, min_gap: fl
     return gaps
 
 
-def with_pauses(sentence: str, gaps: tuple[int, ...], pause: float, rate: int = 8000) -> np.ndarray:
+def with_pauses(sentence: str, gaps: tuple[int, ...], pause: float, rate: int = 8000, *,
+                min_gap: float = 0.08) -> np.ndarray:
     """One continuous sentence (so the voice's pitch at each cut is mid-sentence, as a caller's would be) with its
-    inner quiet gaps number ``gaps`` (0 = the first, at a comma) lengthened to ``pause`` seconds: a caller who
-    stops to think ("my number is four one five … five five five")."""
+    inner quiet gaps number ``gaps`` (0 = the first) lengthened to ``pause`` seconds: a caller who stops to think
+    ("my number is four one five … five five five"). Gaps of at least ``min_gap`` seconds count: with the default
+    the short stops inside a phrase count too; with ``min_gap=0.2`` only Piper's pauses at punctuation do, so gap
+    ``k`` is the ``k``-th comma."""
     x = synth(sentence, rate)
-    found = quiet_gaps(x, rate)
+    found = quiet_gaps(x, rate, min_gap=min_gap)
     if not found:
         raise ValueError(f"no pause to stretch in {sentence!r}")
     parts, at = [], 0

@@ -228,6 +228,13 @@ def test_an_unfinished_turn_waits_for_the_caller_to_go_on():
     assert _first_reply(TurnEngine(TurnParams(**PARAMS)), "I have a question", verdict=False)[0] == 5.0
     # Words that look unfinished win over a model that heard a finished sentence.
     assert _first_reply(TurnEngine(TurnParams(**PARAMS)), "I'd like to", verdict=True)[0] == 5.0
+    # ... even when Whisper made a question of them ("on the, um, fourteenth" cut after "the"): a caller back
+    # 1.0 s later goes on with the same turn.
+    assert _first_reply(TurnEngine(TurnParams(**PARAMS)), "Could I come in on the?", verdict=True,
+                        resume_at=3.0) is None
+    assert _first_reply(TurnEngine(TurnParams(**PARAMS)), "My count number is 729. 448.", verdict=True)[0] == 5.0
+    # A number read to its end is answered on the model's word.
+    assert _first_reply(TurnEngine(TurnParams(**PARAMS)), "My number is 415-555-1234.", verdict=True)[0] == 2.35
 
 
 def test_an_answer_about_an_earlier_pause_is_ignored():

@@ -6,7 +6,8 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from telebridge.pipeline.backchannel import WordJudge, looks_unfinished
+from telebridge.pipeline.backchannel import WordJudge
+from telebridge.pipeline.unfinished import looks_unfinished
 from telebridge.pipeline.turns import (
     DTMF_MESSAGE,
     CancelReply,

@@ -1,4 +1,4 @@
-"""What a caller's words mean for turn-taking: real words, backchannels, or an unfinished thought.
+"""What a caller's words mean for turn-taking: real words or backchannels (an unfinished thought: :mod:`.unfinished`).
 
 Why a module: the turn engine decides on *counts* ("the caller said 2 real words"), but what counts is a matter
 of phone-speech facts that change independently of the state machine:
@@ -7,8 +7,6 @@ of phone-speech facts that change independently of the state machine:
   as words ("um", "uh", "hmm", "ha ha"). None of those is a word the caller meant.
 * A backchannel ("uh-huh", "yeah", "okay", "right") tells the agent to go on. An utterance made *only* of
   backchannel phrases never interrupts; mixed with real words ("okay, but wait") every word counts.
-* A transcript that ends on a conjunction, a preposition, a filler or a trailing comma ("my number is", "and")
-  means the caller has more to say, so endpointing may wait longer (bounded by ``max_endpointing_delay``).
 
 Everything here is pure string work on short utterances; nothing is called per audio frame.
 """
@@ -18,7 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-__all__ = ["WordJudge", "tokens", "looks_unfinished"]
+__all__ = ["WordJudge", "tokens", "FILLERS"]
 
 _ANNOTATION = re.compile(r"\[[^\]]*\]|\([^)]*\)|\*[^*]*\*|♪[^♪]*♪?|<[^>]*>")
 _TOKEN = re.compile(r"[a-z0-9]+(?:['’-][a-z0-9]+)*")
@@ -27,14 +25,6 @@ _TOKEN = re.compile(r"[a-z0-9]+(?:['’-][a-z0-9]+)*")
 FILLERS = frozenset(
     "uh um umm uhm er erm ah ahh aah oh ooh hmm hm mm mmm mhm huh eh ha haha hah heh hehe".split()
 )
-
-# Words after which a sentence can hardly end: the caller is still talking.
-_CONTINUATIONS = frozenset(
-    """and or but so because cause if unless although though while whereas than to of for from in on at by with
-    without about into onto like as between the a an my your our their his her its this these those some any every
-    is are was were um uh er erm""".split()
-)
-
 
 def tokens(text: str) -> list[str]:
     """Lower-case words of a transcript, with recogniser annotations ("[coughs]", "(laughs)") removed."""
@@ -91,16 +81,3 @@ def _is_sound(token: str) -> bool:
 
 def _is_laugh(token: str) -> bool:
     return len(token) >= 4 and set(token) <= {"h", "a", "e", "-"} and token.startswith("h")
-
-
-def looks_unfinished(text: str) -> bool:
-    """Does the caller seem to be mid-sentence? (Used to wait longer before replying, never to reply sooner.)"""
-    stripped = text.rstrip()
-    if not stripped:
-        return False
-    if stripped.endswith((",", "-", "–", "—", "...", "…", ":")):
-        return True
-    words = tokens(stripped)
-    if not words:
-        return False
-    return words[-1] in _CONTINUATIONS and not stripped.endswith(("?", "!"))

@@ -392,6 +392,7 @@ class CallSession:
             elif isinstance(action, Transcribe):
                 self.listener.transcribe(action)  # type: ignore[union-attr]  # set with the engine
             elif isinstance(action, StartReply):
+                log.debug("call %s: %s reply %d starts at %.2f s", self.call_id, action.kind, action.turn_id, self._now)
                 if self._eot is not None:
                     self._eot.turn_answered()
                 self.speaking.start(action)

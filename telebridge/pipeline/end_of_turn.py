@@ -9,7 +9,7 @@ resumes makes it stale, and it is dropped:
 
 * **complete** (probability ≥ threshold): the utterance is closed at once (no need to sit out the rest of the
   VAD's closing silence) and the engine answers as soon as the words are in -- unless the words themselves look
-  unfinished ("my number is four one five", "I'd like to"), which always wins (:func:`.backchannel.looks_unfinished`);
+  unfinished ("my number is four one five", "I'd like to"), which always wins (:func:`.unfinished.looks_unfinished`);
 * **incomplete**: the engine waits up to ``max_endpointing_delay`` for the caller to go on;
 * **no answer** (model busy, failed, not installed): the fixed waits, as without the model.
 

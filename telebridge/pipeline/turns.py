@@ -80,7 +80,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .backchannel import WordJudge, looks_unfinished
+from .backchannel import WordJudge
+from .unfinished import looks_unfinished
 from .greeting import GreetingTurns, PendingGreeting
 from .turn_ending import EndingTurns, _Ending
 from .turn_actions import (  # noqa: F401  (re-exported: the engine's vocabulary is imported from here too)
