@@ -5,10 +5,9 @@ time between the end of the caller's question and the agent's first audio (a who
 heard until the whole chunk is made, in time proportional to its length). Each reply below (the demo agent's,
 plus two LLM-like ones) is cut by :class:`SentenceChunker` two ways, measured in the same run:
 
-* ``before``: the previous rule -- a clause mark (``, ; :``) ends the first chunk only after 6 words, no phrase
-  cuts, Piper's leading silence kept;
-* ``now``: what replies get today -- a clause mark after 4 words, a phrase cut before "and"/"from"/"with"…
-  (whole-sentence engines only), Piper's leading silence trimmed.
+* ``before``: the previous rule -- a clause mark (``, ; :``) ends the first chunk only after 6 words, Piper's
+  leading silence kept;
+* ``now``: what replies get today -- a clause mark after 4 words, Piper's leading silence trimmed.
 
 Per reply: the first chunk's audio length and synthesis time on the one-thread session the server uses (median
 of ``--repeats``, the two cuts alternating), and the leading silence before its first word (the caller waits
@@ -73,7 +72,7 @@ def main() -> None:
 
     synth("Warming up the voice.")
     print(f"{'first chunk':58} {'audio s':>7} {'synth ms':>8} {'lead ms':>7} {'ready ms':>8}")
-    sides = (("before", {"first_min_words": 6}, False), ("now", {"phrase_cuts": True}, True))
+    sides = (("before", {"first_min_words": 6}, False), ("now", {}, True))
     ready: dict[str, list[float]] = {"before": [], "now": []}
     for reply in REPLIES:
         chunks = {side: first_chunk(reply, **options) for side, options, _ in sides}

@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..audio.resample import Resampler
-from ..providers.tts.base import OneShotSession
 from .keypad import Tones, current_reply
 from .llm import respond
 from .sentences import SentenceChunker
@@ -175,9 +174,7 @@ class ReplyProducer:
         agent_view = self.agent
 
         async def text_source() -> None:
-            # A whole-sentence engine (Piper) starts speaking only once the whole chunk is made: its first chunk may
-            # also end at a phrase boundary. A streaming provider starts after a few words anyway.
-            chunker = reply.chunker = SentenceChunker(phrase_cuts=isinstance(speech.tts_session, OneShotSession))
+            chunker = reply.chunker = SentenceChunker()
             current_reply.set(reply)  # the send_dtmf tool queues its tones in this reply
             try:
                 if reply.say is not None:
