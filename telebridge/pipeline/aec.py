@@ -12,10 +12,9 @@ Three parts, plain numpy on blocks of 20 ms, no I/O and no clock:
 
 * :class:`~.aec_path.Correlator` finds the path: every hop (a few blocks) it correlates the newest audio with
   the reference at every lag of the delay range (one FFT cross-correlation at half the rate, both signals
-  pre-emphasised so that the peaks are sharp), and keeps two sums: a short one (the last few hops: *is this
-  sound an echo right now?*) and a long one with forgetting (*where is the echo path?*). A peak gives the
-  delay, the normalised correlation (the share of the signal's amplitude that the reference explains) and the
-  path's gain. It runs twice: on the inbound audio (where is the echo?) and on the canceller's output (how
+  pre-emphasised so that the peaks are sharp), summed over the last few hops (*is this sound an echo right
+  now?*). A peak gives the delay, the normalised correlation (the share of the signal's amplitude that the
+  reference explains through an echo path no louder than 6 dB down) and the path's gain. It runs twice: on the inbound audio (where is the echo?) and on the canceller's output (how
   much echo is *left*?).
 * :class:`~.aec_filter.AdaptiveFilter` cancels it: a partitioned-block frequency-domain NLMS filter, ``taps``
   long, placed at the delay the correlator found and started from its estimate (so it needs few taps and
@@ -26,7 +25,8 @@ Three parts, plain numpy on blocks of 20 ms, no I/O and no clock:
   (:class:`Verdict`): ``PASS`` (may be the caller), ``ECHO`` (no louder than the echo still left) or ``HOLD``
   (a new sound the correlators have not yet judged, no louder than an echo could be: wait a hop or two). A
   correlation peak counts as an echo only when it is strong, or stays at one lag across hops, or sits where the
-  known path is: two voices (the caller's and the agent's) correlate by chance for a moment, never for long.
+  known path is: two voices (the caller's and the agent's) correlate by chance for a moment, never at one lag
+  for long.
 
 Nothing here ever decides that a line "has no echo": the correlators run on every hop while the agent is
 audible, on the canceller's input and output alike, so an echo that appears after minutes without one is
@@ -309,23 +309,18 @@ class EchoCanceller:
         return self._left.gain**2 * float(span.max()) if span.size else 0.0
 
     def _confirmed(self, corr: Correlator) -> bool:
-        """Is the short sum's peak an echo? Firmly when it is strong, or has stayed at one lag for as many hops as
-        the short sum spans (two sums with no hop in common agree), or sits at the known path's lag; weakly when
-        the long sum (a third of a second) peaks at its lag too, which is enough to find a first path but never to
-        move a known one (a caller talking over the agent fills both sums alike). Never over a single hop of
-        sound. Two voices can correlate by chance for a moment (the more so when their pitch is alike), never at
-        one lag for long."""
+        """Is the short sum's peak an echo? When it is strong, or has stayed at one lag for as many hops as the
+        short sum spans (two sums with no hop in common agree), or sits at the known path's lag. Never over a
+        single hop of sound. Two voices can correlate by chance for a moment (the more so when their pitch is alike,
+        and a word the agent also said can match for its whole length), never at one lag for long: a peak that is
+        merely weak and new is no first path, however a longer sum agrees (a caller talking over the agent fills
+        both sums alike)."""
         found = corr.short
         if found.ncc < self.detect or corr.heard(corr.short_hops) < 2:
             return False  # a peak over a single hop of sound is no evidence (a click, a word's first sound)
-        tol = self.lag_tolerance
-        if self.echo_gain > 0.0 and abs(2 * found.lag - self.path.lag) <= 2 * tol:
+        if self.echo_gain > 0.0 and abs(2 * found.lag - self.path.lag) <= 2 * self.lag_tolerance:
             return True
-        if found.ncc >= self.strong or corr.steady >= corr.short_hops:
-            return True
-        long_ = corr.long
-        agree = long_.ncc >= self.detect and abs(found.lag - long_.lag) <= tol
-        return agree and corr.heard(corr.memory) > corr.short_hops and self.echo_gain == 0.0
+        return found.ncc >= self.strong or corr.steady >= corr.short_hops
 
     def _correlate(self) -> None:
         # Only a hop with sound above the noise floor is worth correlating (most hops of a call without echo
