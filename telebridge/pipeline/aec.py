@@ -113,7 +113,10 @@ class EchoCanceller:
         self._line_forget = math.exp(-hop_blocks * b / rate / line_memory)
         self.filter = AdaptiveFilter(b, self.partitions, self.history)
         # The correlators run at half the rate (an echo of speech is plain enough below 2 kHz), pre-emphasised.
-        self._half = HalfRate(b, 3)  # (inbound, output, reference)
+        # (Once per hop, on the hop's inbound, output and reference at the full rate: one filtering for all three.)
+        self._half = HalfRate(hop_blocks * b, 3)
+        self._hop_in = np.zeros((3, hop_blocks * b))
+        self._hop_active = False  # some block of this hop had a reference in the delay range
         hop2 = hop_blocks * b // 2
         self.near_corr = Correlator(hop2, self.max_lag // 2)
         self.out_corr = Correlator(hop2, self.max_lag // 2)
@@ -190,7 +193,8 @@ class EchoCanceller:
         first = max(first, self.blocks - n, 0)
         if last < first:
             return Verdict.PASS
-        return Verdict(int(self._v[np.arange(first, last + 1) % n].min()))
+        v = self._v  # (a VAD window spans two or three blocks: plain Python beats numpy's fancy indexing here)
+        return Verdict(min(int(v[i % n]) for i in range(first, last + 1)))
 
     def bound(self, start: int, end: int) -> float:
         """The largest echo bound (mean square) of the blocks ``[start, end)`` overlaps (for tests and tuning)."""
@@ -218,12 +222,13 @@ class EchoCanceller:
         if active:
             filt.adapt(e, self._step(near_ms, echo_ms))
         k = self.blocks % self.hop_blocks
-        h = b // 2
-        near2, out2, far2 = self._half.push(d, e, x)
-        self._near2[k * h : (k + 1) * h] = near2
-        self._out2[k * h : (k + 1) * h] = out2
-        self._far2[:-h] = self._far2[h:]
-        self._far2[-h:] = far2
+        hop_in = self._hop_in
+        hop_in[0, k * b : (k + 1) * b] = d
+        hop_in[1, k * b : (k + 1) * b] = e
+        hop_in[2, k * b : (k + 1) * b] = x
+        self._hop_active = True
+        if k == self.hop_blocks - 1:
+            self._halve()
         self.blocks += 1
         self._track_floor(out_ms)
         raw = self._raw_echo()
@@ -258,14 +263,16 @@ class EchoCanceller:
 
     def _idle_block(self, d: np.ndarray) -> np.ndarray:
         """A block with no reference anywhere in the delay range: the output is the input, every verdict PASS."""
-        b, h = self.block, self.block // 2
+        b = self.block
         self.filter.push_silence()
-        self._half.skip(d, d, 0.0)  # the output is the input; the reference is silent
-        self._far2[:-h] = self._far2[h:]
-        self._far2[-h:] = 0.0
         k = self.blocks % self.hop_blocks
-        self._near2[k * h : (k + 1) * h] = 0.0
-        self._out2[k * h : (k + 1) * h] = 0.0
+        hop_in = self._hop_in
+        hop_in[0, k * b : (k + 1) * b] = d
+        hop_in[1, k * b : (k + 1) * b] = d  # the output is the input
+        hop_in[2, k * b : (k + 1) * b] = 0.0  # the reference is silent
+        self._hop_active = k > 0 and self._hop_active
+        if k == self.hop_blocks - 1:
+            self._halve()
         self.blocks += 1
         self._unsure = 0  # (no reference in the whole delay range: no echo of it can come back)
         out_ms = float(d @ d) / b
@@ -276,6 +283,17 @@ class EchoCanceller:
         self._v[i] = Verdict.PASS
         self._bound[i] = 0.0
         return d.astype(np.float32)
+
+    def _halve(self) -> None:
+        """The hop just completed, at half the rate for the correlators (only the filters' memory when no block
+        of it had a reference: nothing will be correlated)."""
+        h = len(self._near2)
+        self._far2[:-h] = self._far2[h:]
+        if self._hop_active:
+            self._near2[:], self._out2[:], self._far2[-h:] = self._half.push(*self._hop_in)
+        else:
+            self._half.skip(*self._hop_in)
+            self._near2[:] = self._out2[:] = self._far2[-h:] = 0.0
 
     def _step(self, near_ms: float, echo_ms: float) -> float:
         """Full while the inbound audio is (explained or explainable) echo, small while the caller talks over it:
