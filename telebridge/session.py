@@ -151,9 +151,10 @@ class SessionConfig(BaseModel):
         True, description="Ignore caller audio that is the agent's own voice echoing back (speakerphones, line echo)."
     )
     echo_canceller: bool = Field(
-        False, description="Phone calls: cancel the agent's echo with an adaptive echo canceller that follows echo "
-        "appearing, changing or going mid-call (speakerphone on and off), instead of the energy guard. Costs ~6 ms "
-        "of CPU per call-second while the agent talks, ~19 ms while echo is present; needs echo_guard.",
+        True, description="Phone calls: cancel the agent's echo with an adaptive echo canceller that follows echo "
+        "appearing, changing or going mid-call (speakerphone on and off); False: the energy guard instead (as "
+        "sessions whose input and output rates differ always use). Costs ~6 ms of CPU per call-second while the "
+        "agent talks, ~19 ms while echo is present; needs echo_guard.",
     )
     end_of_turn_model: bool = Field(
         True, description="Ask an audio end-of-turn model (Smart Turn v3) at each pause whether the caller has "

@@ -230,7 +230,37 @@ def test_correlator_finds_a_delay_and_gain():
         spec = np.fft.rfft(r, corr.nfft)
         cum = np.concatenate([[0.0], np.cumsum(r * r)])
         corr.push(sig[end - hop : end], spec, (cum[hop : hop + lags + 1] - cum[: lags + 1])[::-1])
-    assert abs(corr.long.lag - 437) < 0.5 and corr.long.ncc > 0.95 and abs(corr.long.gain - 0.25) < 0.02
+    assert abs(corr.short.lag - 437) < 0.5 and corr.short.ncc > 0.95 and abs(corr.short.gain - 0.25) < 0.02
+
+
+def test_a_match_louder_than_any_echo_explains_only_what_an_echo_could():
+    """The signal is the reference itself, 20 dB louder (a caller's voice matching the agent's by chance, no echo
+    path): the correlation is what the loudest echo (6 dB down) could explain, 0.5 x 0.1, not a perfect match;
+    the same match 20 dB quieter is an echo and correlates fully."""
+    rng = np.random.default_rng(4)
+    hop, lags = 160, 1000
+    ref = rng.standard_normal(20 * hop + lags)
+    for scale, ncc, gain in ((10.0, 0.05, 0.5), (0.1, 1.0, 0.1)):
+        corr = Correlator(hop, lags)
+        for end in range(lags + hop, len(ref), hop):
+            r = ref[end - hop - lags : end]
+            spec = np.fft.rfft(r, corr.nfft)
+            cum = np.concatenate([[0.0], np.cumsum(r * r)])
+            corr.push(scale * ref[end - hop : end], spec, (cum[hop : hop + lags + 1] - cum[: lags + 1])[::-1])
+        assert corr.short.ncc <= ncc + 1e-3 and abs(corr.short.gain - gain) < 1e-3
+    assert corr.short.ncc > 0.999 and corr.short.lag == 0  # (the echo: found where it is, no delay)
+
+
+def test_the_caller_over_the_agent_on_a_line_without_echo_is_never_echo():
+    """The same voice (Piper) for the agent and the caller, no echo on the line: the caller starting at moments
+    where their words matched the agent's at one lag for a word or two (before: a first path from a weak peak
+    that a longer sum agreed with, or a gain no echo has) are never judged echo, and no filter is started."""
+    for at in (2.5, 3.1, 3.7):
+        inbound, ref, clean = line([], caller_at=at)
+        aec, _, verdicts = run(inbound, ref)
+        caller = blocks_ms(clean) > 1e-5
+        assert Verdict.ECHO not in verdicts[caller[: len(verdicts)]], at
+        assert aec.seeds == 0 and aec.echo_gain == 0.0 and aec.line_gain == 0.0, at
 
 
 def test_seeded_filter_cancels_a_pure_delay_at_once():

@@ -12,10 +12,9 @@ Three parts, plain numpy on blocks of 20 ms, no I/O and no clock:
 
 * :class:`~.aec_path.Correlator` finds the path: every hop (a few blocks) it correlates the newest audio with
   the reference at every lag of the delay range (one FFT cross-correlation at half the rate, both signals
-  pre-emphasised so that the peaks are sharp), and keeps two sums: a short one (the last few hops: *is this
-  sound an echo right now?*) and a long one with forgetting (*where is the echo path?*). A peak gives the
-  delay, the normalised correlation (the share of the signal's amplitude that the reference explains) and the
-  path's gain. It runs twice: on the inbound audio (where is the echo?) and on the canceller's output (how
+  pre-emphasised so that the peaks are sharp), summed over the last few hops (*is this sound an echo right
+  now?*). A peak gives the delay, the normalised correlation (the share of the signal's amplitude that the
+  reference explains through an echo path no louder than 6 dB down) and the path's gain. It runs twice: on the inbound audio (where is the echo?) and on the canceller's output (how
   much echo is *left*?).
 * :class:`~.aec_filter.AdaptiveFilter` cancels it: a partitioned-block frequency-domain NLMS filter, ``taps``
   long, placed at the delay the correlator found and started from its estimate (so it needs few taps and
@@ -26,7 +25,8 @@ Three parts, plain numpy on blocks of 20 ms, no I/O and no clock:
   (:class:`Verdict`): ``PASS`` (may be the caller), ``ECHO`` (no louder than the echo still left) or ``HOLD``
   (a new sound the correlators have not yet judged, no louder than an echo could be: wait a hop or two). A
   correlation peak counts as an echo only when it is strong, or stays at one lag across hops, or sits where the
-  known path is: two voices (the caller's and the agent's) correlate by chance for a moment, never for long.
+  known path is: two voices (the caller's and the agent's) correlate by chance for a moment, never at one lag
+  for long.
 
 Nothing here ever decides that a line "has no echo": the correlators run on every hop while the agent is
 audible, on the canceller's input and output alike, so an echo that appears after minutes without one is
@@ -113,7 +113,10 @@ class EchoCanceller:
         self._line_forget = math.exp(-hop_blocks * b / rate / line_memory)
         self.filter = AdaptiveFilter(b, self.partitions, self.history)
         # The correlators run at half the rate (an echo of speech is plain enough below 2 kHz), pre-emphasised.
-        self._half = HalfRate(b, 3)  # (inbound, output, reference)
+        # (Once per hop, on the hop's inbound, output and reference at the full rate: one filtering for all three.)
+        self._half = HalfRate(hop_blocks * b, 3)
+        self._hop_in = np.zeros((3, hop_blocks * b))
+        self._hop_active = False  # some block of this hop had a reference in the delay range
         hop2 = hop_blocks * b // 2
         self.near_corr = Correlator(hop2, self.max_lag // 2)
         self.out_corr = Correlator(hop2, self.max_lag // 2)
@@ -190,7 +193,8 @@ class EchoCanceller:
         first = max(first, self.blocks - n, 0)
         if last < first:
             return Verdict.PASS
-        return Verdict(int(self._v[np.arange(first, last + 1) % n].min()))
+        v = self._v  # (a VAD window spans two or three blocks: plain Python beats numpy's fancy indexing here)
+        return Verdict(min(int(v[i % n]) for i in range(first, last + 1)))
 
     def bound(self, start: int, end: int) -> float:
         """The largest echo bound (mean square) of the blocks ``[start, end)`` overlaps (for tests and tuning)."""
@@ -218,12 +222,13 @@ class EchoCanceller:
         if active:
             filt.adapt(e, self._step(near_ms, echo_ms))
         k = self.blocks % self.hop_blocks
-        h = b // 2
-        near2, out2, far2 = self._half.push(d, e, x)
-        self._near2[k * h : (k + 1) * h] = near2
-        self._out2[k * h : (k + 1) * h] = out2
-        self._far2[:-h] = self._far2[h:]
-        self._far2[-h:] = far2
+        hop_in = self._hop_in
+        hop_in[0, k * b : (k + 1) * b] = d
+        hop_in[1, k * b : (k + 1) * b] = e
+        hop_in[2, k * b : (k + 1) * b] = x
+        self._hop_active = True
+        if k == self.hop_blocks - 1:
+            self._halve()
         self.blocks += 1
         self._track_floor(out_ms)
         raw = self._raw_echo()
@@ -258,14 +263,16 @@ class EchoCanceller:
 
     def _idle_block(self, d: np.ndarray) -> np.ndarray:
         """A block with no reference anywhere in the delay range: the output is the input, every verdict PASS."""
-        b, h = self.block, self.block // 2
+        b = self.block
         self.filter.push_silence()
-        self._half.skip(d, d, 0.0)  # the output is the input; the reference is silent
-        self._far2[:-h] = self._far2[h:]
-        self._far2[-h:] = 0.0
         k = self.blocks % self.hop_blocks
-        self._near2[k * h : (k + 1) * h] = 0.0
-        self._out2[k * h : (k + 1) * h] = 0.0
+        hop_in = self._hop_in
+        hop_in[0, k * b : (k + 1) * b] = d
+        hop_in[1, k * b : (k + 1) * b] = d  # the output is the input
+        hop_in[2, k * b : (k + 1) * b] = 0.0  # the reference is silent
+        self._hop_active = k > 0 and self._hop_active
+        if k == self.hop_blocks - 1:
+            self._halve()
         self.blocks += 1
         self._unsure = 0  # (no reference in the whole delay range: no echo of it can come back)
         out_ms = float(d @ d) / b
@@ -276,6 +283,17 @@ class EchoCanceller:
         self._v[i] = Verdict.PASS
         self._bound[i] = 0.0
         return d.astype(np.float32)
+
+    def _halve(self) -> None:
+        """The hop just completed, at half the rate for the correlators (only the filters' memory when no block
+        of it had a reference: nothing will be correlated)."""
+        h = len(self._near2)
+        self._far2[:-h] = self._far2[h:]
+        if self._hop_active:
+            self._near2[:], self._out2[:], self._far2[-h:] = self._half.push(*self._hop_in)
+        else:
+            self._half.skip(*self._hop_in)
+            self._near2[:] = self._out2[:] = self._far2[-h:] = 0.0
 
     def _step(self, near_ms: float, echo_ms: float) -> float:
         """Full while the inbound audio is (explained or explainable) echo, small while the caller talks over it:
@@ -309,23 +327,18 @@ class EchoCanceller:
         return self._left.gain**2 * float(span.max()) if span.size else 0.0
 
     def _confirmed(self, corr: Correlator) -> bool:
-        """Is the short sum's peak an echo? Firmly when it is strong, or has stayed at one lag for as many hops as
-        the short sum spans (two sums with no hop in common agree), or sits at the known path's lag; weakly when
-        the long sum (a third of a second) peaks at its lag too, which is enough to find a first path but never to
-        move a known one (a caller talking over the agent fills both sums alike). Never over a single hop of
-        sound. Two voices can correlate by chance for a moment (the more so when their pitch is alike), never at
-        one lag for long."""
+        """Is the short sum's peak an echo? When it is strong, or has stayed at one lag for as many hops as the
+        short sum spans (two sums with no hop in common agree), or sits at the known path's lag. Never over a
+        single hop of sound. Two voices can correlate by chance for a moment (the more so when their pitch is alike,
+        and a word the agent also said can match for its whole length), never at one lag for long: a peak that is
+        merely weak and new is no first path, however a longer sum agrees (a caller talking over the agent fills
+        both sums alike)."""
         found = corr.short
         if found.ncc < self.detect or corr.heard(corr.short_hops) < 2:
             return False  # a peak over a single hop of sound is no evidence (a click, a word's first sound)
-        tol = self.lag_tolerance
-        if self.echo_gain > 0.0 and abs(2 * found.lag - self.path.lag) <= 2 * tol:
+        if self.echo_gain > 0.0 and abs(2 * found.lag - self.path.lag) <= 2 * self.lag_tolerance:
             return True
-        if found.ncc >= self.strong or corr.steady >= corr.short_hops:
-            return True
-        long_ = corr.long
-        agree = long_.ncc >= self.detect and abs(found.lag - long_.lag) <= tol
-        return agree and corr.heard(corr.memory) > corr.short_hops and self.echo_gain == 0.0
+        return found.ncc >= self.strong or corr.steady >= corr.short_hops
 
     def _correlate(self) -> None:
         # Only a hop with sound above the noise floor is worth correlating (most hops of a call without echo

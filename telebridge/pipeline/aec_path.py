@@ -1,16 +1,15 @@
 """Finding an echo path: where (and whether) the reference shows up in a signal.
 
 :class:`Correlator` cross-correlates the newest hop of a signal with the reference at every lag of the delay range
-(one FFT cross-correlation; the caller pre-emphasises both so that peaks are sharp) and keeps two sums: a short
-one (the last few hops: *is this sound an echo right now?*) and a long one with forgetting (*where is the echo
-path?*). A peak (:class:`Path`) gives the delay (interpolated between samples), the normalised correlation (the
-share of the signal's amplitude the reference explains there) and the path's gain. Used by
+(one FFT cross-correlation; the caller pre-emphasises both so that peaks are sharp) and sums the last few hops
+(*is this sound an echo right now?*). A peak (:class:`Path`) gives the delay (interpolated between samples), the
+normalised correlation (the share of the signal's amplitude the reference explains there through an echo path
+no louder than :data:`MAX_GAIN`) and the path's gain. Used by
 :class:`~.aec.EchoCanceller` on its input and on its output.
 """
 
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import numpy as np
@@ -23,7 +22,7 @@ __all__ = ["Correlator", "HalfRate", "Path", "DETECT_FLOOR", "MAX_GAIN", "cross_
 
 _TINY = 1e-12
 DETECT_FLOOR = 0.25  # a correlation peak this weak is no sighting at all
-MAX_GAIN = 0.7  # no echo comes back louder than 3 dB down
+MAX_GAIN = 0.5  # no echo comes back louder than 6 dB down
 PRE_EMPHASIS = 0.9
 
 
@@ -76,7 +75,7 @@ def cross_correlate(sig: np.ndarray, ref_spec: np.ndarray, nfft: int, lags: int)
 class Correlator:
     """Cross-correlation of a signal with the reference over lags ``0..max_lag`` (samples), fed hop by hop."""
 
-    def __init__(self, hop: int, max_lag: int, *, short_hops: int = 3, memory_hops: float = 8.0) -> None:
+    def __init__(self, hop: int, max_lag: int, *, short_hops: int = 3) -> None:
         self.hop = hop
         self.max_lag = max_lag
         self.nfft = next_fast_len(hop + max_lag, real=True)
@@ -84,16 +83,10 @@ class Correlator:
         self._ring_x = np.zeros((short_hops, max_lag + 1))
         self._ring_y = np.zeros(short_hops)
         self._i = 0
-        self._forget = math.exp(-1.0 / memory_hops)
-        self._c = np.zeros(max_lag + 1)
-        self._x = np.zeros(max_lag + 1)
-        self._y = 0.0
         self.short = Path()
-        self._long: Path | None = Path()  # the long sum's peak (None: not worked out since the last hop)
         self.short_hops = short_hops
         self.steady = 0  # hops in a row whose short-sum peak stayed at one lag
-        self.memory = max(short_hops, int(memory_hops))
-        self._heard: list[bool] = [False] * self.memory  # which of the latest hops held a signal (newest last)
+        self._heard: list[bool] = [False] * short_hops  # which of the latest hops held a signal (newest last)
 
     def push(self, sig: np.ndarray, ref_spec: np.ndarray, ref_energy: np.ndarray,
              corr: np.ndarray | None = None) -> None:
@@ -109,15 +102,8 @@ class Correlator:
         i = self._i
         self._ring_c[i], self._ring_x[i], self._ring_y[i] = c, ref_energy, y
         self._i = (i + 1) % len(self._ring_y)
-        f = self._forget
-        self._c *= f
-        self._c += c
-        self._x *= f
-        self._x += ref_energy
-        self._y = f * self._y + y
         previous = self.short
         self.short = self._peak(self._ring_c.sum(axis=0), self._ring_x.sum(axis=0), float(self._ring_y.sum()))
-        self._long = None
         same = previous.ncc >= DETECT_FLOOR and abs(self.short.lag - previous.lag) <= 1.0
         self.steady = self.steady + 1 if same and self.short.ncc >= DETECT_FLOOR else 0
 
@@ -127,21 +113,9 @@ class Correlator:
         i = self._i
         self._ring_c[i], self._ring_x[i], self._ring_y[i] = 0.0, 0.0, 0.0
         self._i = (i + 1) % len(self._ring_y)
-        f = self._forget
-        self._c *= f
-        self._x *= f
-        self._y *= f
         ys = float(self._ring_y.sum())
         self.short = self._peak(self._ring_c.sum(axis=0), self._ring_x.sum(axis=0), ys) if ys > 0 else Path()
-        self._long = None if self._y > 1e-3 * ys + _TINY else Path()
         self.steady = 0
-
-    @property
-    def long(self) -> Path:
-        """The long sum's peak: *where is the echo path?* (worked out when asked: most hops never ask)."""
-        if self._long is None:
-            self._long = self._peak(self._c, self._x, self._y)
-        return self._long
 
     def heard(self, hops: int) -> int:
         """How many of the latest ``hops`` hops held a signal (a peak over one or two is no evidence yet)."""
@@ -169,7 +143,12 @@ class Correlator:
     def _peak(c: np.ndarray, x: np.ndarray, y: float) -> Path:
         if y <= _TINY:
             return Path()
-        ncc = c / np.sqrt(x * y + _TINY)
+        # The share of the signal's amplitude an echo at each lag explains: ``gain * sqrt(x / y)`` (the normalised
+        # correlation), with the gain capped at :data:`MAX_GAIN`: a lag whose reference is too faint to explain
+        # that much through a real echo path (the caller's voice correlating by chance with a quiet reference,
+        # or with the few samples of it at the edge of a silence) explains only what the loudest echo would.
+        gain = np.minimum(c / (x + _TINY), MAX_GAIN)
+        ncc = gain * np.sqrt(x / y)
         k = int(np.argmax(ncc))
         lag = float(k)
         if 0 < k < len(ncc) - 1:  # parabolic interpolation: the peak between samples
@@ -177,4 +156,4 @@ class Correlator:
             den = a - 2 * m + b
             if den < 0:
                 lag += max(-0.5, min(0.5, 0.5 * (a - b) / den))
-        return Path(lag, float(max(ncc[k], 0.0)), min(float(max(c[k], 0.0) / (x[k] + _TINY)), MAX_GAIN))
+        return Path(lag, float(max(ncc[k], 0.0)), float(max(gain[k], 0.0)))
