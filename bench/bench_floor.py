@@ -85,7 +85,8 @@ def main() -> None:
     args = ap.parse_args()
     floor_cpu(2, 1.0, args.rate)  # warm-up: ONNX Runtime's first runs allocate
     if not args.json:
-        print(f"inbound floor: base64 + μ-law{' + 8->16 kHz' if args.rate == 16000 else ''} + batched Silero at {args.rate} Hz, "
+        resampled = " + 8->16 kHz" if args.rate == 16000 else ""
+        print(f"inbound floor: base64 + μ-law{resampled} + batched Silero at {args.rate} Hz, "
               f"{args.seconds:.0f} s of audio per stream")
     for n in [int(x) for x in args.n.split(",") if x.strip()]:
         cpu = floor_cpu(n, args.seconds, args.rate)

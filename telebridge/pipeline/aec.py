@@ -14,8 +14,8 @@ Three parts, plain numpy on blocks of 20 ms, no I/O and no clock:
   the reference at every lag of the delay range (one FFT cross-correlation at half the rate, both signals
   pre-emphasised so that the peaks are sharp), summed over the last few hops (*is this sound an echo right
   now?*). A peak gives the delay, the normalised correlation (the share of the signal's amplitude that the
-  reference explains through an echo path no louder than 6 dB down) and the path's gain. It runs twice: on the inbound audio (where is the echo?) and on the canceller's output (how
-  much echo is *left*?).
+  reference explains through an echo path no louder than 6 dB down) and the path's gain. It runs twice: on the
+  inbound audio (where is the echo?) and on the canceller's output (how much echo is *left*?).
 * :class:`~.aec_filter.AdaptiveFilter` cancels it: a partitioned-block frequency-domain NLMS filter, ``taps``
   long, placed at the delay the correlator found and started from its estimate (so it needs few taps and
   cancels most of the echo from its first block). The step follows the share of the inbound audio that the

@@ -26,6 +26,7 @@ FILLERS = frozenset(
     "uh um umm uhm er erm ah ahh aah oh ooh hmm hm mm mmm mhm huh eh ha haha hah heh hehe".split()
 )
 
+
 def tokens(text: str) -> list[str]:
     """Lower-case words of a transcript, with recogniser annotations ("[coughs]", "(laughs)") removed."""
     cleaned = _ANNOTATION.sub(" ", text.lower())
