@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from speechutil import synth_phone_16k
 
-from telebridge.pipeline.end_of_turn import ASK_AFTER, Ask, EndOfTurn
+from telebridge.pipeline.end_of_turn import ASK_AFTER, ASK_AGAIN_AFTER, Ask, EndOfTurn
 from telebridge.pipeline.smart_turn import FRAMES, N_MELS, WINDOW, SmartTurnUnavailable, fit_window, log_mel
 from telebridge.pipeline.turn_classifier import TurnClassifier
 
@@ -108,6 +108,36 @@ def test_an_answer_is_applied_only_to_the_pause_it_was_asked_about():
     v = eot.verdict(ask.voice_end, 0.2)
     assert v is not None and not v.complete and not v.close
     assert eot.verdict(3.0, None) is None  # no answer: the fixed waits
+
+
+def test_an_incomplete_answer_is_asked_again_once_deeper_into_the_pause():
+    eot = EndOfTurn(threshold=0.5)
+    audio = np.ones(RATE, np.float32)
+    first = _window(eot, ASK_AFTER, 1.0, audio)
+    assert first is not None and not first.again
+    assert _window(eot, ASK_AGAIN_AFTER, 1.0, audio) is None  # no answer yet: nothing to ask again about
+    v = eot.verdict(1.0, 0.3, again=first.again)
+    assert v is not None and not v.complete and not v.close
+    assert _window(eot, ASK_AGAIN_AFTER - 0.01, 1.0, audio) is None
+    second = _window(eot, ASK_AGAIN_AFTER, 1.0, audio)
+    assert second is not None and second.again and second.voice_end == 1.0
+    assert _window(eot, ASK_AGAIN_AFTER + 0.2, 1.0, audio) is None  # twice per pause at most
+    v = eot.verdict(1.0, 0.8, again=True)
+    assert v is not None and v.complete and v.close
+    assert eot.verdict(1.0, 0.1) is None  # a late answer to the first question does not overrule the second
+    assert eot.asked == 2
+    # A complete first answer, or no answer, is not asked again.
+    ask = _window(eot, ASK_AFTER, 2.0, audio)
+    eot.verdict(2.0, 0.9, again=ask.again)
+    assert _window(eot, ASK_AGAIN_AFTER, 2.0, audio) is None
+    ask = _window(eot, ASK_AFTER, 3.0, audio)
+    assert eot.verdict(3.0, None) is None
+    assert _window(eot, ASK_AGAIN_AFTER, 3.0, audio) is None
+    # The caller goes on after an incomplete answer: the next pause starts afresh.
+    ask = _window(eot, ASK_AFTER, 4.0, audio)
+    eot.verdict(4.0, 0.2)
+    _window(eot, 0.0, 4.5, audio)
+    assert _window(eot, ASK_AGAIN_AFTER, 4.5, audio).again is False
 
 
 # --- the shared classifier --------------------------------------------------------------------------------------
@@ -242,8 +272,21 @@ def test_an_answer_about_an_earlier_pause_is_ignored():
     engine.speech_started(1.0)
     engine.speech_ended(2.0, np.zeros(1600, np.float32))
     engine.turn_verdict(1.5, True)  # about a pause the caller talked through
-    assert engine._endpoint_wait("Hello there") == engine.endpoint_delay
+    assert engine._endpoint_wait(["Hello there"]) == engine.endpoint_delay
     assert engine.awaiting_turn_end
+
+
+def test_a_lone_word_after_an_unfinished_start_still_waits():
+    """bench/latency.py: "I'd like to, um, book …" was heard as "I'd like." then "2." (the "um"), the model said
+    complete (0.69) at the second pause, and the caller was cut off before "book"."""
+    engine = TurnEngine(TurnParams(**PARAMS))
+    engine.speech_started(1.0)
+    engine.speech_ended(2.0, np.zeros(1600, np.float32))
+    engine.turn_verdict(2.0, True)
+    longest = max(engine.params.max_endpointing_delay, engine.endpoint_delay)
+    assert engine._endpoint_wait(["I'd like.", "2."]) == longest
+    assert engine._endpoint_wait(["I'd like to book.", "Tomorrow."]) == 0.0  # a finished start: the model decides
+    assert engine._endpoint_wait(["Where are you located?"]) == 0.0
 
 
 async def test_phone_calls_ask_at_8_khz_and_the_model_hears_16_khz():

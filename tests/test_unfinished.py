@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from telebridge.pipeline.unfinished import looks_unfinished
+from telebridge.pipeline.unfinished import looks_unfinished, turn_looks_unfinished
 
 # What the server heard at the pause of a caller who then went on (bench/latency.py, tiny.en, both windows).
 MID_THOUGHT = [
@@ -68,3 +68,15 @@ def test_a_thought_in_progress_looks_unfinished(text):
 @pytest.mark.parametrize("text", COMPLETE)
 def test_a_complete_turn_does_not(text):
     assert not looks_unfinished(text)
+
+
+@pytest.mark.parametrize(("parts", "unfinished"), [
+    (["I'd like.", "2."], True),  # "I'd like to, um, book": the "um" alone written as a word
+    (["Could I come in on the?", "Um."], True),
+    (["I'd like.", "A table for two."], False),  # the caller went on: judged on the whole turn
+    (["I'd like to book.", "Tomorrow."], False),  # a finished start: a one-word addition is an answer
+    (["Yes.", "Okay."], False),
+    (["My number is 415.", "555."], True),  # the whole turn's own rules still apply
+])
+def test_a_turn_of_several_utterances(parts, unfinished):
+    assert turn_looks_unfinished(parts) is unfinished

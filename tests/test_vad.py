@@ -450,6 +450,68 @@ def test_segmenter_truncates_at_max_buffered_speech() -> None:
     assert not events[-1][1].truncated
 
 
+def test_pause_counts_from_the_end_of_loud_audio_once_silero_hears_silence() -> None:
+    """Silero's probability trails the last word; the pause used for the early decisions counts from where the
+    audio fell 35 dB below the utterance's loudest window -- but only once Silero itself hears silence."""
+    seg = VadSegmenter(SegmenterParams(sample_rate=RATE))
+
+    def push(prob: float, amplitude: float, i: int) -> None:
+        seg.push(prob, np.full(WIN, amplitude, np.float32), (i + 1) * WD)
+
+    for i in range(10):
+        push(0.9, 0.3, i)  # speech at -10 dBFS
+    assert seg.speaking and seg.pause_duration == 0.0
+    for i in range(10, 15):
+        push(0.9, 0.001, i)  # quiet (-60 dBFS), but Silero still says speech: no pause yet
+    assert seg.pause_duration == 0.0 and seg.silence_duration == 0.0
+    push(0.1, 0.001, 15)  # Silero's first silent window: the pause began at the end of window 9
+    assert seg.silence_duration == pytest.approx(WD)
+    assert seg.pause_duration == pytest.approx(6 * WD)
+    push(0.9, 0.3, 16)  # the caller goes on: no pause
+    assert seg.pause_duration == 0.0
+    for i in range(17, 20):
+        push(0.1, 0.03, i)  # 20 dB down: still the caller's voice (e.g. a quiet tail): Silero's silence rules
+    assert seg.pause_duration == pytest.approx(seg.silence_duration) == pytest.approx(3 * WD)
+
+
+def test_pause_on_a_noisy_line_is_silero_silence() -> None:
+    """Noise within 35 dB of the speech keeps the energy 'loud': the pause is Silero's silence, never longer."""
+    seg = VadSegmenter(SegmenterParams(sample_rate=RATE))
+    rng = np.random.default_rng(1)
+    for i in range(30):
+        speech = i < 15
+        w = (rng.standard_normal(WIN) * (0.2 if speech else 0.01)).astype(np.float32)  # noise 26 dB down
+        seg.push(0.9 if speech or i < 20 else 0.1, w, (i + 1) * WD)
+    assert seg.silence_duration == pytest.approx(10 * WD)
+    assert seg.pause_duration == pytest.approx(seg.silence_duration)
+
+
+async def test_pause_starts_near_the_last_word_of_real_speech(model: SileroModel) -> None:
+    """On Piper speech through a phone line, Silero's silence starts 100-270 ms after the last loud frame; the
+    pause starts at least 100 ms sooner, and never before the last frame above -40 dBFS (the final "t" of
+    "cost", 35 dB below the vowels, still counts as speech)."""
+    rate = 8000
+    x = phone_line(np.concatenate([np.zeros(4000, np.float32), synth("How much does a checkup cost?", rate),
+                                   np.zeros(8000, np.float32)]))
+    frames = np.sqrt(np.mean(x[: len(x) // 160 * 160].reshape(-1, 160) ** 2, axis=1))
+    last_loud = (np.flatnonzero(frames > 0.01)[-1] + 1) * 160 / rate
+    seg = VadSegmenter(SegmenterParams(sample_rate=rate))
+    win, ctx = model.window(rate), model.context_size(rate)
+    state, prev = model.initial_state(1), np.zeros(ctx, np.float32)
+    pause_start = silence_start = None
+    for i in range(len(x) // win):
+        w = x[i * win : (i + 1) * win]
+        p, state = model.infer(np.concatenate([prev, w])[None], state, rate)
+        prev = w[-ctx:]
+        t = (i + 1) * win / rate
+        seg.push(float(p[0]), w, t)
+        if seg.speaking and seg.silence_duration > 0 and pause_start is None:
+            pause_start, silence_start = t - seg.pause_duration, t - seg.silence_duration
+    assert pause_start is not None and silence_start is not None
+    assert silence_start - last_loud > 0.1  # what this is about: Silero trails the speech
+    assert last_loud <= pause_start <= silence_start - 0.1
+
+
 async def test_hub_and_segmenter_on_real_phone_speech(model: SileroModel) -> None:
     """Two utterances separated by 1.2 s of silence → two segments at the right times."""
     rate = 8000

@@ -327,10 +327,13 @@ class CallSession:
             elif isinstance(event, SpeechEnded):
                 actions += self._speech_ended(event, end_time)
         if self._eot is not None:
-            ask = self._eot.window(speaking=segmenter.speaking, quiet=segmenter.silence_duration,
+            ask = self._eot.window(speaking=segmenter.speaking, quiet=segmenter.pause_duration,
                                    voice_end=segmenter.voice_end, awaiting=engine.awaiting_turn_end,
                                    snapshot=segmenter.snapshot)
             if ask is not None:
+                log.debug("call %s: end_of_turn asked%s at %.2f s (speech ended %.2f s, Silero quiet %.2f s)",
+                          self.call_id, " again" if ask.again else "", end_time, ask.voice_end,
+                          segmenter.silence_duration)
                 self._spawn(self._ask_end_of_turn(ask), "end-of-turn")
         if segmenter.speaking:
             quiet = segmenter.silence_duration
@@ -339,7 +342,7 @@ class CallSession:
             listener: Listener = self.listener  # type: ignore[assignment]  # set with the engine
             if quiet == 0.0 and listener.early is not None:
                 listener.cancel_early()  # the caller went on talking: that transcript is stale
-            elif quiet >= EARLY_STT_AFTER and listener.early is None and not listener.streaming:
+            elif segmenter.pause_duration >= EARLY_STT_AFTER and listener.early is None and not listener.streaming:
                 listener.start_early(segmenter.snapshot())
             uid = engine.current_utterance
             if uid is not None and engine.wants_interim:
@@ -371,7 +374,7 @@ class CallSession:
         probability = await self._classifier.classify(ask.audio, ask.rate)
         if self._closed or self._eot is None or self.engine is None or self._segmenter is None:
             return
-        verdict = self._eot.verdict(ask.voice_end, probability)
+        verdict = self._eot.verdict(ask.voice_end, probability, again=ask.again)
         if verdict is None:
             return
         self._event("end_of_turn", f"{'complete' if verdict.complete else 'incomplete'} {verdict.probability:.2f}")

@@ -4,8 +4,10 @@ The VAD closes an utterance after ``min_silence_duration`` (0.55 s) of silence, 
 ``min_endpointing_delay``: a fixed wait that is too long after a finished question and too short for a caller who
 pauses mid-thought. With the model on, each pause is a *candidate*: once the caller has been quiet for
 :data:`ASK_AFTER` (and no agent reply is in flight), :class:`EndOfTurn` asks the model about the turn so far
-(this utterance and the turn's earlier ones, the last 8 s). The answer concerns that pause only -- speech that
-resumes makes it stale, and it is dropped:
+(this utterance and the turn's earlier ones, the last 8 s). The model is less sure of a finished sentence 0.1 s
+into the pause than 0.3 s in ("I have a terrible toothache." 0.15-0.38 at 0.1 s, complete at 0.2 s): an
+"incomplete" answer is asked again once at :data:`ASK_AGAIN_AFTER`, and the later answer stands. The answer
+concerns that pause only -- speech that resumes makes it stale, and it is dropped:
 
 * **complete** (probability ≥ threshold): the utterance is closed at once (no need to sit out the rest of the
   VAD's closing silence) and the engine answers as soon as the words are in -- unless the words themselves look
@@ -26,7 +28,8 @@ import numpy as np
 
 from .smart_turn import WINDOW_SECONDS
 
-ASK_AFTER = 0.2  # seconds of silence that make a pause a candidate (as early as the early transcript starts)
+ASK_AFTER = 0.1  # seconds of quiet that make a pause a candidate (as early as the early transcript starts)
+ASK_AGAIN_AFTER = 0.3  # ... and after an "incomplete" answer, once more this far into the same pause
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +39,7 @@ class Ask:
     voice_end: float
     audio: np.ndarray  # float32 at ``rate``, the turn's last ≤ 8 s
     rate: int
+    again: bool = False  # the second question about this pause (the first answer was "incomplete")
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +63,8 @@ class EndOfTurn:
         self._turn: list[np.ndarray] = []  # audio of the turn's earlier utterances (≤ 8 s kept)
         self._turn_samples = 0
         self._asked: float | None = None  # voice_end of the pause asked about
+        self._ask_again: float | None = None  # voice_end of a pause answered "incomplete" the first time
+        self._answered_again = False  # the second answer about the current pause is in: earlier ones are old
         self._speaking = False  # an utterance is open
         self._voice_end: float | None = None  # latest voice_end seen (open utterance, or the last closed one)
         self.asked = 0
@@ -73,11 +79,17 @@ class EndOfTurn:
         if not speaking:
             return None
         self._voice_end = voice_end
-        if quiet < ASK_AFTER or not awaiting or self._asked == voice_end:
+        if not awaiting:
             return None
-        self._asked = voice_end
+        again = self._ask_again == voice_end and quiet >= ASK_AGAIN_AFTER
+        if not again and (quiet < ASK_AFTER or self._asked == voice_end):
+            return None
+        if again:
+            self._ask_again = None
+        else:
+            self._asked, self._answered_again = voice_end, False
         self.asked += 1
-        return Ask(voice_end, self._turn_audio(snapshot()), self.rate)
+        return Ask(voice_end, self._turn_audio(snapshot()), self.rate, again=again)
 
     def utterance_ended(self, audio: np.ndarray, voice_end: float) -> None:
         """An utterance closed (early or not): it becomes part of the turn's audio."""
@@ -93,12 +105,17 @@ class EndOfTurn:
         self._turn.clear()
         self._turn_samples = 0
 
-    def verdict(self, voice_end: float, probability: float | None) -> Verdict | None:
-        """The model's answer about the pause at ``voice_end``; ``None`` when it is stale or there is no answer."""
-        if probability is None or voice_end != self._voice_end:
+    def verdict(self, voice_end: float, probability: float | None, *, again: bool = False) -> Verdict | None:
+        """The model's answer about the pause at ``voice_end`` (to the second question about it if ``again``);
+        ``None`` when it is stale or there is no answer."""
+        if probability is None or voice_end != self._voice_end or (self._answered_again and not again):
             self.stale += probability is not None
             return None
         complete = probability >= self.threshold
+        if again:
+            self._answered_again = True
+        elif not complete and self._speaking:
+            self._ask_again = voice_end  # ask once more, deeper into the pause
         return Verdict(voice_end, complete, close=complete and self._speaking, probability=probability)
 
     def _turn_audio(self, current: np.ndarray) -> np.ndarray:

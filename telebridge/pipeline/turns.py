@@ -81,7 +81,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .backchannel import WordJudge
-from .unfinished import looks_unfinished
+from .unfinished import turn_looks_unfinished
 from .greeting import GreetingTurns, PendingGreeting
 from .turn_ending import EndingTurns, _Ending
 from .turn_actions import (  # noqa: F401  (re-exported: the engine's vocabulary is imported from here too)
@@ -392,7 +392,7 @@ class TurnEngine(GreetingTurns, EndingTurns):
             return []
         if self.state is State.LISTENING and self.reply_turn is None:
             if self._pending_text and not self._utterances and self._voice_end is not None:
-                if self._committed or t >= self._voice_end + self._endpoint_wait(" ".join(self._pending_text)):
+                if self._committed or t >= self._voice_end + self._endpoint_wait(self._pending_text):
                     text = " ".join(self._pending_text)
                     self._pending_text.clear()
                     self._reprompts = 0
@@ -423,12 +423,12 @@ class TurnEngine(GreetingTurns, EndingTurns):
         return (self.state in (State.USER_SPEAKING, State.LISTENING) and self.reply_turn is None
                 and self._greeting is None and self._ending is None)
 
-    def _endpoint_wait(self, text: str) -> float:
+    def _endpoint_wait(self, parts: list[str]) -> float:
         """Silence after the caller's last speech before their turn ends. Words that look unfinished always wait
         longest; otherwise the end-of-turn model's answer on this pause, when there is one, decides: complete →
         no wait beyond the words; incomplete → the longest wait; no answer → the fixed endpointing delay."""
         longest = max(self.params.max_endpointing_delay, self.endpoint_delay)
-        if looks_unfinished(text):
+        if turn_looks_unfinished(parts):
             return longest
         verdict = self._verdict
         if verdict is not None and verdict[0] == self._voice_end:

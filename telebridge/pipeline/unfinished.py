@@ -16,7 +16,9 @@ callers):
 * letters being spelled ("K. Oh, W."): two or more single letters at the end;
 * digits being dictated after "number", "account", "phone" … ("my account number is 729. 448."): fewer digits
   than any such number has, or groups still coming in the same size;
-* an e-mail address without its "at" part, a date of birth with a month but no day.
+* an e-mail address without its "at" part, a date of birth with a month but no day;
+* over a turn of several utterances (:func:`turn_looks_unfinished`): one lone word after an unfinished start --
+  Whisper writes a filler said on its own as a word ("I'd like." then "2." for "um").
 
 Pure string work on one short utterance, once per pause; nothing is called per audio frame.
 """
@@ -27,7 +29,7 @@ import re
 
 from .backchannel import tokens
 
-__all__ = ["looks_unfinished"]
+__all__ = ["looks_unfinished", "turn_looks_unfinished"]
 
 # No sentence ends on these, question or not.
 _NEVER_LAST = frozenset(
@@ -61,6 +63,15 @@ _ONE_RUN = 7  # digits read in one go ("72944861"): a whole number, not a first 
 _MONTHS = frozenset(
     "january february march april may june july august september october november december".split()
 )
+
+
+def turn_looks_unfinished(parts: list[str]) -> bool:
+    """The caller's turn so far, one transcript per utterance: :func:`looks_unfinished` on the whole, or on what
+    came before a last utterance of one word (a filler after an unfinished start, which Whisper writes as a
+    word: "I'd like." + "2." for "um"; a real one-word ending waits a little longer, never is cut off)."""
+    if looks_unfinished(" ".join(parts)):
+        return True
+    return len(parts) >= 2 and len(tokens(parts[-1])) == 1 and looks_unfinished(" ".join(parts[:-1]))
 
 
 def looks_unfinished(text: str) -> bool:
