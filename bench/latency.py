@@ -24,8 +24,11 @@ The embedded Whisper's window is chosen with ``--whisper``: ``default`` (the age
 Each mid-thought phrase's cut-offs are counted per mode; a cut-off prints what the server heard and what the
 end-of-turn model answered at each pause (the pipeline's debug log for that call).
 
+Every answer is synthesized afresh (the TTS phrase cache is emptied before each question, as an LLM's answers
+are new words); ``--tts-cache`` keeps it, so the demo agent's repeated canned answers start with no TTS time.
+
 Run: .venv/bin/python bench/latency.py [--questions N] [--end-of-turn both|on|off] [--pauses N]
-     [--whisper default|short|full|both]
+     [--whisper default|short|full|both] [--tts-cache]
 """
 
 from __future__ import annotations
@@ -115,7 +118,8 @@ MID_THOUGHT = (
     ("The best number to reach me is, uh, two one two, five five five, nine eight seven six.", (2,), 1.2, 0.2),
     ("Can you check if, you know, my insurance covers whitening?", (0,), 1.0, 0.2),
 )
-WINDOWS = {"default": None, "short": True, "full": False}  # --whisper: demo_whisper.SHORT_WINDOW
+WINDOWS = {"default": None, "short": True, "full": False}
+KEEP_PHRASES = False  # --tts-cache: let repeated answers come from the TTS phrase cache  # --whisper: demo_whisper.SHORT_WINDOW
 
 
 async def mid_thought_call(url: str, token: str, audio: np.ndarray, text: str) -> Any:
@@ -179,13 +183,26 @@ class CallLog(logging.Handler):
         return [line for line in self.lines if call_sid in line and any(k in line for k in keep)]
 
 
+def forget_phrases(server: Any) -> None:
+    """Empty the process's TTS phrase caches: the next answer is synthesized afresh, as an LLM's new words are
+    (the demo agent's canned answers repeat, and a cached answer starts with no TTS time at all)."""
+    for engine in list(server.runtime._engines.values()):
+        cache = getattr(engine, "_cache", None)
+        if cache is not None:
+            cache.clear()
+
+
 def run_question(server: Any, token: str, mode: str, question: str, out: dict[str, Any]) -> None:
+    if not KEEP_PHRASES:
+        forget_phrases(server)
     call = asyncio.run(one_call(server.url, token, question))
     out["call_s"] += len(call.sent) / RATE
     if call.protocol_errors:
         out["problems"].append(f"{question!r}: protocol errors {call.protocol_errors[:2]}")
     c = caller_side_latency(call.sent, call.heard)
     session = wait_finished(server, call.call_sid)
+    out["early_stt"] += session.metrics.early_stt if session is not None else 0
+    out["calls"] += 1
     turns = list(session.metrics.turns) if session is not None else []
     if session is None:
         out["problems"].append(f"{question!r}: the server never finished the call")
@@ -209,6 +226,8 @@ def run_pause(server: Any, token: str, mode: str, i: int, out: dict[str, Any], l
     call = asyncio.run(mid_thought_call(server.url, token, audio, sentence))
     out["call_s"] += len(call.sent) / RATE
     session = wait_finished(server, call.call_sid)
+    out["early_stt"] += session.metrics.early_stt if session is not None else 0
+    out["calls"] += 1
     bad = cut_off(call, session)
     out["mid"] += 1
     out["cut_off"] += bad
@@ -227,7 +246,7 @@ def run_all(server: Any, token: str, modes: tuple[str, ...], questions: int, pau
     if any(m.startswith("on") for m in modes) and model is None:
         raise SystemExit("the end-of-turn model is not installed (pip install -e '.[turn]')")
     results = {m: {"turns": [], "caller": [], "problems": [], "cut_off": 0, "mid": 0, "call_s": 0.0,
-                   "phrases": {}} for m in modes}
+                   "early_stt": 0, "calls": 0, "phrases": {}} for m in modes}
     log = CallLog()
     pipeline = logging.getLogger("telebridge.call")
     pipeline.addHandler(log)
@@ -278,6 +297,7 @@ def report(mode: str, r: dict[str, Any]) -> None:
         print(f"end-of-turn model CPU: {per_q:.0f} ms per question, {r['questions']} questions in "
               f"{r['call_s']:.0f} s of calls = {1000 * r['model_cpu'] / r['call_s']:.1f} ms per call-second "
               f"(these calls are mostly the caller talking or pausing: a conversation's own rate is lower)")
+    print(f"early transcripts (started inside a pause, used or not): {r['early_stt']} in {r['calls']} calls")
     for p in r["problems"]:
         print("  problem: " + p)
 
@@ -287,9 +307,13 @@ def main() -> None:
     ap.add_argument("--questions", type=int, default=len(QUESTIONS), help="how many calls (one question each)")
     ap.add_argument("--pauses", type=int, default=len(MID_THOUGHT), help="mid-thought callers per mode")
     ap.add_argument("--end-of-turn", choices=("both", "on", "off"), default="both")
+    ap.add_argument("--tts-cache", action="store_true",
+                    help="keep the TTS phrase cache between calls (by default every answer is synthesized afresh)")
     ap.add_argument("--whisper", choices=("default", "short", "full", "both"), default="default",
                     help="the embedded Whisper's window (both: full and short, interleaved)")
     args = ap.parse_args()
+    global KEEP_PHRASES
+    KEEP_PHRASES = args.tts_cache
 
     from conftest import AUTH_TOKEN, LiveServer
 
@@ -299,7 +323,8 @@ def main() -> None:
     windows = ("full", "short") if args.whisper == "both" else (args.whisper,)
     modes = tuple(m if w == "default" else f"{m} {w}" for w in windows for m in eot)
     print(f"latency: demo agent on {server.url} (models loaded in {time.monotonic() - t0:.1f} s); "
-          f"{args.questions} questions + {args.pauses} mid-thought callers per mode {modes}", flush=True)
+          f"{args.questions} questions + {args.pauses} mid-thought callers per mode {modes}; TTS phrase cache "
+          f"{'kept' if args.tts_cache else 'emptied before each question'}", flush=True)
     try:
         results = run_all(server, AUTH_TOKEN, modes, args.questions, args.pauses)
     finally:

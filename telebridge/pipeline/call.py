@@ -343,6 +343,7 @@ class CallSession:
             if quiet == 0.0 and listener.early is not None:
                 listener.cancel_early()  # the caller went on talking: that transcript is stale
             elif segmenter.pause_duration >= EARLY_STT_AFTER and listener.early is None and not listener.streaming:
+                self.metrics.early_stt += 1
                 listener.start_early(segmenter.snapshot())
             uid = engine.current_utterance
             if uid is not None and engine.wants_interim:

@@ -25,6 +25,7 @@ class CallMetrics:
     # audio (``tts``), and from that audio to the first media message sent (``bridge``). Benchmarks read these.
     speech: list[dict[str, float]] = field(default_factory=list)
     interims: int = 0
+    early_stt: int = 0  # transcripts started inside a pause, before the end of the turn was sure (used or not)
     echo_windows_suppressed: int = 0
     noise_windows_refused: int = 0
 
