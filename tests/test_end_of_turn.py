@@ -306,3 +306,27 @@ async def test_phone_calls_ask_at_8_khz_and_the_model_hears_16_khz():
     assert await clf.classify(ask.audio, ask.rate) == 0.5
     assert seen == [WINDOW]
     await clf.aclose()
+
+
+def test_the_pause_a_caller_barged_in_during_is_no_end_of_turn():
+    """ "Sorry, | can you stop…" over the agent: the interruption comes in the pause after "Sorry," (the caller
+    paused while the agent still talked). The model is not asked about that pause (it would hear a finished
+    "Sorry." and the agent would answer it); once the caller speaks again, their next pause is a candidate."""
+    from telebridge.pipeline.turns import Interrupt
+
+    engine = TurnEngine(TurnParams(**PARAMS))
+    turn = engine.start_reply("", say="A long greeting.", kind="greeting").turn_id
+    engine.reply_audio_started(turn, 0.5)
+    engine.speech_started(5.0)
+    uid = engine.current_utterance
+    t = 5.0
+    while t < 5.4:  # "Sorry," over the agent
+        t = round(t + 0.032, 3)
+        engine.speech_continues(t)
+        assert engine.tick(t) == []
+    engine.interim(uid, "Sorry.", t)
+    actions = engine.tick(5.5)  # 0.5 s after the onset, in the pause: a word, so the agent stops
+    assert any(isinstance(a, Interrupt) for a in actions)
+    assert not engine.awaiting_turn_end  # the pause that began over the agent's voice
+    engine.speech_continues(5.7)  # "can you stop…"
+    assert engine.awaiting_turn_end  # their next pause is a candidate again

@@ -86,6 +86,7 @@ class EchoCanceller:
         strong: float = 0.8,
         lag_tolerance: float = 2.0,
         seed_ncc: float = 0.6,
+        echo_only: float = 0.9,
         prior_gain: float = 0.3,
         margin: float = 2.0,
         tail: float = 0.06,
@@ -106,6 +107,7 @@ class EchoCanceller:
         self.strong = strong
         self.lag_tolerance = lag_tolerance
         self.seed_ncc = seed_ncc
+        self.echo_only = echo_only
         self.prior = prior_gain**2
         self.margin = margin**2
         self.tail_blocks = max(1, math.ceil(tail * rate / b))
@@ -135,6 +137,7 @@ class EchoCanceller:
         self.line_gain = 0.0  # the loudest echo gain of the last few seconds (``line_memory``), slowly forgotten
         self._unsure = 0  # blocks left whose echo may come from a reference the phone did not play as we think
         self.share = 1.0  # of the echo, what the filter leaves in the output (power)
+        self._left_e = self._echo_e = 0.0  # echo left in the output / echo in, over the latest hops of pure echo
         self.state = Verdict.PASS  # ECHO while the output still correlates with the reference
         self._left = Path()  # the echo left in the output (output correlator), lag in blocks
         self._hop_out = 0.0  # the loudest output block of the hop so far
@@ -220,7 +223,7 @@ class EchoCanceller:
         near_ms, out_ms, echo_ms = float(d @ d) / b, float(e @ e) / b, float(y @ y) / b
         active = far_max > self.far_floor
         if active:
-            filt.adapt(e, self._step(near_ms, echo_ms))
+            filt.adapt(e, self._step(near_ms, echo_ms, out_ms))
         k = self.blocks % self.hop_blocks
         hop_in = self._hop_in
         hop_in[0, k * b : (k + 1) * b] = d
@@ -295,14 +298,20 @@ class EchoCanceller:
             self._half.skip(*self._hop_in)
             self._near2[:] = self._out2[:] = self._far2[-h:] = 0.0
 
-    def _step(self, near_ms: float, echo_ms: float) -> float:
+    def _step(self, near_ms: float, echo_ms: float, out_ms: float) -> float:
         """Full while the inbound audio is (explained or explainable) echo, small while the caller talks over it:
-        the share of the inbound audio that the echo path's model (or, once learnt, the filter) accounts for."""
+        the share of the inbound audio that the echo path's model (or, once learnt, the filter) accounts for --
+        and smaller still when the output is louder than the echo the filter is known to leave (:attr:`share`)
+        could make it: the caller's voice, mixed with the echo at a like level (the start or end of a word), is
+        no echo to learn, and learning it spreads the filter over many lags (the echo it leaves then comes back
+        in the next reply). A filter that really went wrong raises :attr:`share` (measured on hops of pure echo)
+        and so its own step again."""
         raw = self._raw_echo()
         if raw <= 0.0:
             return 0.0  # no echo path known: nothing to learn (a seed starts the filter when one is found)
         explained = min(max(echo_ms, raw), 2 * raw)
-        return self.mu * min(1.0, explained / (near_ms + _TINY))
+        expected = 4.0 * (self.share * max(raw, echo_ms) + self.floor)
+        return self.mu * min(1.0, explained / (near_ms + _TINY)) * min(1.0, expected / (out_ms + _TINY))
 
     def _raw_echo(self) -> float:
         """The echo the path would bring back in the newest block (mean square, before cancelling)."""
@@ -382,8 +391,19 @@ class EchoCanceller:
                 self.echo_gain = max(gain, self.echo_gain) if self._unsure else gain
                 self.line_gain = max(self.line_gain, gain)
                 hop_share = float(self._out2 @ self._out2) / (float(self._near2 @ self._near2) + _TINY)
+                echo_only = near.hop_ncc(fresh.lag)  # how much of the newest hop alone is the echo
                 if left_seen:  # the output still holds echo: cancelling got worse (a new path): at once
                     self.share = min(1.0, max(hop_share, 0.5 * self.share + 0.5 * hop_share))
+                elif echo_only >= self.echo_only:
+                    # The hop is the echo through and through (no caller in it): whatever the output holds beyond
+                    # the hop's little else is echo the filter left, even when it correlates at no one lag (a
+                    # filter that adapted over the caller's voice leaves its echo spread over many lags): at once.
+                    near_e, out_e = float(self._near2 @ self._near2), float(self._out2 @ self._out2)
+                    self._left_e = 0.5 * self._left_e + max(out_e - (1.0 - echo_only**2) * near_e, 0.0)
+                    self._echo_e = 0.5 * self._echo_e + echo_only**2 * near_e
+                    left_share = self._left_e / (self._echo_e + _TINY)
+                    fall = max(min(self.share, 0.5 * self.share + 0.5 * hop_share), 1e-3)
+                    self.share = min(1.0, max(fall, left_share))
                 else:  # what the output holds is not echo (the caller, noise): the share can only fall
                     self.share = max(min(self.share, 0.5 * self.share + 0.5 * hop_share), 1e-3)
             elif near_loud and self.echo_gain == 0.0:  # a first sight, maybe over the caller

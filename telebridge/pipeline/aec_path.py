@@ -127,6 +127,18 @@ class Correlator:
         c, x = self._ring_c[i], self._ring_x[i]
         return min(float(max(c[k], 0.0) / (x[k] + _TINY)), MAX_GAIN)
 
+    def hop_ncc(self, lag: float) -> float:
+        """The normalised correlation at ``lag`` (± a sample) in the newest hop alone: how much of that hop is
+        the reference through an echo path there (0 for a quiet hop)."""
+        i, k = (self._i - 1) % len(self._ring_y), int(round(lag))
+        y = self._ring_y[i]
+        if y <= _TINY:
+            return 0.0
+        ks = slice(max(k - 1, 0), k + 2)
+        c, x = self._ring_c[i, ks], self._ring_x[i, ks]
+        gain = np.minimum(np.maximum(c, 0.0) / (x + _TINY), MAX_GAIN)
+        return float((gain * np.sqrt(x / y)).max())
+
     def clear_short(self) -> None:
         """Forget the short sum (what it measured no longer holds, e.g. the filter it judged was replaced)."""
         self._ring_c[:] = 0.0

@@ -432,6 +432,7 @@ class CallSession:
         if self._closed or self.engine is None:
             return
         self.metrics.interims += 1
+        log.debug("call %s: interim %r at %.2f s", self.call_id, text, self._now)
         self._run_actions(self.engine.interim(utterance_id, text, self._now))
 
     def _on_transcript(self, utterance_id: int, text: str) -> None:

@@ -69,6 +69,8 @@ Rules next to the table
   as one user message; ``dtmf_interrupt_digit`` stops the agent at once.
 * **Silence.** After ``silence_timeout`` of quiet the agent checks in; after ``max_silence_reprompts`` check-ins
   without an answer it says goodbye and hangs up. ``max_call_duration`` ends the call politely.
+* **End-of-turn model.** Asked about a pause only while the caller holds the floor; not about the pause in
+  which they barged in (it began while the agent was still talking): only their next pause is a candidate.
 * **Who speaks first** and **answering machines**: see :mod:`.greeting`.
 * **Winding down** (silence, max duration, ``end_call``, ``transfer_call``): see :mod:`.turn_ending`.
 """
@@ -134,6 +136,7 @@ class TurnEngine(GreetingTurns, EndingTurns):
         self.pauses = 0
         self.resumes = 0
         self._verdict: tuple[float, bool] | None = None  # the end-of-turn model on the pause after _voice_end
+        self._barge: tuple[int, float] | None = None  # the utterance that interrupted, and its last speech then
 
     # --- derived --------------------------------------------------------------------------------------------
     @property
@@ -421,7 +424,15 @@ class TurnEngine(GreetingTurns, EndingTurns):
     def awaiting_turn_end(self) -> bool:
         """The caller holds the floor and nothing answers them yet: the moment an end-of-turn model is asked."""
         return (self.state in (State.USER_SPEAKING, State.LISTENING) and self.reply_turn is None
-                and self._greeting is None and self._ending is None)
+                and self._greeting is None and self._ending is None and not self._pause_of_barge_in)
+
+    @property
+    def _pause_of_barge_in(self) -> bool:
+        """The caller is silent in a pause that began while the agent was still talking (the interruption came
+        in it): they paused over the agent's voice, not after hearing it stop -- no end of their turn to ask a
+        model about ("Sorry, | can you stop"); the VAD's endpointing still ends it if nothing follows."""
+        utt = self._utt
+        return utt is not None and self._barge == (utt.uid, utt.voiced_until)
 
     def _endpoint_wait(self, parts: list[str]) -> float:
         """Silence after the caller's last speech before their turn ends. Words that look unfinished always wait
@@ -442,6 +453,7 @@ class TurnEngine(GreetingTurns, EndingTurns):
             return []
         self._clear_reply()
         self.interruptions += 1
+        self._barge = (self._utt.uid, self._utt.voiced_until) if self._utt is not None else None
         for utt in self._utterances.values():
             utt.over_agent = False  # the interrupting words are the caller's turn now
         self.state = State.USER_SPEAKING if self._utt is not None else State.LISTENING
