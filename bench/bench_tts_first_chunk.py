@@ -7,11 +7,13 @@ plus two LLM-like ones) is cut by :class:`SentenceChunker` two ways, measured in
 
 * ``before``: the previous rule -- a clause mark (``, ; :``) ends the first chunk only after 6 words, Piper's
   leading silence kept;
-* ``now``: what replies get today -- a clause mark after 4 words, Piper's leading silence trimmed.
+* ``now``: what replies get today -- a clause mark after 4 words, Piper's leading silence trimmed -- on the
+  one-thread session a busy server uses;
+* ``idle``: the same chunk on the two-thread session an idle server's pool uses (``PiperTTS`` after warmup).
 
-Per reply: the first chunk's audio length and synthesis time on the one-thread session the server uses (median
-of ``--repeats``, the two cuts alternating), and the leading silence before its first word (the caller waits
-through that too). The figure that matters is ``first word ready`` = synthesis + leading silence, now/before.
+Per reply: the first chunk's audio length, synthesis time (median of ``--repeats``, the sides alternating) and
+CPU time, and the leading silence before its first word (the caller waits through that too). The figure that
+matters is ``first word ready`` = synthesis + leading silence, against ``before``.
 
 Run: .venv/bin/python bench/bench_tts_first_chunk.py [--repeats N]
 """
@@ -61,39 +63,42 @@ def main() -> None:
     args = ap.parse_args()
     from piper.config import SynthesisConfig
 
-    voice = load_piper_voice(default_piper_voice())  # the server's one-thread session
+    path = default_piper_voice()
+    voices = {1: load_piper_voice(path), 2: load_piper_voice(path, threads=2)}  # busy and idle server sessions
     config = SynthesisConfig(normalize_audio=True, volume=0.9)
-    rate = voice.config.sample_rate
+    rate = voices[1].config.sample_rate
 
-    def synth(text: str) -> tuple[float, np.ndarray]:
-        t0 = time.perf_counter()
-        audio = np.concatenate([c.audio_int16_array for c in voice.synthesize(text, config)])
-        return time.perf_counter() - t0, audio
+    def synth(text: str, threads: int) -> tuple[float, float, np.ndarray]:
+        t0, c0 = time.perf_counter(), time.process_time()
+        audio = np.concatenate([c.audio_int16_array for c in voices[threads].synthesize(text, config)])
+        return time.perf_counter() - t0, time.process_time() - c0, audio
 
-    synth("Warming up the voice.")
-    print(f"{'first chunk':58} {'audio s':>7} {'synth ms':>8} {'lead ms':>7} {'ready ms':>8}")
-    sides = (("before", {"first_min_words": 6}, False), ("now", {}, True))
-    ready: dict[str, list[float]] = {"before": [], "now": []}
+    for threads in voices:
+        synth("Warming up the voice.", threads)
+    print(f"{'first chunk':58} {'audio s':>7} {'synth ms':>8} {'cpu ms':>6} {'lead ms':>7} {'ready ms':>8}")
+    sides = (("before", {"first_min_words": 6}, False, 1), ("now", {}, True, 1), ("idle", {}, True, 2))
+    ready: dict[str, list[float]] = {side[0]: [] for side in sides}
     for reply in REPLIES:
-        chunks = {side: first_chunk(reply, **options) for side, options, _ in sides}
-        times: dict[str, list[float]] = {"before": [], "now": []}
+        chunks = {side: first_chunk(reply, **options) for side, options, _, _ in sides}
+        times: dict[str, list[tuple[float, float]]] = {side[0]: [] for side in sides}
         audio: dict[str, np.ndarray] = {}
-        for repeat in range(args.repeats):  # alternating, so load on the shared machine hits both alike
-            for side, _, _ in sides if repeat % 2 == 0 else sides[::-1]:
-                seconds, audio[side] = synth(chunks[side])
-                times[side].append(seconds)
-        for side, _, trim in sides:
+        for repeat in range(args.repeats):  # alternating, so load on the shared machine hits all alike
+            for side, _, _, threads in sides if repeat % 2 == 0 else sides[::-1]:
+                seconds, cpu, audio[side] = synth(chunks[side], threads)
+                times[side].append((seconds, cpu))
+        for side, _, trim, _ in sides:
             loud = np.flatnonzero(np.abs(audio[side]) > LEAD_FLOOR * 32768)
             lead = (int(loud[0]) if loud.size else 0) - (leading_silence(audio[side], rate) if trim else 0)
-            seconds = statistics.median(times[side])
+            seconds = statistics.median(t for t, _ in times[side])
+            cpu = statistics.median(c for _, c in times[side])
             total = seconds + lead / rate
             ready[side].append(total)
             print(f"{side + ': ' + chunks[side][:50]:58} {len(audio[side]) / rate:7.2f} {1000 * seconds:8.0f} "
-                  f"{1000 * lead / rate:7.0f} {1000 * total:8.0f}", flush=True)
-    before, now = (statistics.median(ready[s]) for s in ("before", "now"))
+                  f"{1000 * cpu:6.0f} {1000 * lead / rate:7.0f} {1000 * total:8.0f}", flush=True)
+    before, now, idle = (statistics.median(ready[s]) for s in ("before", "now", "idle"))
     print(f"\nfirst word ready (synthesis + leading silence), median over {len(REPLIES)} replies: "
-          f"before {1000 * before:.0f} ms, now {1000 * now:.0f} ms ({now / before:.2f}x); "
-          f"mean {1000 * statistics.mean(ready['before']):.0f} -> {1000 * statistics.mean(ready['now']):.0f} ms")
+          f"before {1000 * before:.0f} ms, now {1000 * now:.0f} ms ({now / before:.2f}x), "
+          f"idle server {1000 * idle:.0f} ms ({idle / before:.2f}x; {idle / now:.2f}x of now)")
 
 
 if __name__ == "__main__":

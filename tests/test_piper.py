@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import Any
 
 import numpy as np
@@ -86,6 +87,27 @@ async def test_concurrent_synthesis_is_consistent(tts: PiperTTS) -> None:
     outs = await asyncio.gather(*(tts.synthesize(SENTENCE) for _ in range(4)))
     for o in outs[1:]:
         np.testing.assert_array_equal(o, outs[0])
+
+
+async def test_an_idle_pool_speaks_with_two_threads_and_a_busy_one_with_one(pool: InferencePool, tts: PiperTTS) -> None:
+    """After warmup an idle pool's chunk goes to the 2-thread session; with other jobs in the pool it keeps to
+    one thread. Both say the same thing (same length, nearly the same samples: only the float sums' order
+    differs)."""
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("one core: there is no idle core to lend")
+    fast = PiperTTS(pool=pool, noise_scale=0.0, noise_w_scale=0.0)
+    await fast.warmup()
+    assert fast._idle_voice is not None and fast._idle_voice is not fast.voice
+    opts = fast._idle_voice.session.get_session_options()
+    assert opts.intra_op_num_threads == 2
+    idle = await fast.synthesize(SENTENCE)
+    assert fast.idle_syntheses == 1
+    outs = await asyncio.gather(*(fast.synthesize(SENTENCE) for _ in range(3)))
+    assert fast.idle_syntheses == 2  # the first found the pool idle; the others found it busy
+    reference = await tts.synthesize(SENTENCE)
+    for audio in (idle, *outs):
+        assert len(audio) == len(reference)
+        assert np.max(np.abs(audio.astype(np.int32) - reference)) <= 64
 
 
 async def test_a_double_full_stop_does_not_leak_into_the_next_synthesis(tts: PiperTTS) -> None:

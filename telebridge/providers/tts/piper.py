@@ -5,7 +5,13 @@ instead of using ``PiperVoice.load`` because ``load`` gives the session default
 options -- one intra-op thread per core -- and on a 2-core box two concurrent
 syntheses plus Whisper would then run 4-6 compute threads on 2 cores.  With one thread
 per session the "speech" pool's thread count *is* the CPU budget.  (Measured real-time
-factor with one thread: ~0.05, i.e. a 3 s sentence in ~0.15 s.)
+factor with one thread: ~0.05-0.1, i.e. a 3 s sentence in ~0.15-0.3 s.)
+
+The exception is an idle pool: when nothing else is synthesizing or transcribing, a chunk is spoken by a second
+session of the same voice with ``idle_threads`` (2) intra-op threads -- the caller waiting for the first words
+of an answer gets the idle core too (bench/bench_tts_first_chunk.py: first word ready 226 -> 157 ms median, for
+up to 40 % more CPU on that chunk). Under
+load every chunk keeps to one thread.
 
 Piper is GPL-3.0; it is imported lazily so that the rest of telebridge never needs it.
 """
@@ -14,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import threading
 from pathlib import Path
@@ -79,6 +86,8 @@ def load_piper_voice(model_path: str, config_path: str | None = None, *, threads
                 opts.inter_op_num_threads = threads
                 opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
                 opts.log_severity_level = 3
+                # Threads that spin between runs would burn the core the idle session borrowed.
+                opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
                 session = ort.InferenceSession(
                     str(path), sess_options=opts, providers=["CPUExecutionProvider"]
                 )
@@ -104,6 +113,7 @@ class PiperTTS:
         noise_w_scale: float | None = None,
         volume: float = 0.9,
         config_path: str | None = None,
+        idle_threads: int = 2,
     ) -> None:
         """
         ``noise_scale`` / ``noise_w_scale``: ``None`` uses the voice's defaults; ``0.0``
@@ -114,6 +124,11 @@ class PiperTTS:
         self.model_path = model_path or default_piper_voice()
         self.pool = pool
         self.voice = load_piper_voice(self.model_path, config_path)
+        self._config_path = config_path
+        # The idle pool's session (see the module docstring): loaded by warmup(), None until then or when off.
+        self.idle_threads = min(idle_threads, os.cpu_count() or 1)
+        self._idle_voice: Any | None = None
+        self.idle_syntheses = 0  # chunks spoken by the idle session
         config = self.voice.config
         self.sample_rate: int = int(config.sample_rate)
         if speaker is not None and config.num_speakers > 1 and not 0 <= speaker < config.num_speakers:
@@ -131,22 +146,37 @@ class PiperTTS:
             volume=volume,
         )
 
+    async def warmup(self) -> None:
+        """Load the idle pool's session (when ``idle_threads`` > 1) and run both sessions once."""
+        if self.idle_threads > 1 and self._idle_voice is None:
+            self._idle_voice = await self.pool.run(
+                load_piper_voice, self.model_path, self._config_path, threads=self.idle_threads)
+        for voice in (self.voice, self._idle_voice):
+            if voice is not None:
+                await self.pool.run(self._synthesize_sync, "Hello.", voice)
+
     async def synthesize(self, text: str) -> np.ndarray:
         """Speak ``text`` (one sentence or chunk): int16 mono at ``sample_rate``."""
         if not text or not text.strip():
             return np.zeros(0, dtype=np.int16)
+        voice = self.voice
+        if self._idle_voice is not None:
+            load = self.pool.stats()
+            if load.running == 0 and load.waiting == 0:
+                voice = self._idle_voice
+                self.idle_syntheses += 1
         try:
-            return await self.pool.run(self._synthesize_sync, text)
+            return await self.pool.run(self._synthesize_sync, text, voice)
         except TTSError:
             raise
         except Exception as exc:
             raise TTSError(f"Piper synthesis failed: {exc}") from exc
 
-    def _synthesize_sync(self, text: str) -> np.ndarray:
+    def _synthesize_sync(self, text: str, voice: Any) -> np.ndarray:
         """Worker-thread body: the leading silence is trimmed (see :data:`LEAD_FLOOR`), the trailing one kept (it
         is the pause after a sentence or a comma)."""
         text = _DOUBLE_STOP.sub(".", text)
-        chunks = [c.audio_int16_array for c in self.voice.synthesize(text, self._syn_config)]
+        chunks = [c.audio_int16_array for c in voice.synthesize(text, self._syn_config)]
         if not chunks:  # e.g. punctuation only: nothing to say
             return np.zeros(0, dtype=np.int16)
         audio = np.concatenate(chunks).astype(np.int16, copy=False)
