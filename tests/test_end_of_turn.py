@@ -289,6 +289,21 @@ def test_a_lone_word_after_an_unfinished_start_still_waits():
     assert engine._endpoint_wait(["Where are you located?"]) == 0.0
 
 
+def test_after_a_hesitation_the_model_must_be_sure():
+    """bench/latency.py: "I'd like to, um, book …" heard as "I'd like." then "to you." (the "um"); the model said
+    complete at 0.51 and the caller was cut off. After words that stopped mid-thought, 0.8 is needed."""
+    engine = TurnEngine(TurnParams(**PARAMS))
+    engine.speech_started(1.0)
+    engine.speech_ended(2.0, np.zeros(1600, np.float32))
+    longest = max(engine.params.max_endpointing_delay, engine.endpoint_delay)
+    engine.turn_verdict(2.0, True, 0.51)
+    assert engine._endpoint_wait(["I'd like.", "to you."]) == longest
+    assert engine._endpoint_wait(["Where are you located?"]) == 0.0  # one utterance: the threshold stands
+    assert engine._endpoint_wait(["Hello.", "Where are you?"]) == 0.0  # a finished start: the threshold stands
+    engine.turn_verdict(2.0, True, 0.93)
+    assert engine._endpoint_wait(["I'd like.", "a refund."]) == 0.0  # sure: answered at once
+
+
 async def test_phone_calls_ask_at_8_khz_and_the_model_hears_16_khz():
     eot = EndOfTurn(sample_rate=8000)
     eot.utterance_ended(np.full(8000 * 7, 0.1, np.float32), 7.0)

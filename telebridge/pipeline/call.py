@@ -384,7 +384,7 @@ class CallSession:
             for event in self._segmenter.end_now():
                 if isinstance(event, SpeechEnded):
                     actions += self._speech_ended(event, self._now)
-        self.engine.turn_verdict(verdict.voice_end, verdict.complete)
+        self.engine.turn_verdict(verdict.voice_end, verdict.complete, verdict.probability)
         actions += self.engine.tick(self._now)
         self._run_actions(actions)
 

@@ -83,13 +83,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from .backchannel import WordJudge
-from .unfinished import turn_looks_unfinished
 from .greeting import GreetingTurns, PendingGreeting
-from .turn_ending import EndingTurns, _Ending
 from .turn_actions import (  # noqa: F401  (re-exported: the engine's vocabulary is imported from here too)
     DEFAULT_BACKCHANNELS_FALLBACK, DTMF_MESSAGE, Action, CancelReply, HangUp, Interrupt, Notify, Pause,
     ReplyKind, Resume, StartReply, State, Transcribe, Transfer, TurnParams,
 )
+from .turn_ending import EndingTurns, _Ending
+from .unfinished import turn_looks_unfinished
+
+SURE_AFTER_A_HESITATION = 0.8  # the model's probability that ends a turn whose earlier words stopped mid-thought
 
 
 @dataclass(slots=True)
@@ -135,7 +137,8 @@ class TurnEngine(GreetingTurns, EndingTurns):
         self._reply_requested = False  # the client asked for a reply (see request_reply)
         self.pauses = 0
         self.resumes = 0
-        self._verdict: tuple[float, bool] | None = None  # the end-of-turn model on the pause after _voice_end
+        # The end-of-turn model on the pause after _voice_end: (voice_end, complete, probability).
+        self._verdict: tuple[float, bool, float] | None = None
         self._barge: tuple[int, float] | None = None  # the utterance that interrupted, and its last speech then
 
     # --- derived --------------------------------------------------------------------------------------------
@@ -415,10 +418,10 @@ class TurnEngine(GreetingTurns, EndingTurns):
                 return self.request_end(t, "silence", say=p.silence_goodbye)
         return []
 
-    def turn_verdict(self, voice_end: float, complete: bool) -> None:
+    def turn_verdict(self, voice_end: float, complete: bool, probability: float | None = None) -> None:
         """The end-of-turn model's answer about the pause after the caller's speech that ended at ``voice_end``
-        (ignored once the caller has spoken again)."""
-        self._verdict = (voice_end, complete)
+        (ignored once the caller has spoken again); ``probability``: how sure it was that they had finished."""
+        self._verdict = (voice_end, complete, (1.0 if complete else 0.0) if probability is None else probability)
 
     @property
     def awaiting_turn_end(self) -> bool:
@@ -437,13 +440,20 @@ class TurnEngine(GreetingTurns, EndingTurns):
     def _endpoint_wait(self, parts: list[str]) -> float:
         """Silence after the caller's last speech before their turn ends. Words that look unfinished always wait
         longest; otherwise the end-of-turn model's answer on this pause, when there is one, decides: complete →
-        no wait beyond the words; incomplete → the longest wait; no answer → the fixed endpointing delay."""
+        no wait beyond the words; incomplete → the longest wait; no answer → the fixed endpointing delay.
+        A turn whose earlier words stopped mid-thought ("I'd like." …) needs the model to be sure
+        (:data:`SURE_AFTER_A_HESITATION`) of the words that followed: Whisper makes words of an "um" ("to you.",
+        "2.") and the model hears a finished sentence in them at 0.5-0.7."""
         longest = max(self.params.max_endpointing_delay, self.endpoint_delay)
         if turn_looks_unfinished(parts):
             return longest
         verdict = self._verdict
         if verdict is not None and verdict[0] == self._voice_end:
-            return 0.0 if verdict[1] else longest
+            _, complete, probability = verdict
+            if complete and len(parts) > 1 and probability < SURE_AFTER_A_HESITATION \
+                    and turn_looks_unfinished(parts[:-1]):
+                complete = False
+            return 0.0 if complete else longest
         return self.endpoint_delay
 
     # --- transitions that several inputs share --------------------------------------------------------------
