@@ -1,0 +1,274 @@
+"""Following the echo path: what the correlators' peaks mean for the path, the filter and the echo left.
+
+:class:`PathTracker` feeds the two correlators of :class:`~.aec.EchoCanceller` (:class:`~.aec_path.Correlator`,
+on the inbound audio and on the canceller's output) hop by hop, at half the rate, and judges their peaks: a peak
+counts as an echo only when it is strong, or stays at one lag across hops, or sits where the known path is (two
+voices correlate by chance for a moment, never at one lag for long). From the confirmed peaks it keeps the echo
+path (delay and gain), the share of the echo the filter leaves, and whether echo is still left in the output;
+it places, seeds and clears the :class:`~.aec_filter.AdaptiveFilter` as the path appears, changes and goes. It
+also gives the per-block figures the gate's bound and the filter's step are made of (:meth:`raw_echo`,
+:meth:`left_bound`, :meth:`step`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numpy.fft import rfft
+
+from .aec_filter import AdaptiveFilter
+from .aec_gate import Verdict
+from .aec_path import Correlator, HalfRate, Path, cross_correlate
+
+__all__ = ["QUIET", "PathTracker"]
+
+_TINY = 1e-12
+QUIET = 10 ** (-70 / 10)  # mean square below which a hop is silence, whatever the line's floor
+
+
+class PathTracker:
+    """One call's echo path, for blocks of ``block`` samples at ``rate``, judged every ``hop_blocks`` blocks;
+    ``history`` blocks of reference span the delay range and ``tail_blocks`` an echo's tail. The thresholds are
+    :class:`~.aec.EchoCanceller`'s (which see)."""
+
+    def __init__(self, rate: int, block: int, history: int, tail_blocks: int, hop_blocks: int, filt: AdaptiveFilter,
+                 *, mu: float, detect: float, dominant: float, strong: float, lag_tolerance: float, seed_ncc: float,
+                 line_memory: float) -> None:
+        b = block
+        self.block = b
+        self.history = history
+        self.tail_blocks = tail_blocks
+        self.hop_blocks = hop_blocks
+        self.filter = filt
+        self.partitions = filt.partitions
+        self.max_lag = history * b
+        self.mu = mu
+        self.detect = detect
+        self.dominant = dominant
+        self.strong = strong
+        self.lag_tolerance = lag_tolerance
+        self.seed_ncc = seed_ncc
+        self._line_forget = math.exp(-hop_blocks * b / rate / line_memory)
+        # The correlators run at half the rate (an echo of speech is plain enough below 2 kHz), pre-emphasised.
+        # (Once per hop, on the hop's inbound, output and reference at the full rate: one filtering for all three.)
+        self._half = HalfRate(hop_blocks * b, 3)
+        self._hop_in = np.zeros((3, hop_blocks * b))
+        self._hop_active = False  # some block of this hop had a reference in the delay range
+        hop2 = hop_blocks * b // 2
+        self.near_corr = Correlator(hop2, self.max_lag // 2)
+        self.out_corr = Correlator(hop2, self.max_lag // 2)
+        self._far2 = np.zeros(hop2 + self.max_lag // 2)
+        self._near2 = np.zeros(hop2)
+        self._out2 = np.zeros(hop2)
+        # Mean square of the reference per block, newest first.
+        self.far_blocks = np.zeros(history + tail_blocks + 2)
+        # The echo path (inbound correlator): lag in samples, and the echo's power gain with its tail.
+        self.path = Path()
+        self.echo_gain = 0.0
+        self.line_gain = 0.0  # the loudest echo gain of the last few seconds (``line_memory``), slowly forgotten
+        self.unsure = 0  # blocks left whose echo may come from a reference the phone did not play as we think
+        self.share = 1.0  # of the echo, what the filter leaves in the output (power)
+        self.state = Verdict.PASS  # ECHO while the output still correlates with the reference
+        self._left = Path()  # the echo left in the output (output correlator), lag in blocks
+        self.hop_out = 0.0  # the loudest output block of the hop so far
+        self._hop_near = 0.0  # inbound energy over the hop (sum of the blocks' mean squares)
+        self._hop_direct = 0.0  # the same for the echo the path predicts from the reference at its delay
+        self._absent_hops = 0  # hops in a row whose inbound audio was far below that prediction
+        self._worse_hops = 0  # hops in a row whose output was louder than the inbound audio
+        self.pending = False  # the latest hop saw a correlation peak not yet confirmed as an echo
+        self.seeds = 0  # times the filter started over from the correlator's path
+
+    # --- per block ------------------------------------------------------------------------------------------
+    def push_far(self, ms: float) -> float:
+        """The reference's newest block has mean square ``ms``: the loudest block in the delay range."""
+        fb = self.far_blocks
+        fb[1:] = fb[:-1]
+        fb[0] = ms
+        return float(fb[: self.history].max())
+
+    def push_hop(self, k: int, d: np.ndarray, e: np.ndarray, x: np.ndarray) -> None:
+        """Block ``k`` of the hop: inbound ``d``, output ``e``, reference ``x`` (the hop is halved at its end)."""
+        b = self.block
+        hop_in = self._hop_in
+        hop_in[0, k * b : (k + 1) * b] = d
+        hop_in[1, k * b : (k + 1) * b] = e
+        hop_in[2, k * b : (k + 1) * b] = x
+        self._hop_active = True
+        if k == self.hop_blocks - 1:
+            self._halve()
+
+    def push_idle(self, k: int, d: np.ndarray) -> None:
+        """Block ``k`` of the hop without reference in the delay range: the output is the input."""
+        b = self.block
+        hop_in = self._hop_in
+        hop_in[0, k * b : (k + 1) * b] = d
+        hop_in[1, k * b : (k + 1) * b] = d  # the output is the input
+        hop_in[2, k * b : (k + 1) * b] = 0.0  # the reference is silent
+        self._hop_active = k > 0 and self._hop_active
+        if k == self.hop_blocks - 1:
+            self._halve()
+            self.state = Verdict.PASS
+        self.unsure = 0  # (no reference in the whole delay range: no echo of it can come back)
+
+    def note(self, first: bool, out_ms: float, near_ms: float) -> None:
+        """The newest block's output and inbound mean squares, for the hop's figures (``first`` block of it)."""
+        self.hop_out = out_ms if first else max(self.hop_out, out_ms)
+        self._hop_near = near_ms if first else self._hop_near + near_ms
+        direct = self._direct_echo()
+        self._hop_direct = direct if first else self._hop_direct + direct
+
+    def _halve(self) -> None:
+        """The hop just completed, at half the rate for the correlators (only the filters' memory when no block
+        of it had a reference: nothing will be correlated)."""
+        h = len(self._near2)
+        self._far2[:-h] = self._far2[h:]
+        if self._hop_active:
+            self._near2[:], self._out2[:], self._far2[-h:] = self._half.push(*self._hop_in)
+        else:
+            self._half.skip(*self._hop_in)
+            self._near2[:] = self._out2[:] = self._far2[-h:] = 0.0
+
+    def step(self, near_ms: float, echo_ms: float) -> float:
+        """Full while the inbound audio is (explained or explainable) echo, small while the caller talks over it:
+        the share of the inbound audio that the echo path's model (or, once learnt, the filter) accounts for."""
+        raw = self.raw_echo()
+        if raw <= 0.0:
+            return 0.0  # no echo path known: nothing to learn (a seed starts the filter when one is found)
+        explained = min(max(echo_ms, raw), 2 * raw)
+        return self.mu * min(1.0, explained / (near_ms + _TINY))
+
+    def raw_echo(self) -> float:
+        """The echo the path would bring back in the newest block (mean square, before cancelling)."""
+        if self.echo_gain <= 0.0:
+            return 0.0
+        lag = int(self.path.lag) // self.block
+        span = self.far_blocks[max(lag - 1, 0) : lag + self.tail_blocks + 1]
+        return self.echo_gain * float(span.max()) if span.size else 0.0
+
+    def _direct_echo(self) -> float:
+        """The echo the path would bring back in the newest block from the reference at its very delay."""
+        if self.echo_gain <= 0.0:
+            return 0.0
+        return self.echo_gain * float(self.far_blocks[int(self.path.lag) // self.block])
+
+    def left_bound(self) -> float:
+        """The echo the output correlator still finds (mean square), while it finds any."""
+        if self.state is not Verdict.ECHO:
+            return 0.0
+        lag = int(self._left.lag)
+        span = self.far_blocks[max(lag - 1, 0) : lag + 2]
+        return self._left.gain**2 * float(span.max()) if span.size else 0.0
+
+    # --- per hop --------------------------------------------------------------------------------------------
+    def _confirmed(self, corr: Correlator) -> bool:
+        """Is the short sum's peak an echo? When it is strong, or has stayed at one lag for as many hops as the
+        short sum spans (two sums with no hop in common agree), or sits at the known path's lag. Never over a
+        single hop of sound. Two voices can correlate by chance for a moment (the more so when their pitch is alike,
+        and a word the agent also said can match for its whole length), never at one lag for long: a peak that is
+        merely weak and new is no first path, however a longer sum agrees (a caller talking over the agent fills
+        both sums alike)."""
+        found = corr.short
+        if found.ncc < self.detect or corr.heard(corr.short_hops) < 2:
+            return False  # a peak over a single hop of sound is no evidence (a click, a word's first sound)
+        if self.echo_gain > 0.0 and abs(2 * found.lag - self.path.lag) <= 2 * self.lag_tolerance:
+            return True
+        return found.ncc >= self.strong or corr.steady >= corr.short_hops
+
+    def correlate(self, floor: float) -> None:
+        """The hop just ended (with reference in the delay range above its floor); ``floor``: the output's noise
+        floor."""
+        # Only a hop with sound above the noise floor is worth correlating (most hops of a call without echo
+        # are not): the others count as silence, without an FFT.
+        loud = max(4 * floor, QUIET)  # (a clean line's floor is μ-law's idle code: next to nothing)
+        near_loud = self._hop_near / self.hop_blocks > loud
+        out_loud = self.hop_out > loud
+        if near_loud or out_loud:
+            half_lags = self.max_lag // 2
+            ref = self._far2
+            spec = rfft(ref, self.near_corr.nfft)
+            cum = np.concatenate([[0.0], np.cumsum(ref * ref)])
+            hop = len(self._near2)
+            energy = (cum[hop : hop + half_lags + 1] - cum[: half_lags + 1])[::-1]
+        if near_loud and out_loud:  # (both at once: one transform each way for the two)
+            both = cross_correlate(np.stack([self._near2, self._out2]), spec, self.near_corr.nfft, half_lags)
+            self.near_corr.push(self._near2, spec, energy, both[0])
+            self.out_corr.push(self._out2, spec, energy, both[1])
+        else:
+            if near_loud:
+                self.near_corr.push(self._near2, spec, energy)
+            else:
+                self.near_corr.push_quiet()
+            if out_loud:
+                self.out_corr.push(self._out2, spec, energy)
+            else:
+                self.out_corr.push_quiet()
+        near, left = self.near_corr, self.out_corr.short
+        fresh = near.short
+        seen = self._confirmed(self.near_corr)
+        left_seen = self._confirmed(self.out_corr)
+        self.pending = (fresh.ncc >= self.detect and not seen) or (left.ncc >= self.detect and not left_seen)
+        # Where the echo is: the inbound correlator's confirmed peak.
+        if seen:
+            self.path = Path(2 * fresh.lag, fresh.ncc, fresh.gain)
+            # (Measured on hops that held sound: a quiet hop adds nothing to the sums, and no gain of its own.)
+            if near_loud and fresh.ncc >= self.dominant:  # mostly echo: measure the path and the filter
+                # (The newest hop's gain, or the short sum's when that is more: a hop whose echo comes back at
+                # another lag than the reference's, an underrun at the phone, is no measure of the path.)
+                gain = max(near.hop_gain(fresh.lag), fresh.gain) ** 2 / max(fresh.ncc**2, 0.5)
+                self.echo_gain = max(gain, self.echo_gain) if self.unsure else gain
+                self.line_gain = max(self.line_gain, gain)
+                hop_share = float(self._out2 @ self._out2) / (float(self._near2 @ self._near2) + _TINY)
+                if left_seen:  # the output still holds echo: cancelling got worse (a new path): at once
+                    self.share = min(1.0, max(hop_share, 0.5 * self.share + 0.5 * hop_share))
+                else:  # what the output holds is not echo (the caller, noise): the share can only fall
+                    self.share = max(min(self.share, 0.5 * self.share + 0.5 * hop_share), 1e-3)
+            elif near_loud and self.echo_gain == 0.0:  # a first sight, maybe over the caller
+                self.echo_gain = 1.25 * near.hop_gain(fresh.lag) ** 2
+            share_left = self.out_corr.short_energy / (near.short_energy + _TINY)
+            if (near_loud and left_seen and left.ncc >= self.seed_ncc and fresh.ncc >= self.seed_ncc
+                    and share_left > 0.25 and 1.0 - fresh.ncc**2 < 0.5 * share_left):
+                # Much echo left (the filter is far behind: a new path), and one lag alone explains most of it:
+                # start over from that lag.
+                self.filter.seed(2 * fresh.lag, near.hop_gain(fresh.lag))
+                self.out_corr.clear_short()
+                left, left_seen = self.out_corr.short, False
+                self.share = max(self.share, 1.0 - fresh.ncc**2)
+                self.seeds += 1
+            else:
+                lag, start = self.path.lag, self.filter.offset * self.block
+                if not (start + self.block // 2 <= lag < start + (self.partitions - 1) * self.block):
+                    self.filter.move(max(0, int(lag) - self.block // 2) // self.block)
+        else:
+            if left_seen and left.ncc >= self.seed_ncc and fresh.ncc < self.detect / 2 and near_loud:
+                self.filter.clear()  # the filter makes an echo the line no longer has: the path is gone
+                self.out_corr.clear_short()
+                left, left_seen = self.out_corr.short, False
+        # The filter adds more than it takes away, hop after hop: it has gone wrong; start over. (Over one hop
+        # it is only what a converged filter leaves when the echo dips while the reference around it is loud.)
+        worse = out_loud and float(self._out2 @ self._out2) > 2 * float(self._near2 @ self._near2) + _TINY
+        self._worse_hops = self._worse_hops + 1 if worse else 0
+        if self._worse_hops >= 3:
+            self.filter.clear()
+            self.out_corr.clear_short()
+            left, left_seen = self.out_corr.short, False
+            self._worse_hops = 0
+        # The inbound audio far quieter than the echo the path predicts, hop after hop: the echo has gone.
+        if self.unsure:  # the echo is not where a misplaced reference predicts it: that says nothing of the path
+            self._absent_hops = 0
+        elif self._hop_direct > 4 * self.hop_blocks * floor:  # an echo worth hearing was due
+            absent = self._hop_near < 0.01 * self._hop_direct  # and the inbound audio is 20 dB below it
+            self._absent_hops = self._absent_hops + 1 if absent else 0
+        if self._absent_hops >= 5:
+            self.echo_gain *= 0.5
+            if self.echo_gain < 1e-4:
+                self.echo_gain = 0.0
+                self.filter.clear()
+                self.out_corr.clear_short()
+                left, left_seen = self.out_corr.short, False
+        self.line_gain *= self._line_forget
+        if left_seen:
+            self.state = Verdict.ECHO
+            self._left = Path((2 * left.lag) // self.block, left.ncc, self.out_corr.hop_gain(left.lag))
+        else:
+            self.state = Verdict.PASS
