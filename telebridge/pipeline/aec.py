@@ -103,6 +103,9 @@ class EchoCanceller:
                                    seed_ncc=seed_ncc, line_memory=line_memory)
         self.gate = EchoGate(rate, b, margin=margin**2, prior=prior_gain**2, floor_memory=floor_memory, keep=keep)
         self._far = np.zeros(2 * b)
+        # Blocks of silent reference in a row: once they span everything that remembers the reference (the delay
+        # range and the tail), a silent block changes nothing of it.
+        self._silent = self._silent_span = len(self.tracker.far_blocks)
         self._in_near = np.zeros(0, np.float32)
         self._in_far = np.zeros(0, np.float32)
         self.blocks = 0
@@ -182,6 +185,8 @@ class EchoCanceller:
         if len(self._in_near):
             near = np.concatenate([self._in_near, near])
             far = np.concatenate([self._in_far, far])
+        elif len(near) == b:  # (one block, the call's 20 ms frame: no bookkeeping)
+            return self._block(np.asarray(near, np.float64), np.asarray(far, np.float64)).astype(np.float32)
         whole = len(near) - len(near) % b
         out = np.empty(whole, np.float32)
         for i in range(0, whole, b):
@@ -201,41 +206,54 @@ class EchoCanceller:
 
     # --- one block ------------------------------------------------------------------------------------------
     def _block(self, d: np.ndarray, x: np.ndarray) -> np.ndarray:
+        """One block of inbound audio ``d`` and reference ``x``: the output (float64; the caller's to convert)."""
         b = self.block
+        far_ms = float(x @ x) / b
+        if far_ms == 0.0 and not np.count_nonzero(x):
+            if self._silent >= self._silent_span:  # (silence for longer than the reference is remembered)
+                return self._idle_block(d)
+            self._silent += 1
+        else:
+            self._silent = 0
         self._far[:b] = self._far[b:]
         self._far[b:] = x
         track, gate = self.tracker, self.gate
-        far_max = track.push_far(float(x @ x) / b)
+        far_max = track.push_far(far_ms)
         if far_max <= 0.0:  # no reference within the delay range: no echo can come back (the idle fast path)
             return self._idle_block(d)
         filt = self.filter
         filt.push_reference(self._far)
-        y = filt.estimate()
-        e = d - y
-        near_ms, out_ms, echo_ms = float(d @ d) / b, float(e @ e) / b, float(y @ y) / b
+        near_ms = float(d @ d) / b
+        if filt.active:
+            y = filt.estimate()
+            e = d - y
+            out_ms, echo_ms = float(e @ e) / b, float(y @ y) / b
+        else:  # (no echo estimate: the output is the input)
+            e, out_ms, echo_ms = d, near_ms, 0.0
         active = far_max > self.far_floor
+        raw = track.raw_echo()
         if active:
-            filt.adapt(e, track.step(near_ms, echo_ms))
+            filt.adapt(e, track.step(near_ms, echo_ms, raw))
         k = self.blocks % self.hop_blocks
         track.push_hop(k, d, e, x)
         self.blocks += 1
         gate.track_floor(out_ms, self.blocks)
-        raw = track.raw_echo()
         track.note(k == 0, out_ms, near_ms)
-        bound = max(track.share * max(raw, echo_ms), track.left_bound())
         if track.unsure:
             track.unsure -= 1
-        if k == self.hop_blocks - 1:
+        if k == self.hop_blocks - 1:  # (the bound after the hop's judgement)
             if active:
                 track.correlate(gate.floor)
             else:
                 track.state = Verdict.PASS
             bound = max(track.share * max(track.raw_echo(), echo_ms), track.left_bound())
             gate.end_hop(track.hop_out, bound, track.pending)
+        else:
+            bound = max(track.share * max(raw, echo_ms), track.left_bound())
         if track.unsure:  # the echo may come back at any lag, uncancelled: the line's gain on the loudest reference
-            bound = max(bound, track.line_gain * float(track.far_blocks[: self.history + self.tail_blocks].max()))
+            bound = max(bound, track.line_gain * max(track.far_blocks[: self.history + self.tail_blocks]))
         gate.judge(self.blocks - 1, out_ms, bound, far_max, active, track.state is Verdict.ECHO)
-        return e.astype(np.float32)
+        return e
 
     def _idle_block(self, d: np.ndarray) -> np.ndarray:
         """A block with no reference anywhere in the delay range: the output is the input, every verdict PASS."""
@@ -246,4 +264,4 @@ class EchoCanceller:
         self.blocks += 1
         self.gate.track_floor(float(d @ d) / b, self.blocks)
         self.gate.idle(self.blocks - 1, k == self.hop_blocks - 1)
-        return d.astype(np.float32)
+        return d

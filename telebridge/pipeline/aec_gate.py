@@ -22,6 +22,9 @@ class Verdict(IntEnum):
     PASS = 2
 
 
+_VERDICTS = tuple(Verdict)  # (by value)
+
+
 class EchoGate:
     """One call's verdicts, per block of ``block`` samples at ``rate``. ``margin``: how far (power) above the echo
     bound a block passes as the caller; ``prior``: the loudest echo (power gain) assumed for a new sound the
@@ -56,7 +59,7 @@ class EchoGate:
         if last < first:
             return Verdict.PASS
         v = self._v  # (a VAD window spans two or three blocks: plain Python beats numpy's fancy indexing here)
-        return Verdict(min(int(v[i % n]) for i in range(first, last + 1)))
+        return _VERDICTS[min([v[i % n] for i in range(first, last + 1)])]
 
     def bound(self, start: int, end: int, blocks: int) -> float:
         """The largest echo bound (mean square) of the blocks ``[start, end)`` overlaps."""
@@ -71,7 +74,7 @@ class EchoGate:
         ring[self._floor_i] = out_ms
         self._floor_i = (self._floor_i + 1) % len(ring)
         if self._floor_i % 8 == 0 or blocks <= 8:
-            self.floor = float(ring.min())
+            self.floor = float(np.minimum.reduce(ring))
 
     def end_hop(self, hop_out: float, bound: float, pending: bool) -> None:
         """A hop ended: ``hop_out`` its loudest output block, ``bound`` the echo bound now, ``pending`` whether a

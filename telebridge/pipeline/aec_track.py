@@ -15,11 +15,11 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numpy.fft import rfft
 
+from .aec_fft import irfft_into, rfft_into
 from .aec_filter import AdaptiveFilter
 from .aec_gate import Verdict
-from .aec_path import Correlator, HalfRate, Path, cross_correlate
+from .aec_path import Correlator, HalfRate, Path
 
 __all__ = ["QUIET", "PathTracker"]
 
@@ -59,10 +59,19 @@ class PathTracker:
         self.near_corr = Correlator(hop2, self.max_lag // 2)
         self.out_corr = Correlator(hop2, self.max_lag // 2)
         self._far2 = np.zeros(hop2 + self.max_lag // 2)
-        self._near2 = np.zeros(hop2)
-        self._out2 = np.zeros(hop2)
-        # Mean square of the reference per block, newest first.
-        self.far_blocks = np.zeros(history + tail_blocks + 2)
+        self._sig2 = np.zeros((2, hop2))  # the hop's inbound audio and output, at half the rate
+        self._near2, self._out2 = self._sig2
+        self._quiet_far2 = 0  # hops in a row without reference (once they span ``_far2``, it holds zeros only)
+        # Work arrays of the hop's correlations (nothing is allocated per hop).
+        nfft, lags = self.near_corr.nfft, self.max_lag // 2
+        self._spec = np.zeros(nfft // 2 + 1, np.complex128)  # the reference's spectrum
+        self._sig_spec = np.zeros((2, nfft // 2 + 1), np.complex128)
+        self._corr = np.zeros((2, nfft))
+        self._sq = np.zeros(len(self._far2))
+        self._cum = np.zeros(len(self._far2) + 1)  # (its first element stays 0)
+        self._energy = np.zeros(lags + 1)
+        # Mean square of the reference per block, newest first (a list: a few dozen numbers, read a few at a time).
+        self.far_blocks = [0.0] * (history + tail_blocks + 2)
         # The echo path (inbound correlator): lag in samples, and the echo's power gain with its tail.
         self.path = Path()
         self.echo_gain = 0.0
@@ -83,9 +92,9 @@ class PathTracker:
     def push_far(self, ms: float) -> float:
         """The reference's newest block has mean square ``ms``: the loudest block in the delay range."""
         fb = self.far_blocks
-        fb[1:] = fb[:-1]
-        fb[0] = ms
-        return float(fb[: self.history].max())
+        fb.pop()
+        fb.insert(0, ms)
+        return max(fb[: self.history])
 
     def push_hop(self, k: int, d: np.ndarray, e: np.ndarray, x: np.ndarray) -> None:
         """Block ``k`` of the hop: inbound ``d``, output ``e``, reference ``x`` (the hop is halved at its end)."""
@@ -100,16 +109,22 @@ class PathTracker:
 
     def push_idle(self, k: int, d: np.ndarray) -> None:
         """Block ``k`` of the hop without reference in the delay range: the output is the input."""
+        self._hop_active = k > 0 and self._hop_active
+        self.unsure = 0  # (no reference in the whole delay range: no echo of it can come back)
+        if k == self.hop_blocks - 1 and not self._hop_active:
+            # A hop without reference: only the filters' memory needs (the end of) its last block.
+            self._half.skip(d, d, 0.0)
+            self._silent_hop()
+            self.state = Verdict.PASS
+            return
         b = self.block
         hop_in = self._hop_in
         hop_in[0, k * b : (k + 1) * b] = d
         hop_in[1, k * b : (k + 1) * b] = d  # the output is the input
         hop_in[2, k * b : (k + 1) * b] = 0.0  # the reference is silent
-        self._hop_active = k > 0 and self._hop_active
         if k == self.hop_blocks - 1:
             self._halve()
             self.state = Verdict.PASS
-        self.unsure = 0  # (no reference in the whole delay range: no echo of it can come back)
 
     def note(self, first: bool, out_ms: float, near_ms: float) -> None:
         """The newest block's output and inbound mean squares, for the hop's figures (``first`` block of it)."""
@@ -119,20 +134,27 @@ class PathTracker:
         self._hop_direct = direct if first else self._hop_direct + direct
 
     def _halve(self) -> None:
-        """The hop just completed, at half the rate for the correlators (only the filters' memory when no block
-        of it had a reference: nothing will be correlated)."""
+        """The hop just completed (some block of it had a reference), at half the rate for the correlators."""
         h = len(self._near2)
+        self._quiet_far2 = 0
         self._far2[:-h] = self._far2[h:]
-        if self._hop_active:
-            self._near2[:], self._out2[:], self._far2[-h:] = self._half.push(*self._hop_in)
-        else:
-            self._half.skip(*self._hop_in)
-            self._near2[:] = self._out2[:] = self._far2[-h:] = 0.0
+        half = self._half.push(self._hop_in)
+        self._sig2[:] = half[:2]
+        self._far2[-h:] = half[2]
 
-    def step(self, near_ms: float, echo_ms: float) -> float:
+    def _silent_hop(self) -> None:
+        """A hop without reference, at half the rate: zeros (nothing to shift once the history is zeros only)."""
+        h = len(self._near2)
+        if self._quiet_far2 * h <= len(self._far2):
+            self._quiet_far2 += 1
+            self._far2[:-h] = self._far2[h:]
+            self._far2[-h:] = 0.0
+            self._sig2[:] = 0.0
+
+    def step(self, near_ms: float, echo_ms: float, raw: float) -> float:
         """Full while the inbound audio is (explained or explainable) echo, small while the caller talks over it:
-        the share of the inbound audio that the echo path's model (or, once learnt, the filter) accounts for."""
-        raw = self.raw_echo()
+        the share of the inbound audio that the echo path's model (or, once learnt, the filter) accounts for
+        (``raw``: :meth:`raw_echo` now)."""
         if raw <= 0.0:
             return 0.0  # no echo path known: nothing to learn (a seed starts the filter when one is found)
         explained = min(max(echo_ms, raw), 2 * raw)
@@ -144,13 +166,13 @@ class PathTracker:
             return 0.0
         lag = int(self.path.lag) // self.block
         span = self.far_blocks[max(lag - 1, 0) : lag + self.tail_blocks + 1]
-        return self.echo_gain * float(span.max()) if span.size else 0.0
+        return self.echo_gain * max(span) if span else 0.0
 
     def _direct_echo(self) -> float:
         """The echo the path would bring back in the newest block from the reference at its very delay."""
         if self.echo_gain <= 0.0:
             return 0.0
-        return self.echo_gain * float(self.far_blocks[int(self.path.lag) // self.block])
+        return self.echo_gain * self.far_blocks[int(self.path.lag) // self.block]
 
     def left_bound(self) -> float:
         """The echo the output correlator still finds (mean square), while it finds any."""
@@ -158,7 +180,7 @@ class PathTracker:
             return 0.0
         lag = int(self._left.lag)
         span = self.far_blocks[max(lag - 1, 0) : lag + 2]
-        return self._left.gain**2 * float(span.max()) if span.size else 0.0
+        return self._left.gain**2 * max(span) if span else 0.0
 
     # --- per hop --------------------------------------------------------------------------------------------
     def _confirmed(self, corr: Correlator) -> bool:
@@ -183,26 +205,32 @@ class PathTracker:
         loud = max(4 * floor, QUIET)  # (a clean line's floor is μ-law's idle code: next to nothing)
         near_loud = self._hop_near / self.hop_blocks > loud
         out_loud = self.hop_out > loud
+        near2, out2 = self._near2, self._out2
+        near_y = float(near2 @ near2) if near_loud else None  # (the hop's energies at half the rate)
+        out_y = float(out2 @ out2) if out_loud else None
         if near_loud or out_loud:
             half_lags = self.max_lag // 2
+            nfft = self.near_corr.nfft
             ref = self._far2
-            spec = rfft(ref, self.near_corr.nfft)
-            cum = np.concatenate([[0.0], np.cumsum(ref * ref)])
+            spec = rfft_into(ref, nfft, self._spec)
+            cum = self._cum
+            np.cumsum(np.multiply(ref, ref, out=self._sq), out=cum[1:])
             hop = len(self._near2)
-            energy = (cum[hop : hop + half_lags + 1] - cum[: half_lags + 1])[::-1]
-        if near_loud and out_loud:  # (both at once: one transform each way for the two)
-            both = cross_correlate(np.stack([self._near2, self._out2]), spec, self.near_corr.nfft, half_lags)
-            self.near_corr.push(self._near2, spec, energy, both[0])
-            self.out_corr.push(self._out2, spec, energy, both[1])
-        else:
+            energy = np.subtract(cum[hop : hop + half_lags + 1], cum[: half_lags + 1], out=self._energy)[::-1]
+            # The cross-correlations of the loud ones (both at once: one transform each way for the two).
+            rows = slice(0, 2) if near_loud and out_loud else slice(0, 1) if near_loud else slice(1, 2)
+            sig_spec = rfft_into(self._sig2[rows], nfft, self._sig_spec[rows])
+            np.conjugate(sig_spec, out=sig_spec)
+            sig_spec *= spec
+            corr = irfft_into(sig_spec, nfft, self._corr[rows])
             if near_loud:
-                self.near_corr.push(self._near2, spec, energy)
-            else:
-                self.near_corr.push_quiet()
+                self.near_corr.push(near2, spec, energy, corr[0, : half_lags + 1], near_y)
             if out_loud:
-                self.out_corr.push(self._out2, spec, energy)
-            else:
-                self.out_corr.push_quiet()
+                self.out_corr.push(out2, spec, energy, corr[-1, : half_lags + 1], out_y)
+        if not near_loud:
+            self.near_corr.push_quiet()
+        if not out_loud:
+            self.out_corr.push_quiet()
         near, left = self.near_corr, self.out_corr.short
         fresh = near.short
         seen = self._confirmed(self.near_corr)
@@ -218,7 +246,7 @@ class PathTracker:
                 gain = max(near.hop_gain(fresh.lag), fresh.gain) ** 2 / max(fresh.ncc**2, 0.5)
                 self.echo_gain = max(gain, self.echo_gain) if self.unsure else gain
                 self.line_gain = max(self.line_gain, gain)
-                hop_share = float(self._out2 @ self._out2) / (float(self._near2 @ self._near2) + _TINY)
+                hop_share = (float(out2 @ out2) if out_y is None else out_y) / (near_y + _TINY)
                 if left_seen:  # the output still holds echo: cancelling got worse (a new path): at once
                     self.share = min(1.0, max(hop_share, 0.5 * self.share + 0.5 * hop_share))
                 else:  # what the output holds is not echo (the caller, noise): the share can only fall
@@ -246,7 +274,7 @@ class PathTracker:
                 left, left_seen = self.out_corr.short, False
         # The filter adds more than it takes away, hop after hop: it has gone wrong; start over. (Over one hop
         # it is only what a converged filter leaves when the echo dips while the reference around it is loud.)
-        worse = out_loud and float(self._out2 @ self._out2) > 2 * float(self._near2 @ self._near2) + _TINY
+        worse = out_loud and out_y > 2 * (float(near2 @ near2) if near_y is None else near_y) + _TINY
         self._worse_hops = self._worse_hops + 1 if worse else 0
         if self._worse_hops >= 3:
             self.filter.clear()
