@@ -245,7 +245,7 @@ class EchoCanceller:
             if active:
                 track.correlate(gate.floor)
             else:
-                track.state = Verdict.PASS
+                track.skip_hop()
             bound = max(track.share * max(track.raw_echo(), echo_ms), track.left_bound())
             gate.end_hop(track.hop_out, bound, track.pending)
         else:

@@ -47,21 +47,46 @@ class HalfRate:
         self._last = np.zeros(rows)
         self._out = np.zeros((rows, block // 2))
         self._tmp = np.zeros((rows, block // 2 - 1))
+        # A row left out of a block (:meth:`push` ``last_only``) owes its pre-emphasis memory, the last low-passed
+        # sample of that block: worked out from the block (kept here) only if the next block needs the row.
+        self._owed = [False] * rows
+        self._prev = np.zeros_like(self._buf)
+        self._prev_windows = sliding_window_view(self._prev, len(self._lp), axis=1)[:, ::2]
 
-    def push(self, signals: np.ndarray) -> np.ndarray:
+    def push(self, signals: np.ndarray, last_only: bool = False) -> np.ndarray:
         """One block of each signal in (one row each); their ``block // 2`` samples out, one row each (in an array
-        the next call reuses)."""
+        the next call reuses). ``last_only``: only the last row's are needed (the others' rows are left as they
+        were; their filters' memory follows the signals all the same)."""
         taps = len(self._lp)
         buf = self._buf
         buf[:, taps - 1 :] = signals
-        low = self._windows @ self._lp
-        buf[:, : taps - 1] = buf[:, -(taps - 1) :]
         out = self._out
-        out[:, 0] = low[:, 0] - PRE_EMPHASIS * self._last
-        tmp = np.multiply(low[:, :-1], PRE_EMPHASIS, out=self._tmp)
-        np.subtract(low[:, 1:], tmp, out=out[:, 1:])
-        self._last[:] = low[:, -1]
+        if last_only:
+            n = len(buf) - 1
+            self._prev[:n] = buf[:n]
+            self._owed[:n] = [True] * n
+            self._settle(n)
+            low = self._windows[n] @ self._lp
+            out[n, 0] = low[0] - PRE_EMPHASIS * self._last[n]
+            np.subtract(low[1:], np.multiply(low[:-1], PRE_EMPHASIS, out=self._tmp[n]), out=out[n, 1:])
+            self._last[n] = low[-1]
+        else:
+            for row in range(len(buf)):
+                self._settle(row)
+            low = self._windows @ self._lp
+            out[:, 0] = low[:, 0] - PRE_EMPHASIS * self._last
+            tmp = np.multiply(low[:, :-1], PRE_EMPHASIS, out=self._tmp)
+            np.subtract(low[:, 1:], tmp, out=out[:, 1:])
+            self._last[:] = low[:, -1]
+        buf[:, : taps - 1] = buf[:, -(taps - 1) :]
         return out
+
+    def _settle(self, row: int) -> None:
+        """The pre-emphasis memory a row left out of the previous block owes (the same arithmetic as if it had
+        been in: the row's own windows of that block)."""
+        if self._owed[row]:
+            self._owed[row] = False
+            self._last[row] = (self._prev_windows[row] @ self._lp)[-1]
 
     def skip(self, *signals: np.ndarray | float) -> None:
         """A block whose output nobody needs: only the filters' memory follows the signals."""
@@ -69,6 +94,7 @@ class HalfRate:
         for row, signal in enumerate(signals):
             self._buf[row, :tail] = signal[-tail:] if isinstance(signal, np.ndarray) else signal
         self._last[:] = 0.0
+        self._owed = [False] * len(self._owed)
 
 
 def cross_correlate(sig: np.ndarray, ref_spec: np.ndarray, nfft: int, lags: int) -> np.ndarray:

@@ -58,14 +58,16 @@ class PathTracker:
         hop2 = hop_blocks * b // 2
         self.near_corr = Correlator(hop2, self.max_lag // 2)
         self.out_corr = Correlator(hop2, self.max_lag // 2)
-        self._far2 = np.zeros(hop2 + self.max_lag // 2)
-        self._sig2 = np.zeros((2, hop2))  # the hop's inbound audio and output, at half the rate
+        # What the correlators transform, zero-padded, one row each (so one call transforms all three): the
+        # reference of the whole delay range, the hop's inbound audio and its output, at half the rate.
+        nfft, lags = self.near_corr.nfft, self.max_lag // 2
+        self._rows = np.zeros((3, nfft))
+        self._far2 = self._rows[0, : hop2 + lags]
+        self._sig2 = self._rows[1:, :hop2]
         self._near2, self._out2 = self._sig2
         self._quiet_far2 = 0  # hops in a row without reference (once they span ``_far2``, it holds zeros only)
         # Work arrays of the hop's correlations (nothing is allocated per hop).
-        nfft, lags = self.near_corr.nfft, self.max_lag // 2
-        self._spec = np.zeros(nfft // 2 + 1, np.complex128)  # the reference's spectrum
-        self._sig_spec = np.zeros((2, nfft // 2 + 1), np.complex128)
+        self._specs = np.zeros((3, nfft // 2 + 1), np.complex128)
         self._corr = np.zeros((2, nfft))
         self._sq = np.zeros(len(self._far2))
         self._cum = np.zeros(len(self._far2) + 1)  # (its first element stays 0)
@@ -97,15 +99,14 @@ class PathTracker:
         return max(fb[: self.history])
 
     def push_hop(self, k: int, d: np.ndarray, e: np.ndarray, x: np.ndarray) -> None:
-        """Block ``k`` of the hop: inbound ``d``, output ``e``, reference ``x`` (the hop is halved at its end)."""
+        """Block ``k`` of the hop: inbound ``d``, output ``e``, reference ``x`` (the hop is halved at its end, by
+        :meth:`correlate` or :meth:`skip_hop`)."""
         b = self.block
         hop_in = self._hop_in
         hop_in[0, k * b : (k + 1) * b] = d
         hop_in[1, k * b : (k + 1) * b] = e
         hop_in[2, k * b : (k + 1) * b] = x
         self._hop_active = True
-        if k == self.hop_blocks - 1:
-            self._halve()
 
     def push_idle(self, k: int, d: np.ndarray) -> None:
         """Block ``k`` of the hop without reference in the delay range: the output is the input."""
@@ -123,8 +124,7 @@ class PathTracker:
         hop_in[1, k * b : (k + 1) * b] = d  # the output is the input
         hop_in[2, k * b : (k + 1) * b] = 0.0  # the reference is silent
         if k == self.hop_blocks - 1:
-            self._halve()
-            self.state = Verdict.PASS
+            self.skip_hop()
 
     def note(self, first: bool, out_ms: float, near_ms: float) -> None:
         """The newest block's output and inbound mean squares, for the hop's figures (``first`` block of it)."""
@@ -133,13 +133,22 @@ class PathTracker:
         direct = self._direct_echo()
         self._hop_direct = direct if first else self._hop_direct + direct
 
-    def _halve(self) -> None:
-        """The hop just completed (some block of it had a reference), at half the rate for the correlators."""
+    def skip_hop(self) -> None:
+        """The hop (some block of which had a reference) ended, with nothing to correlate (the reference below
+        its floor over the whole delay range)."""
+        self._halve(False)
+        self.state = Verdict.PASS
+
+    def _halve(self, signals: bool) -> None:
+        """The hop just completed (some block of it had a reference), at half the rate for the correlators: the
+        reference always (the correlations of later hops reach back into it), the inbound audio and the output
+        if ``signals`` (they are correlated now)."""
         h = len(self._near2)
         self._quiet_far2 = 0
         self._far2[:-h] = self._far2[h:]
-        half = self._half.push(self._hop_in)
-        self._sig2[:] = half[:2]
+        half = self._half.push(self._hop_in, last_only=not signals)
+        if signals:
+            self._sig2[:] = half[:2]
         self._far2[-h:] = half[2]
 
     def _silent_hop(self) -> None:
@@ -199,30 +208,32 @@ class PathTracker:
 
     def correlate(self, floor: float) -> None:
         """The hop just ended (with reference in the delay range above its floor); ``floor``: the output's noise
-        floor."""
+        floor. (Its half-rate signals hold what was correlated last: only a loud hop is correlated.)"""
         # Only a hop with sound above the noise floor is worth correlating (most hops of a call without echo
         # are not): the others count as silence, without an FFT.
         loud = max(4 * floor, QUIET)  # (a clean line's floor is μ-law's idle code: next to nothing)
         near_loud = self._hop_near / self.hop_blocks > loud
         out_loud = self.hop_out > loud
+        self._halve(near_loud or out_loud)
         near2, out2 = self._near2, self._out2
         near_y = float(near2 @ near2) if near_loud else None  # (the hop's energies at half the rate)
         out_y = float(out2 @ out2) if out_loud else None
         if near_loud or out_loud:
             half_lags = self.max_lag // 2
             nfft = self.near_corr.nfft
+            # The spectra of the reference and of the loud ones, in one call.
+            rows = slice(0, 3) if near_loud and out_loud else slice(0, 2) if near_loud else slice(0, 3, 2)
+            specs = rfft_into(self._rows[rows], nfft, self._specs[rows])
+            spec, sig_spec = specs[0], specs[1:]
             ref = self._far2
-            spec = rfft_into(ref, nfft, self._spec)
             cum = self._cum
             np.cumsum(np.multiply(ref, ref, out=self._sq), out=cum[1:])
             hop = len(self._near2)
             energy = np.subtract(cum[hop : hop + half_lags + 1], cum[: half_lags + 1], out=self._energy)[::-1]
-            # The cross-correlations of the loud ones (both at once: one transform each way for the two).
-            rows = slice(0, 2) if near_loud and out_loud else slice(0, 1) if near_loud else slice(1, 2)
-            sig_spec = rfft_into(self._sig2[rows], nfft, self._sig_spec[rows])
+            # Their cross-correlations with the reference (the two at once).
             np.conjugate(sig_spec, out=sig_spec)
             sig_spec *= spec
-            corr = irfft_into(sig_spec, nfft, self._corr[rows])
+            corr = irfft_into(sig_spec, nfft, self._corr[: len(sig_spec)])
             if near_loud:
                 self.near_corr.push(near2, spec, energy, corr[0, : half_lags + 1], near_y)
             if out_loud:
