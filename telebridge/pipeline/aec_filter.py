@@ -6,7 +6,9 @@ the correlators found and started from their estimate (:meth:`AdaptiveFilter.see
 from __future__ import annotations
 
 import numpy as np
-from numpy.fft import irfft, rfft
+from numpy.fft import rfft
+
+from .aec_fft import irfft_into, rfft_into
 
 __all__ = ["AdaptiveFilter"]
 
@@ -22,17 +24,18 @@ class AdaptiveFilter:
         rows = history + partitions
         self._rows = rows
         # A ring of the reference's latest ``rows`` blocks (nothing is shifted per block): row ``_head`` is the
-        # newest, ``_head + k`` (mod ``rows``) the one ``k`` blocks older.
+        # newest, ``_head + k`` (mod ``rows``) the one ``k`` blocks older. The spectra are kept twice over (row
+        # ``r`` also at ``r + rows``), so that the ``partitions`` rows the filter uses are always one slice, a view.
         self._head = 0
-        self._now: np.ndarray | None = None  # the spectra in use for the newest block (made once per block)
-        self._X = np.zeros((rows, bins), np.complex128)  # reference spectra
+        self._now: np.ndarray | None = None  # the spectra in use for the newest block (a view, found once per block)
+        self._X = np.zeros((2 * rows, bins), np.complex128)  # reference spectra
         # The reference frames themselves: their spectra are computed only while the filter is in use (a call
         # without echo never needs them), for every stale row at once when it starts.
         self._frames = np.zeros((rows, 2 * block))
-        self._stale = np.zeros(rows, bool)
+        self._stale = np.zeros(2 * rows, bool)  # (twice over too)
+        self._silent = rows  # the latest blocks of silent reference in a row (all of the ring: nothing to clear)
         self._W = np.zeros((partitions, bins), np.complex128)
         self._power = np.zeros(bins)
-        self._zeros = np.zeros(block)
         # Regularisation: every bin counts as at least a -45 dBFS white reference, so a reference rising out of
         # silence (little power in the partitions yet) cannot take a huge step.
         self._delta = partitions * 2 * block * 10 ** (-45 / 10)
@@ -40,37 +43,62 @@ class AdaptiveFilter:
         self.active = False  # the filter holds something (seeded, or adapted since it was cleared)
         self._steps = 0
         self._silence = np.zeros(block)
+        # Work arrays, one per intermediate of a block (nothing is allocated per block).
+        self._acc = np.zeros(bins, np.complex128)
+        self._y = np.zeros(2 * block)
+        self._e = np.zeros(2 * block)  # the error, zero-padded: its first half stays zero
+        self._E = np.zeros(bins, np.complex128)
+        self._pw = np.zeros(bins)
+        self._pw2 = np.zeros(bins)
+        self._sq = np.zeros((partitions, bins))
+        self._norm = np.zeros(bins)
+        self._step = np.zeros(bins, np.complex128)
+        self._grad = np.zeros((partitions, bins), np.complex128)
+        self._w = np.zeros((partitions, 2 * block))
 
     def push_silence(self) -> None:
         """A block of silent reference (the spectra of zeros, without the FFT)."""
-        h = self._head = (self._head - 1) % self._rows
+        rows = self._rows
+        h = self._head = (self._head - 1) % rows
         self._now = None
+        if self._silent >= rows:  # the whole ring is silence already: this row is zeros
+            return
+        self._silent += 1
         self._frames[h] = 0.0
         self._X[h] = 0.0
-        self._stale[h] = False
+        self._X[h + rows] = 0.0
+        self._stale[h] = self._stale[h + rows] = False
 
     def push_reference(self, frame: np.ndarray) -> None:
         """The reference's newest ``2 * block`` samples (one new block)."""
-        h = self._head = (self._head - 1) % self._rows
+        rows = self._rows
+        h = self._head = (self._head - 1) % rows
         self._now = None
-        self._frames[h] = frame
+        self._silent = 0
         if self.active:
-            self._X[h] = rfft(frame)
-            self._stale[h] = False
+            X = self._X
+            rfft_into(frame, 2 * self.block, X[h])
+            X[h + rows] = X[h]
+            self._stale[h] = self._stale[h + rows] = False
         else:
-            self._stale[h] = True
+            self._frames[h] = frame
+            self._stale[h] = self._stale[h + rows] = True
 
     def _spectra(self) -> np.ndarray:
         """The reference spectra the filter uses now, newest first (computing any it skipped while idle)."""
         if self._now is not None:
             return self._now
-        rows = (self._head + self.offset + np.arange(self.partitions)) % self._rows
-        stale = self._stale[rows]
-        if stale.any():
-            todo = rows[stale]
-            self._X[todo] = rfft(self._frames[todo], axis=1)
-            self._stale[todo] = False
-        self._now = self._X[rows]
+        first = self._head + self.offset
+        last = first + self.partitions
+        if np.count_nonzero(self._stale[first:last]):
+            rows = self._rows
+            todo = np.arange(first, last) % rows
+            todo = todo[self._stale[todo]]
+            spectra = rfft(self._frames[todo], axis=1)
+            self._X[todo] = spectra
+            self._X[todo + rows] = spectra
+            self._stale[todo] = self._stale[todo + rows] = False
+        self._now = self._X[first:last]
         return self._now
 
     def move(self, offset: int) -> None:
@@ -109,11 +137,12 @@ class AdaptiveFilter:
         self.active = False
 
     def estimate(self) -> np.ndarray:
-        """The echo estimate for the newest block."""
+        """The echo estimate for the newest block (valid until the next block: the filter reuses the array)."""
         if not self.active:  # all zeros: no echo estimate to make (most of a call without echo)
             return self._silence
         X = self._spectra()
-        return irfft(np.einsum("pk,pk->k", self._W, X), 2 * self.block)[self.block :]
+        np.einsum("pk,pk->k", self._W, X, out=self._acc)
+        return irfft_into(self._acc, 2 * self.block, self._y)[self.block :]
 
     def adapt(self, error: np.ndarray, mu: float) -> None:
         """One NLMS step on the newest block's ``error`` (inbound minus estimate), step size ``mu``."""
@@ -121,20 +150,28 @@ class AdaptiveFilter:
             return
         b = self.block
         X = self._spectra()
-        E = rfft(np.concatenate([self._zeros, error]))
-        power = np.einsum("pk,pk->k", X.real, X.real) + np.einsum("pk,pk->k", X.imag, X.imag)
+        self._e[b:] = error
+        E = rfft_into(self._e, 2 * b, self._E)
+        power, im, sq = self._pw, self._pw2, self._sq
+        np.add.reduce(np.multiply(X.real, X.real, out=sq), axis=0, out=power)  # (the sum over the partitions)
+        power += np.add.reduce(np.multiply(X.imag, X.imag, out=sq), axis=0, out=im)
         self._power *= 0.5
-        self._power += 0.5 * power
-        norm = self._power + self._delta
-        W = self._W + np.conj(X) * (E * (mu / norm))
+        power *= 0.5
+        self._power += power
+        norm = np.add(self._power, self._delta, out=self._norm)
+        np.divide(mu, norm, out=norm)
+        step = np.multiply(E, norm, out=self._step)
+        grad = np.conjugate(X, out=self._grad)
+        grad *= step
+        W = self._W
+        W += grad
         # The gradient constraint: each partition stays a causal FIR of ``block`` taps (without it, the circular
         # half of the response answers the reference at wrong lags, e.g. before the echo has even come back).
         # Every other block: the half-step of wrap-around in between is too small to matter, the FFTs are not.
         self.active = True
         self._steps += 1
         if self._steps % 2:
-            self._W = W
             return
-        w = irfft(W, 2 * b, axis=1)
+        w = irfft_into(W, 2 * b, self._w)
         w[:, b:] = 0.0
-        self._W = rfft(w, axis=1)
+        rfft_into(w, 2 * b, W)

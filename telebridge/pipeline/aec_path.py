@@ -24,6 +24,7 @@ _TINY = 1e-12
 DETECT_FLOOR = 0.25  # a correlation peak this weak is no sighting at all
 MAX_GAIN = 0.5  # no echo comes back louder than 6 dB down
 PRE_EMPHASIS = 0.9
+_sum = np.add.reduce  # (the ufunc itself: ``ndarray.sum`` adds a Python call per use)
 
 
 class Path(NamedTuple):
@@ -44,19 +45,48 @@ class HalfRate:
         self._buf = np.zeros((rows, block + len(self._lp) - 1))
         self._windows = sliding_window_view(self._buf, len(self._lp), axis=1)[:, ::2]  # a view: made once
         self._last = np.zeros(rows)
+        self._out = np.zeros((rows, block // 2))
+        self._tmp = np.zeros((rows, block // 2 - 1))
+        # A row left out of a block (:meth:`push` ``last_only``) owes its pre-emphasis memory, the last low-passed
+        # sample of that block: worked out from the block (kept here) only if the next block needs the row.
+        self._owed = [False] * rows
+        self._prev = np.zeros_like(self._buf)
+        self._prev_windows = sliding_window_view(self._prev, len(self._lp), axis=1)[:, ::2]
 
-    def push(self, *signals: np.ndarray) -> np.ndarray:
-        """One block of each signal in; their ``block // 2`` samples out (one row each)."""
+    def push(self, signals: np.ndarray, last_only: bool = False) -> np.ndarray:
+        """One block of each signal in (one row each); their ``block // 2`` samples out, one row each (in an array
+        the next call reuses). ``last_only``: only the last row's are needed (the others' rows are left as they
+        were; their filters' memory follows the signals all the same)."""
         taps = len(self._lp)
         buf = self._buf
         buf[:, taps - 1 :] = signals
-        low = self._windows @ self._lp
+        out = self._out
+        if last_only:
+            n = len(buf) - 1
+            self._prev[:n] = buf[:n]
+            self._owed[:n] = [True] * n
+            self._settle(n)
+            low = self._windows[n] @ self._lp
+            out[n, 0] = low[0] - PRE_EMPHASIS * self._last[n]
+            np.subtract(low[1:], np.multiply(low[:-1], PRE_EMPHASIS, out=self._tmp[n]), out=out[n, 1:])
+            self._last[n] = low[-1]
+        else:
+            for row in range(len(buf)):
+                self._settle(row)
+            low = self._windows @ self._lp
+            out[:, 0] = low[:, 0] - PRE_EMPHASIS * self._last
+            tmp = np.multiply(low[:, :-1], PRE_EMPHASIS, out=self._tmp)
+            np.subtract(low[:, 1:], tmp, out=out[:, 1:])
+            self._last[:] = low[:, -1]
         buf[:, : taps - 1] = buf[:, -(taps - 1) :]
-        out = np.empty_like(low)
-        out[:, 0] = low[:, 0] - PRE_EMPHASIS * self._last
-        out[:, 1:] = low[:, 1:] - PRE_EMPHASIS * low[:, :-1]
-        self._last = low[:, -1].copy()
         return out
+
+    def _settle(self, row: int) -> None:
+        """The pre-emphasis memory a row left out of the previous block owes (the same arithmetic as if it had
+        been in: the row's own windows of that block)."""
+        if self._owed[row]:
+            self._owed[row] = False
+            self._last[row] = (self._prev_windows[row] @ self._lp)[-1]
 
     def skip(self, *signals: np.ndarray | float) -> None:
         """A block whose output nobody needs: only the filters' memory follows the signals."""
@@ -64,6 +94,7 @@ class HalfRate:
         for row, signal in enumerate(signals):
             self._buf[row, :tail] = signal[-tail:] if isinstance(signal, np.ndarray) else signal
         self._last[:] = 0.0
+        self._owed = [False] * len(self._owed)
 
 
 def cross_correlate(sig: np.ndarray, ref_spec: np.ndarray, nfft: int, lags: int) -> np.ndarray:
@@ -87,23 +118,30 @@ class Correlator:
         self.short_hops = short_hops
         self.steady = 0  # hops in a row whose short-sum peak stayed at one lag
         self._heard: list[bool] = [False] * short_hops  # which of the latest hops held a signal (newest last)
+        self._clear = [True] * short_hops  # which of the ring's hops hold zeros only (nothing to clear)
+        # Work arrays for the peak search (nothing is allocated per hop).
+        self._sum_c = np.zeros(max_lag + 1)
+        self._sum_x = np.zeros(max_lag + 1)
+        self._gain = np.zeros(max_lag + 1)
+        self._ncc = np.zeros(max_lag + 1)
 
     def push(self, sig: np.ndarray, ref_spec: np.ndarray, ref_energy: np.ndarray,
-             corr: np.ndarray | None = None) -> None:
+             corr: np.ndarray | None = None, energy: float | None = None) -> None:
         """``sig``: the newest ``hop`` samples; ``ref_spec``: rfft (``nfft``) of the reference's newest
         ``hop + max_lag`` samples (ending at the same instant); ``ref_energy[lag]``: the energy of the
         reference under ``sig`` at each lag. The last two are shared by a canceller's correlators; ``corr``, the
-        cross-correlation itself when the caller computed it (:func:`cross_correlate`, several signals at once)."""
+        cross-correlation itself when the caller computed it (:func:`cross_correlate`, several signals at once),
+        and ``energy``, ``sig @ sig``, when it has it."""
         if corr is None:
             corr = cross_correlate(sig, ref_spec, self.nfft, self.max_lag)
-        c = corr[::-1]
-        y = float(sig @ sig)
+        y = float(sig @ sig) if energy is None else energy
         self._heard = self._heard[1:] + [True]
         i = self._i
-        self._ring_c[i], self._ring_x[i], self._ring_y[i] = c, ref_energy, y
+        self._clear[i] = False
+        self._ring_c[i], self._ring_x[i], self._ring_y[i] = corr[::-1], ref_energy, y
         self._i = (i + 1) % len(self._ring_y)
         previous = self.short
-        self.short = self._peak(self._ring_c.sum(axis=0), self._ring_x.sum(axis=0), float(self._ring_y.sum()))
+        self.short = self._peak_of_sums(float(_sum(self._ring_y)))
         same = previous.ncc >= DETECT_FLOOR and abs(self.short.lag - previous.lag) <= 1.0
         self.steady = self.steady + 1 if same and self.short.ncc >= DETECT_FLOOR else 0
 
@@ -111,11 +149,13 @@ class Correlator:
         """A hop with nothing worth correlating (the signal at the noise floor): it counts as silence."""
         self._heard = self._heard[1:] + [False]
         i = self._i
-        self._ring_c[i], self._ring_x[i], self._ring_y[i] = 0.0, 0.0, 0.0
+        if not self._clear[i]:
+            self._ring_c[i], self._ring_x[i], self._ring_y[i] = 0.0, 0.0, 0.0
+            self._clear[i] = True
         self._i = (i + 1) % len(self._ring_y)
-        ys = float(self._ring_y.sum())
-        self.short = self._peak(self._ring_c.sum(axis=0), self._ring_x.sum(axis=0), ys) if ys > 0 else Path()
         self.steady = 0
+        ys = float(_sum(self._ring_y))
+        self.short = self._peak_of_sums(ys) if ys > 0 else Path()
 
     def heard(self, hops: int) -> int:
         """How many of the latest ``hops`` hops held a signal (a peak over one or two is no evidence yet)."""
@@ -144,24 +184,33 @@ class Correlator:
         self._ring_c[:] = 0.0
         self._ring_x[:] = 0.0
         self._ring_y[:] = 0.0
+        self._clear = [True] * len(self._clear)
         self.short = Path()
         self.steady = 0
 
     @property
     def short_energy(self) -> float:
-        return float(self._ring_y.sum())
+        return float(_sum(self._ring_y))
 
-    @staticmethod
-    def _peak(c: np.ndarray, x: np.ndarray, y: float) -> Path:
+    def _peak_of_sums(self, y: float) -> Path:
+        """The peak of the short sum (``y``: the signal's energy in it)."""
+        c = _sum(self._ring_c, axis=0, out=self._sum_c)
+        x = _sum(self._ring_x, axis=0, out=self._sum_x)
+        return self._peak(c, x, y)
+
+    def _peak(self, c: np.ndarray, x: np.ndarray, y: float) -> Path:
         if y <= _TINY:
             return Path()
         # The share of the signal's amplitude an echo at each lag explains: ``gain * sqrt(x / y)`` (the normalised
         # correlation), with the gain capped at :data:`MAX_GAIN`: a lag whose reference is too faint to explain
         # that much through a real echo path (the caller's voice correlating by chance with a quiet reference,
         # or with the few samples of it at the edge of a silence) explains only what the loudest echo would.
-        gain = np.minimum(c / (x + _TINY), MAX_GAIN)
-        ncc = gain * np.sqrt(x / y)
-        k = int(np.argmax(ncc))
+        gain, ncc = self._gain, self._ncc
+        np.divide(c, np.add(x, _TINY, out=gain), out=gain)
+        np.minimum(gain, MAX_GAIN, out=gain)
+        np.sqrt(np.divide(x, y, out=ncc), out=ncc)
+        ncc *= gain
+        k = int(ncc.argmax())
         lag = float(k)
         if 0 < k < len(ncc) - 1:  # parabolic interpolation: the peak between samples
             a, m, b = ncc[k - 1], ncc[k], ncc[k + 1]
