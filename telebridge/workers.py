@@ -149,7 +149,8 @@ class _Worker:
 
 class Supervisor:
     def __init__(self, overrides: dict[str, Any], host: str, port: int, workers: int) -> None:
-        self.overrides = overrides
+        # Each worker knows it shares the cores with the others (Piper's idle session is off then).
+        self.overrides = {**overrides, "workers": workers}
         self.host, self.port = host, port
         self.count = workers
         self.signals: deque[int] = deque()

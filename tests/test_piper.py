@@ -110,6 +110,21 @@ async def test_an_idle_pool_speaks_with_two_threads_and_a_busy_one_with_one(pool
         assert np.max(np.abs(audio.astype(np.int32) - reference)) <= 64
 
 
+def test_worker_processes_share_the_cores_so_none_has_an_idle_session(pool: InferencePool) -> None:
+    from telebridge.config import TTS
+    from telebridge.providers.context import ProviderContext
+    from telebridge.providers.health import ProviderHealth
+    from telebridge.providers.tts.piper import create
+    from telebridge.settings import Settings
+
+    def engine(workers: int | None) -> PiperTTS:
+        return create(TTS.Piper(), ProviderContext(Settings(workers=workers), pool, ProviderHealth())).engine
+
+    assert engine(None).idle_threads == min(2, os.cpu_count() or 1)
+    assert engine(1).idle_threads == min(2, os.cpu_count() or 1)
+    assert engine(4).idle_threads == 1  # serve --workers 4: the warm-up loads no second session
+
+
 async def test_a_double_full_stop_does_not_leak_into_the_next_synthesis(tts: PiperTTS) -> None:
     """espeak-ng (one per process) holds a "dot" after a text ending in ".." and starts the next text with it:
     another call's sentence would begin with "dot"."""

@@ -10,7 +10,8 @@ factor with one thread: ~0.05-0.1, i.e. a 3 s sentence in ~0.15-0.3 s.)
 The exception is an idle pool: when nothing else is synthesizing or transcribing, a chunk is spoken by a second
 session of the same voice with ``idle_threads`` (2) intra-op threads -- the caller waiting for the first words
 of an answer gets the idle core too (bench/bench_tts_first_chunk.py: first word ready 226 -> 157 ms median, for
-up to 40 % more CPU on that chunk). Under load every chunk keeps to one thread.
+up to 40 % more CPU on that chunk). Under load every chunk keeps to one thread, and with ``serve --workers N``
+(N > 1) there is no idle session: the other workers' pools are not this one's to judge.
 
 Piper is GPL-3.0; it is imported lazily so that the rest of telebridge never needs it.
 """
@@ -195,13 +196,15 @@ def create(cfg: Any, ctx: Any) -> Any:
     other than 1 replays the voice faster or slower, see :mod:`telebridge.voices.pitch`)."""
     from telebridge.providers.tts.cache import CachedTTS
 
+    # Worker processes share the cores: none of them may assume the other is idle.
+    idle_threads = 2 if (ctx.settings.workers or 1) == 1 else 1
     if cfg.pitch == 1.0:
-        return CachedTTS(PiperTTS(cfg.model, pool=ctx.pool, speaker=cfg.speaker,
-                                  length_scale=cfg.length_scale, noise_scale=cfg.noise_scale))
+        return CachedTTS(PiperTTS(cfg.model, pool=ctx.pool, speaker=cfg.speaker, length_scale=cfg.length_scale,
+                                  noise_scale=cfg.noise_scale, idle_threads=idle_threads))
     from telebridge.voices.pitch import PitchedTTS, pitched_rate
 
     base_rate = int(load_piper_voice(cfg.model or default_piper_voice()).config.sample_rate)
     rate = pitched_rate(base_rate, cfg.pitch)
-    inner = PiperTTS(cfg.model, pool=ctx.pool, speaker=cfg.speaker,
-                     length_scale=cfg.length_scale * rate / base_rate, noise_scale=cfg.noise_scale)
+    inner = PiperTTS(cfg.model, pool=ctx.pool, speaker=cfg.speaker, length_scale=cfg.length_scale * rate / base_rate,
+                     noise_scale=cfg.noise_scale, idle_threads=idle_threads)
     return CachedTTS(PitchedTTS(inner, rate))
