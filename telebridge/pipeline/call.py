@@ -43,8 +43,7 @@ from .events import EventDispatcher
 from .inbound_gate import InboundGate
 from .keypad import KeypadTones, current_reply, queue_tones
 from .listening import (  # noqa: F401
-    EARLY_STT_AFTER, EARLY_STT_AFTER_FIXED_WAIT, ECHO_TEXT_MIN_WORDS, ECHO_TEXT_SHARE, OVER_AGENT_MIN_LOGPROB,
-    Listener, normalise,
+    EARLY_STT_AFTER, ECHO_TEXT_MIN_WORDS, ECHO_TEXT_SHARE, OVER_AGENT_MIN_LOGPROB, Listener, normalise,
 )
 from .observer import ConversationObserver
 from .reply import (  # noqa: F401
@@ -343,8 +342,7 @@ class CallSession:
             listener: Listener = self.listener  # type: ignore[assignment]  # set with the engine
             if quiet == 0.0 and listener.early is not None:
                 listener.cancel_early()  # the caller went on talking: that transcript is stale
-            elif (listener.early is None and not listener.streaming and segmenter.pause_duration
-                  >= (EARLY_STT_AFTER if self._eot is not None else EARLY_STT_AFTER_FIXED_WAIT)):
+            elif segmenter.pause_duration >= EARLY_STT_AFTER and listener.early is None and not listener.streaming:
                 self.metrics.early_stt += 1
                 listener.start_early(segmenter.snapshot())
             uid = engine.current_utterance

@@ -4,10 +4,13 @@ The VAD closes an utterance after ``min_silence_duration`` (0.55 s) of silence, 
 ``min_endpointing_delay``: a fixed wait that is too long after a finished question and too short for a caller who
 pauses mid-thought. With the model on, each pause is a *candidate*: once the caller has been quiet for
 :data:`ASK_AFTER` (and no agent reply is in flight), :class:`EndOfTurn` asks the model about the turn so far
-(this utterance and the turn's earlier ones, the last 8 s). The model is less sure of a finished sentence 0.1 s
-into the pause than 0.3 s in ("I have a terrible toothache." 0.15-0.38 at 0.1 s, complete at 0.2 s): an
-"incomplete" answer is asked again once at :data:`ASK_AGAIN_AFTER`, and the later answer stands. The answer
-concerns that pause only -- speech that resumes makes it stale, and it is dropped:
+(this utterance and the turn's earlier ones, the last 8 s). The pause is counted from the end of the caller's
+loud audio (:attr:`.segmenter.VadSegmenter.pause_duration`). The model is surer of a finished sentence deeper
+into the pause ("I have a terrible toothache." 0.15-0.38 at 0.1 s, complete at 0.2 s): an "incomplete" answer
+is asked again once at :data:`ASK_AGAIN_AFTER`, and the later answer stands. Asking at 0.1 s answered sooner
+(bench/latency.py: 0.64 s against 0.73 s) but inside the 0.35 s between two sentences of one turn ("You have
+reached sales. | For new orders, press two.": an IVR agent pressed 1 twice), so the first question waits 0.2 s.
+The answer concerns that pause only -- speech that resumes makes it stale, and it is dropped:
 
 * **complete** (probability ≥ threshold): the utterance is closed at once (no need to sit out the rest of the
   VAD's closing silence) and the engine answers as soon as the words are in -- unless the words themselves look
@@ -28,8 +31,8 @@ import numpy as np
 
 from .smart_turn import WINDOW_SECONDS
 
-ASK_AFTER = 0.1  # seconds of quiet that make a pause a candidate (as early as the early transcript starts)
-ASK_AGAIN_AFTER = 0.3  # ... and after an "incomplete" answer, once more this far into the same pause
+ASK_AFTER = 0.2  # seconds of quiet that make a pause a candidate (as early as the early transcript starts)
+ASK_AGAIN_AFTER = 0.4  # ... and after an "incomplete" answer, once more this far into the same pause
 
 
 @dataclass(frozen=True, slots=True)

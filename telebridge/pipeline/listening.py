@@ -35,12 +35,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("telebridge.call")
 
-# Start transcribing once the caller has been quiet this long, before the VAD confirms the end of speech, so
-# STT runs during the endpointing wait. If the caller speaks again, the early transcript is discarded (its CPU
-# spent). With the end-of-turn model, at its first question (end_of_turn.ASK_AFTER): a "complete" answer waits
-# for nothing else. Without it the fixed wait (0.55 s) hides the transcript either way: later, fewer wasted.
-EARLY_STT_AFTER = 0.1
-EARLY_STT_AFTER_FIXED_WAIT = 0.2
+# Start transcribing once the caller has been quiet this long (end_of_turn.ASK_AFTER, the model's first question:
+# a "complete" answer then waits for nothing else), before the VAD confirms the end of speech, so STT runs during
+# the endpointing wait. If the caller speaks again, the early transcript is discarded (its CPU spent).
+EARLY_STT_AFTER = 0.2
 # Words heard over the agent with less confidence than this are taken for noise (Whisper turns coughs and hums
 # into "you", "them." and the like).
 OVER_AGENT_MIN_LOGPROB = -1.0
