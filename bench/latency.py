@@ -118,8 +118,8 @@ MID_THOUGHT = (
     ("The best number to reach me is, uh, two one two, five five five, nine eight seven six.", (2,), 1.2, 0.2),
     ("Can you check if, you know, my insurance covers whitening?", (0,), 1.0, 0.2),
 )
-WINDOWS = {"default": None, "short": True, "full": False}
-KEEP_PHRASES = False  # --tts-cache: let repeated answers come from the TTS phrase cache  # --whisper: demo_whisper.SHORT_WINDOW
+WINDOWS = {"default": None, "short": True, "full": False}  # --whisper: demo_whisper.SHORT_WINDOW
+KEEP_PHRASES = False  # --tts-cache: let repeated answers come from the TTS phrase cache
 
 
 async def mid_thought_call(url: str, token: str, audio: np.ndarray, text: str) -> Any:
