@@ -10,8 +10,9 @@ factor with one thread: ~0.05-0.1, i.e. a 3 s sentence in ~0.15-0.3 s.)
 The exception is an idle pool: when nothing else is synthesizing or transcribing, a chunk is spoken by a second
 session of the same voice with ``idle_threads`` (2) intra-op threads -- the caller waiting for the first words
 of an answer gets the idle core too (bench/bench_tts_first_chunk.py: first word ready 226 -> 157 ms median, for
-up to 40 % more CPU on that chunk). Under load every chunk keeps to one thread, and with ``serve --workers N``
-(N > 1) there is no idle session: the other workers' pools are not this one's to judge.
+up to 40 % more CPU on that chunk, and ~135 MB of RSS for the second session). Under load every chunk keeps to
+one thread, and with ``serve --workers N`` (N > 1) there is no idle session: the other workers' pools are not
+this one's to judge.
 
 Piper is GPL-3.0; it is imported lazily so that the rest of telebridge never needs it.
 """
