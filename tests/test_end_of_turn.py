@@ -212,7 +212,7 @@ async def test_a_caller_that_hangs_up_while_waiting_leaves_nothing_behind():
 
 # --- what the turn engine does with an answer (synthetic time) ----------------------------------------------------
 
-from telebridge.pipeline.turns import StartReply, TurnEngine, TurnParams  # noqa: E402
+from telebridge.pipeline.turns import CancelReply, Settle, StartReply, TurnEngine, TurnParams  # noqa: E402
 
 
 def _first_reply(engine: TurnEngine, text: str, *, verdict: bool | None, resume_at: float | None = None):
@@ -345,3 +345,51 @@ def test_the_pause_a_caller_barged_in_during_is_no_end_of_turn():
     assert not engine.awaiting_turn_end  # the pause that began over the agent's voice
     engine.speech_continues(5.7)  # "can you stop…"
     assert engine.awaiting_turn_end  # their next pause is a candidate again
+
+
+def _replied_early(engine: TurnEngine) -> StartReply:
+    """Speech 1.0–2.0 s, the model sure at 2.27 s, the words in at 2.3 s: the reply starts before the fixed
+    endpointing delay (2.0 + 0.55 s) would have ended the turn."""
+    engine.speech_started(1.0)
+    uid = engine.current_utterance
+    engine.speech_ended(2.0, np.zeros(1600, np.float32))
+    engine.turn_verdict(2.0, True, 0.95)
+    (reply,) = [a for a in engine.transcript(uid, "You have reached sales.", 2.3) if isinstance(a, StartReply)]
+    return reply
+
+
+def test_a_reply_to_a_turn_ended_early_acts_only_once_the_turn_is_settled():
+    """Answer early, act when sure: the reply starts at once, its tools wait for Settle at the fixed delay."""
+    engine = TurnEngine(TurnParams(**PARAMS))
+    reply = _replied_early(engine)
+    assert not reply.settled
+    assert not [a for t in (2.35, 2.45, 2.54) for a in engine.tick(t) if isinstance(a, Settle)]
+    assert engine.tick(2.55) == [Settle(reply.turn_id)]
+    assert engine.tick(2.6) == []  # once
+
+
+def test_a_caller_who_goes_on_drops_the_unsettled_reply_and_nothing_settles():
+    """"You have reached sales. | For new orders, press two.": the 0.35 s between the sentences."""
+    engine = TurnEngine(TurnParams(**PARAMS))
+    reply = _replied_early(engine)
+    actions = engine.speech_started(2.35)
+    assert CancelReply(reply.turn_id) in actions
+    assert not [a for t in (2.55, 3.0, 5.0) for a in engine.tick(t) if isinstance(a, Settle)]
+
+
+def test_turns_ended_by_the_fixed_delay_or_the_client_are_settled_at_once():
+    engine = TurnEngine(TurnParams(**PARAMS))
+    engine.speech_started(1.0)
+    uid = engine.current_utterance
+    engine.speech_ended(2.0, np.zeros(1600, np.float32))
+    assert engine.transcript(uid, "What are your hours?", 2.3) == []
+    (reply,) = [a for a in engine.tick(2.55) if isinstance(a, StartReply)]
+    assert reply.settled
+
+    client = TurnEngine(TurnParams(**PARAMS))
+    client.speech_started(1.0)
+    uid = client.current_utterance
+    client.speech_ended(1.5, np.zeros(1600, np.float32))
+    client.transcript(uid, "Hi.", 1.6)
+    (reply,) = [a for a in client.commit(1.6) if isinstance(a, StartReply)]
+    assert reply.settled

@@ -321,6 +321,43 @@ async def test_tools_get_session_data_only_when_they_ask_for_it() -> None:
     assert [m["content"] for m in history if m["role"] == "tool"] == ["null", '["B"]']
 
 
+async def test_tools_wait_for_the_turn_to_be_settled_and_text_does_not() -> None:
+    """A reply to a turn the end-of-turn model ended early: its words stream at once, its tools (a key press, a
+    transfer) run only once the call says the turn is settled; dropped before that, nothing ran."""
+    pressed: list[str] = []
+
+    async def press(digits: str) -> str:
+        pressed.append(digits)
+        return "pressed"
+
+    async def handler(input: Any) -> Any:
+        if input["messages"][-1]["role"] == "tool":
+            return agen(["Done."])
+        return agen(["One moment. "] + tool_call_chunks([("c1", "press", '{"digits": "1"}')]))
+
+    settled = asyncio.Event()
+    history: list[dict[str, Any]] = [{"role": "user", "content": "sales"}]
+    stream = respond(make_agent(handler, [press]), history, {}, call_id="CA1", max_nested_function_calls=1,
+                     before_tools=settled.wait)
+    assert await stream.__anext__() == "One moment. "
+    waiting = asyncio.ensure_future(stream.__anext__())
+    await asyncio.sleep(0.05)
+    assert not waiting.done() and pressed == []  # the text is out; the key waits
+    settled.set()
+    assert await waiting == "Done." and pressed == ["1"]
+    await stream.aclose()
+
+    dropped = respond(make_agent(handler, [press]), [{"role": "user", "content": "sales"}], {}, call_id="CA2",
+                      max_nested_function_calls=1, before_tools=asyncio.Event().wait)
+    assert await dropped.__anext__() == "One moment. "
+    waiting = asyncio.ensure_future(dropped.__anext__())
+    await asyncio.sleep(0.05)
+    waiting.cancel()  # the caller went on: the reply is dropped
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert pressed == ["1"]  # still only the first call's key
+
+
 async def test_tools_run_concurrently() -> None:
     first_started = asyncio.Event()
 

@@ -43,7 +43,7 @@ from .events import EventDispatcher
 from .inbound_gate import InboundGate
 from .keypad import KeypadTones, current_reply, queue_tones
 from .listening import (  # noqa: F401
-    EARLY_STT_AFTER, ECHO_TEXT_MIN_WORDS, ECHO_TEXT_SHARE, OVER_AGENT_MIN_LOGPROB, Listener, normalise,
+    ECHO_TEXT_MIN_WORDS, ECHO_TEXT_SHARE, OVER_AGENT_MIN_LOGPROB, Listener, normalise,
 )
 from .observer import ConversationObserver
 from .reply import (  # noqa: F401
@@ -54,7 +54,8 @@ from .sink import AudioSink
 from .speaking import Speaking
 from .speech import CallSpeech
 from .turns import (
-    CancelReply, HangUp, Interrupt, Notify, Pause, Resume, StartReply, Transcribe, Transfer, TurnEngine, TurnParams,
+    CancelReply, HangUp, Interrupt, Notify, Pause, Resume, Settle, StartReply, Transcribe, Transfer, TurnEngine,
+    TurnParams,
 )
 
 if TYPE_CHECKING:
@@ -342,7 +343,7 @@ class CallSession:
             listener: Listener = self.listener  # type: ignore[assignment]  # set with the engine
             if quiet == 0.0 and listener.early is not None:
                 listener.cancel_early()  # the caller went on talking: that transcript is stale
-            elif segmenter.pause_duration >= EARLY_STT_AFTER and listener.early is None and not listener.streaming:
+            elif listener.wants_early(segmenter.pause_duration):
                 self.metrics.early_stt += 1
                 listener.start_early(segmenter.snapshot())
             uid = engine.current_utterance
@@ -400,6 +401,8 @@ class CallSession:
                 if self._eot is not None:
                     self._eot.turn_answered()
                 self.speaking.start(action)
+            elif isinstance(action, Settle):
+                self.speaking.settle(action.turn_id)
             elif isinstance(action, CancelReply):
                 self.speaking.drop(action.turn_id)
             elif isinstance(action, Pause):

@@ -2,9 +2,10 @@
 
 * **Final transcripts.** Each utterance the engine asks for (:class:`~.turns.Transcribe`) is transcribed by its
   call-clock span from a streaming STT, else from its audio (:class:`~.speech.CallSpeech`).
-* **Early STT.** Once the caller has been quiet :data:`EARLY_STT_AFTER`, before the VAD confirms the end of
-  speech, the utterance so far is transcribed speculatively, so STT runs during the endpointing wait; if the
-  caller speaks again, that transcript is discarded. Not with a streaming STT (it has the words already).
+* **Early STT.** Once the caller has been quiet :data:`EARLY_STT_AFTER` (:data:`EARLY_STT_IDLE_AFTER` when the
+  local STT has nothing else to do), before the VAD confirms the end of speech, the utterance so far is
+  transcribed speculatively, so STT runs during the endpointing wait; if the caller speaks again, that transcript
+  is discarded. Not with a streaming STT (it has the words already).
 * **Interim words** while the caller speaks over the agent: a streaming STT's words so far, or the
   :class:`~.interim.InterimTranscriber` re-transcribing the growing utterance.
 * **Not our own words.** Words heard over the agent that are not confident (:func:`confident`) or are mostly
@@ -39,6 +40,10 @@ log = logging.getLogger("telebridge.call")
 # a "complete" answer then waits for nothing else), before the VAD confirms the end of speech, so STT runs during
 # the endpointing wait. If the caller speaks again, the early transcript is discarded (its CPU spent).
 EARLY_STT_AFTER = 0.2
+# ... or this long when the local STT is idle: the words are then ready when the end-of-turn model's first "complete"
+# comes (at 0.2 s), not ~0.15 s after it. A pause the caller talks through wastes one run on an otherwise idle core;
+# under load (anything running or queued on the speech pool) the early transcript waits for EARLY_STT_AFTER.
+EARLY_STT_IDLE_AFTER = 0.1
 # Words heard over the agent with less confidence than this are taken for noise (Whisper turns coughs and hums
 # into "you", "them." and the like).
 OVER_AGENT_MIN_LOGPROB = -1.0
@@ -112,6 +117,12 @@ class Listener:
         return self.speech.streaming
 
     # --- driven by the VAD (per window while the caller speaks; see the shell's _on_window) -----------------
+    def wants_early(self, pause: float) -> bool:
+        """Start the early transcript ``pause`` seconds into the caller's pause (none under way yet)?"""
+        if self.early is not None or pause < EARLY_STT_IDLE_AFTER or self.streaming:
+            return False
+        return pause >= EARLY_STT_AFTER or self.speech.stt_idle
+
     def start_early(self, audio: np.ndarray) -> None:
         self.early = self._spawn(self._recognise(audio), "early-stt")
 

@@ -243,8 +243,12 @@ async def respond(
     call_id: str,
     max_nested_function_calls: int,
     on_event: EventSink | None = None,
+    before_tools: Callable[[], Awaitable[Any]] | None = None,
 ) -> AsyncGenerator[str, None]:
-    """Stream the agent's reply to the latest caller turn as text deltas, running tool rounds in between."""
+    """Stream the agent's reply to the latest caller turn as text deltas, running tool rounds in between.
+
+    ``before_tools`` is awaited before a round's tools run: the call holds them until the caller's turn is
+    settled (a reply to a turn ended early may yet be dropped, and a key pressed or a transfer cannot be)."""
     rounds_done = 0
     while True:
         assembler = ToolCallAssembler()
@@ -280,6 +284,8 @@ async def respond(
             )
             return
         rounds_done += 1
+        if before_tools is not None:
+            await before_tools()
         _emit(on_event, "on_function_calls_collected", {"function_calls": calls})
         contents = await asyncio.gather(*(run_tool(agent.tools_by_name, c, session_data) for c in calls))
         history.append({"role": "assistant", "content": "".join(round_text) or None, "tool_calls": calls})

@@ -93,6 +93,7 @@ class _Reply:
     segments: list[int] = field(default_factory=list)
     sentences: asyncio.Queue[Any] | None = None  # the producer's queue (keypad tones join it; see keypad.py)
     chunker: SentenceChunker | None = None
+    settled: asyncio.Event = field(default_factory=asyncio.Event)  # its tools may run (see turns.Settle)
 
     @property
     def greeting(self) -> bool:
@@ -203,6 +204,7 @@ class ReplyProducer:
                 call_id=self.call_id,
                 max_nested_function_calls=self.config.max_nested_function_calls,
                 on_event=on_event,
+                before_tools=reply.settled.wait,
             )
             first = True
             async with contextlib.aclosing(stream):

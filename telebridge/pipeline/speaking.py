@@ -49,6 +49,8 @@ class Speaking:
         s = self.session
         turn_id, user_text = action.turn_id, action.text
         reply = _Reply(turn_id, user_text, kind=action.kind, say=action.say, segment=turn_id, segments=[turn_id])
+        if action.settled:
+            reply.settled.set()
         listener = s.listener
         reply.timings["speech_end"] = (listener.speech_end_wall if listener else None) or time.perf_counter()
         reply.timings["stt"] = listener.last_stt if listener else 0.0
@@ -162,6 +164,12 @@ class Speaking:
             self._cancel_at_provider(reply)  # before the task: see _cancel_at_provider
             reply.task.cancel()
         return reply
+
+    def settle(self, turn_id: int) -> None:
+        """The turn this reply answers is over for sure: its tools may run (see turns.Settle)."""
+        reply = self.replies.get(turn_id)
+        if reply is not None:
+            reply.settled.set()
 
     def drop(self, turn_id: int) -> None:
         """The caller kept talking before hearing any of this reply: forget it entirely."""

@@ -164,6 +164,12 @@ class CallSpeech:
         else:
             stream.feed(pcm)
 
+    @property
+    def stt_idle(self) -> bool:
+        """The utterance STT runs here and has nothing to do (an engine with an ``idle()`` that says so)."""
+        idle = getattr(self.stt, "idle", None)
+        return bool(idle()) if callable(idle) else False
+
     def interim_words(self, start: float, end: float) -> str | None:
         """Words the stream has heard so far in ``[start, end]``; None when the STT does not stream."""
         if not self.streaming:

@@ -87,12 +87,25 @@ class Transcribe:
 
 @dataclass(frozen=True, slots=True)
 class StartReply:
-    """Answer ``text`` (the caller's turn) with the LLM, or speak ``say`` verbatim when it is set."""
+    """Answer ``text`` (the caller's turn) with the LLM, or speak ``say`` verbatim when it is set.
+
+    ``settled``: the turn is over for sure, so the reply's tools may run. A turn the end-of-turn model ended
+    early is not, yet: the reply is made (and spoken) at once, but its tools wait for :class:`Settle`."""
 
     turn_id: int
     text: str
     say: str | None = None
     kind: ReplyKind = "user"
+    settled: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Settle:
+    """The caller has now been quiet for the fixed endpointing delay after the turn this reply answers: its tools
+    (keys pressed, transfers, the agent's own functions) may run. Until then the caller may still go on, and the
+    reply be dropped with nothing done."""
+
+    turn_id: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,4 +152,4 @@ class Transfer:
     reason: str = "transfer_call"
 
 
-Action = Transcribe | StartReply | CancelReply | Pause | Resume | Interrupt | Notify | HangUp | Transfer
+Action = Transcribe | StartReply | Settle | CancelReply | Pause | Resume | Interrupt | Notify | HangUp | Transfer

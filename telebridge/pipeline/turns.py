@@ -24,6 +24,8 @@ The floor
     LISTENING      caller speech starts                        -> USER_SPEAKING  Notify
     USER_SPEAKING  caller speech ends                          -> LISTENING      Notify, Transcribe
     LISTENING      words in, endpoint reached                  -> THINKING       StartReply
+    THINKING ..    the fixed endpointing delay after a turn    -> (same)         Settle (its tools may run)
+      PAUSED       the end-of-turn model ended early
     LISTENING      quiet for silence_timeout                   -> THINKING       StartReply(reprompt) | ending
     THINKING       first reply audio sent                      -> SPEAKING
     THINKING       caller speaks again (nothing heard yet)     -> USER_SPEAKING  CancelReply (words merge)
@@ -47,6 +49,10 @@ Rules next to the table
 * **Endpointing.** A turn ends ``max(min_silence_duration, min_endpointing_delay)`` after the caller stopped
   speaking, once every utterance of the turn is transcribed; ``max_endpointing_delay`` when the words so far
   look unfinished ("my number is", "and…"). Speech that resumes before the reply is heard merges into the turn.
+* **Answer early, act when sure.** A turn the end-of-turn model ended sooner than the fixed delay is answered at
+  once, but the reply's tools wait (:class:`Settle`) until the caller has been quiet for that delay: a caller who
+  goes on after 0.3 s ("You have reached sales. | For new orders, press two.") merges into the turn, and the
+  premature reply is dropped with no key pressed.
 * **Barge-in.** Only while the agent's audio is audible and ``allow_interruptions``, never while ``floor_held``
   (keypad tones: half a key press would be a wrong key). The time threshold counts
   the caller's speech from its onset (short gaps between words included, like the VAD's speaking state) but
@@ -86,7 +92,7 @@ from .backchannel import WordJudge
 from .greeting import GreetingTurns, PendingGreeting
 from .turn_actions import (  # noqa: F401  (re-exported: the engine's vocabulary is imported from here too)
     DEFAULT_BACKCHANNELS_FALLBACK, DTMF_MESSAGE, Action, CancelReply, HangUp, Interrupt, Notify, Pause,
-    ReplyKind, Resume, StartReply, State, Transcribe, Transfer, TurnParams,
+    ReplyKind, Resume, Settle, StartReply, State, Transcribe, Transfer, TurnParams,
 )
 from .turn_ending import EndingTurns, _Ending
 from .unfinished import turn_looks_unfinished
@@ -140,6 +146,7 @@ class TurnEngine(GreetingTurns, EndingTurns):
         # The end-of-turn model on the pause after _voice_end: (voice_end, complete, probability).
         self._verdict: tuple[float, bool, float] | None = None
         self._barge: tuple[int, float] | None = None  # the utterance that interrupted, and its last speech then
+        self._settle_at: float | None = None  # when the reply's turn is settled (it was ended early; see Settle)
 
     # --- derived --------------------------------------------------------------------------------------------
     @property
@@ -179,16 +186,19 @@ class TurnEngine(GreetingTurns, EndingTurns):
         return self.params.interrupt_time_threshold + extra
 
     # --- inputs ---------------------------------------------------------------------------------------------
-    def start_reply(self, text: str, *, say: str | None = None, kind: ReplyKind = "user") -> StartReply:
-        """Begin a reply. The greeting passes ``text=""`` and ``say=first_message``."""
+    def start_reply(self, text: str, *, say: str | None = None, kind: ReplyKind = "user",
+                    settle_at: float | None = None) -> StartReply:
+        """Begin a reply. The greeting passes ``text=""`` and ``say=first_message``. ``settle_at``: the turn
+        ended early, and is settled at that time (see :class:`Settle`)."""
         turn = self.new_turn_id()
         self.reply_turn = turn
         self.reply_kind = kind
         self.reply_audible = False
         self._reply_text = text
         self._committed = self._reply_requested = False
+        self._settle_at = settle_at
         self.state = State.THINKING
-        return StartReply(turn, text, say, self.reply_kind)
+        return StartReply(turn, text, say, self.reply_kind, settled=settle_at is None)
 
     def speech_started(self, t: float) -> list[Action]:
         if self.state is State.ENDED:
@@ -361,6 +371,9 @@ class TurnEngine(GreetingTurns, EndingTurns):
     def tick(self, t: float) -> list[Action]:
         if self.state is State.ENDED:
             return []
+        if self._settle_at is not None and t >= self._settle_at and self.reply_turn is not None:
+            self._settle_at = None
+            return [Settle(self.reply_turn), *self.tick(t)]
         p = self.params
         if self._ending is not None:
             return self._tick_ending(t)
@@ -402,7 +415,9 @@ class TurnEngine(GreetingTurns, EndingTurns):
                     text = " ".join(self._pending_text)
                     self._pending_text.clear()
                     self._reprompts = 0
-                    return [self.start_reply(text)]
+                    settle_at = self._voice_end + self.endpoint_delay
+                    early = not self._committed and t < settle_at
+                    return [self.start_reply(text, settle_at=settle_at if early else None)]
             elif self._reply_requested and not self._utterances:
                 return [self.start_reply("")]  # nothing new from the user: the agent speaks on
             elif (
@@ -485,6 +500,7 @@ class TurnEngine(GreetingTurns, EndingTurns):
         self.reply_turn = None
         self.reply_audible = False
         self._reply_text = ""
+        self._settle_at = None
 
     def _flush_digits(self, t: float) -> list[Action]:
         digits = "".join(self._digits)

@@ -173,6 +173,11 @@ class WhisperSTT:
         noise = (rng.standard_normal(STT_SAMPLE_RATE) * 0.01).astype(np.float32)
         await self.pool.run(self._run_model, noise, self.language)
 
+    def idle(self) -> bool:
+        """Nothing runs or waits on the speech pool: a speculative transcript now costs no one any time."""
+        load = self.pool.stats()
+        return load.running == 0 and load.waiting == 0
+
     async def transcribe(
         self, audio: np.ndarray, *, language: str | None = None
     ) -> Transcript:
