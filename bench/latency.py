@@ -28,7 +28,7 @@ Every answer is synthesized afresh (the TTS phrase cache is emptied before each 
 are new words); ``--tts-cache`` keeps it, so the demo agent's repeated canned answers start with no TTS time.
 
 Run: .venv/bin/python bench/latency.py [--questions N] [--end-of-turn both|on|off] [--pauses N]
-     [--whisper default|short|full|both] [--tts-cache]
+     [--whisper default|short|full|both] [--tts-cache] [--trace]
 """
 
 from __future__ import annotations
@@ -120,6 +120,7 @@ MID_THOUGHT = (
 )
 WINDOWS = {"default": None, "short": True, "full": False}  # --whisper: demo_whisper.SHORT_WINDOW
 KEEP_PHRASES = False  # --tts-cache: let repeated answers come from the TTS phrase cache
+TRACE = False  # --trace: print each question's pipeline log (when the model was asked, when the reply started)
 
 
 async def mid_thought_call(url: str, token: str, audio: np.ndarray, text: str) -> Any:
@@ -192,7 +193,7 @@ def forget_phrases(server: Any) -> None:
             cache.clear()
 
 
-def run_question(server: Any, token: str, mode: str, question: str, out: dict[str, Any]) -> None:
+def run_question(server: Any, token: str, mode: str, question: str, out: dict[str, Any], log: CallLog) -> None:
     if not KEEP_PHRASES:
         forget_phrases(server)
     call = asyncio.run(one_call(server.url, token, question))
@@ -216,6 +217,9 @@ def run_question(server: Any, token: str, mode: str, question: str, out: dict[st
     first = turns[0] if turns else {}
     print(f"  [{mode:3}] {question:38} server total {1000 * first.get('total', math.nan):6.0f} ms   "
           f"caller-side {1000 * (c if c is not None else math.nan):6.0f} ms", flush=True)
+    if TRACE:
+        for line in log.about(call.call_sid):
+            print(f"          | {line}", flush=True)
 
 
 def run_pause(server: Any, token: str, mode: str, i: int, out: dict[str, Any], log: CallLog) -> None:
@@ -256,7 +260,7 @@ def run_all(server: Any, token: str, modes: tuple[str, ...], questions: int, pau
         for i in range(questions):
             for mode in (modes if i % 2 == 0 else modes[::-1]):
                 set_mode(server, mode, model)
-                run_question(server, token, mode, QUESTIONS[i % len(QUESTIONS)], results[mode])
+                run_question(server, token, mode, QUESTIONS[i % len(QUESTIONS)], results[mode], log)
         for i in range(pauses):
             for mode in (modes if i % 2 == 0 else modes[::-1]):
                 set_mode(server, mode, model)
@@ -307,13 +311,16 @@ def main() -> None:
     ap.add_argument("--questions", type=int, default=len(QUESTIONS), help="how many calls (one question each)")
     ap.add_argument("--pauses", type=int, default=len(MID_THOUGHT), help="mid-thought callers per mode")
     ap.add_argument("--end-of-turn", choices=("both", "on", "off"), default="both")
+    ap.add_argument("--trace", action="store_true",
+                    help="print each question's pipeline log: the model's questions and answers, the reply's start")
     ap.add_argument("--tts-cache", action="store_true",
                     help="keep the TTS phrase cache between calls (by default every answer is synthesized afresh)")
     ap.add_argument("--whisper", choices=("default", "short", "full", "both"), default="default",
                     help="the embedded Whisper's window (both: full and short, interleaved)")
     args = ap.parse_args()
-    global KEEP_PHRASES
+    global KEEP_PHRASES, TRACE
     KEEP_PHRASES = args.tts_cache
+    TRACE = args.trace
 
     from conftest import AUTH_TOKEN, LiveServer
 
