@@ -7,9 +7,10 @@ pauses mid-thought. With the model on, each pause is a *candidate*: once the cal
 (this utterance and the turn's earlier ones, the last 8 s). The pause is counted from the end of the caller's
 loud audio (:attr:`.segmenter.VadSegmenter.pause_duration`). The model is surer of a finished sentence deeper
 into the pause ("I have a terrible toothache." 0.15-0.38 at 0.1 s, complete at 0.2 s): an "incomplete" answer
-is asked again once at :data:`ASK_AGAIN_AFTER`, and the later answer stands. Asking at 0.1 s answered sooner
-(bench/latency.py: 0.64 s against 0.73 s) but inside the 0.35 s between two sentences of one turn ("You have
-reached sales. | For new orders, press two.": an IVR agent pressed 1 twice), so the first question waits 0.2 s.
+is asked again once at :data:`ASK_AGAIN_AFTER`, and the later answer stands. An early answer can fall inside the
+0.3 s between two sentences of one turn ("You have reached sales. | For new orders, press two."): the reply then
+starts, but the turn engine holds its tools until the fixed endpointing delay has passed (``turns.Settle``), and a
+caller who goes on before hearing it drops it with nothing done (an IVR agent pressed 1 twice before that rule).
 The answer concerns that pause only -- speech that resumes makes it stale, and it is dropped:
 
 * **complete** (probability ≥ threshold): the utterance is closed at once (no need to sit out the rest of the
@@ -31,7 +32,7 @@ import numpy as np
 
 from .smart_turn import WINDOW_SECONDS
 
-ASK_AFTER = 0.2  # seconds of quiet that make a pause a candidate (as early as the early transcript starts)
+ASK_AFTER = 0.15  # seconds of quiet that make a pause a candidate (the early transcript started at 0.1 s when idle)
 ASK_AGAIN_AFTER = 0.4  # ... and after an "incomplete" answer, once more this far into the same pause
 
 

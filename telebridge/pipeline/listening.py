@@ -36,13 +36,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("telebridge.call")
 
-# Start transcribing once the caller has been quiet this long (end_of_turn.ASK_AFTER, the model's first question:
-# a "complete" answer then waits for nothing else), before the VAD confirms the end of speech, so STT runs during
-# the endpointing wait. If the caller speaks again, the early transcript is discarded (its CPU spent).
+# Start transcribing once the caller has been quiet this long, before the VAD confirms the end of speech, so STT
+# runs during the endpointing wait. If the caller speaks again, the early transcript is discarded (its CPU spent).
+# Under load (anything running or queued on the speech pool) it waits this long, about when the end-of-turn model
+# is first asked (end_of_turn.ASK_AFTER), so few of them are wasted on pauses the caller talks through ...
 EARLY_STT_AFTER = 0.2
-# ... or this long when the local STT is idle: the words are then ready when the end-of-turn model's first "complete"
-# comes (at 0.2 s), not ~0.15 s after it. A pause the caller talks through wastes one run on an otherwise idle core;
-# under load (anything running or queued on the speech pool) the early transcript waits for EARLY_STT_AFTER.
+# ... and when the local STT is idle, only this long: the words are then ready when the model's first "complete"
+# comes (~0.22 s into the pause), not ~0.15 s after it. A wasted run costs an otherwise idle core.
 EARLY_STT_IDLE_AFTER = 0.1
 # Words heard over the agent with less confidence than this are taken for noise (Whisper turns coughs and hums
 # into "you", "them." and the like).
