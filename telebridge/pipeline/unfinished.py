@@ -25,6 +25,7 @@ Pure string work on one short utterance, once per pause; nothing is called per a
 
 from __future__ import annotations
 
+import functools
 import re
 
 from .backchannel import tokens
@@ -74,8 +75,10 @@ def turn_looks_unfinished(parts: list[str]) -> bool:
     return len(parts) >= 2 and len(tokens(parts[-1])) == 1 and looks_unfinished(" ".join(parts[:-1]))
 
 
+@functools.lru_cache(maxsize=512)
 def looks_unfinished(text: str) -> bool:
-    """Does the caller seem to be mid-sentence? See the module docstring for the rules."""
+    """Does the caller seem to be mid-sentence? See the module docstring for the rules. (Cached: the turn engine
+    asks about the same words on every VAD tick while they wait for the end of the turn.)"""
     stripped = text.rstrip()
     if not stripped:
         return False
