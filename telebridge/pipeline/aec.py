@@ -198,6 +198,16 @@ class EchoCanceller:
         self._in_far = np.asarray(far[whole:], np.float32)
         return out
 
+    def process_silent(self, near: np.ndarray, unsure: bool = False) -> np.ndarray:
+        """:meth:`process` with a silent reference (the agent is not audible): the same output and state. Once the
+        reference has been silent for longer than it is remembered, a 20 ms frame only passes through the idle
+        block (the inbound hot path of a call while the agent is silent), without the reference's arithmetic."""
+        if self._silent >= self._silent_span and len(near) == self.block and not len(self._in_near):
+            # (process() -> _block() -> _idle_block(); ``unsure`` is cleared there by the idle hop, see push_idle)
+            self._idle_block(np.asarray(near, np.float64))
+            return np.asarray(near, np.float32)
+        return self.process(near, np.zeros(len(near), np.float32), unsure)
+
     def verdict(self, start: int, end: int) -> Verdict:
         """The gate's verdict on output samples ``[start, end)``: the harshest of the blocks they overlap."""
         return self.gate.verdict(start, end, self.blocks)

@@ -43,6 +43,7 @@ __all__ = [
 _LOGGER = logging.getLogger(__name__)
 
 SUPPORTED_RATES = (8000, 16000)
+_F32 = np.dtype(np.float32)
 STATE_SIZE = 128
 
 
@@ -182,10 +183,13 @@ class VadStream:
         """Queue float32 mono samples in [-1, 1] at ``sample_rate``.  Ignored once closed."""
         if self.closed:
             return
-        x = np.asarray(samples)
-        if x.dtype.kind not in "f":
-            raise TypeError(f"VadStream.feed expects float samples in [-1, 1], got {x.dtype}")
-        x = np.array(x, dtype=np.float32, copy=True).reshape(-1)
+        if type(samples) is np.ndarray and samples.dtype == _F32 and samples.ndim == 1:  # (a call's frame)
+            x = samples.copy()
+        else:
+            x = np.asarray(samples)
+            if x.dtype.kind not in "f":
+                raise TypeError(f"VadStream.feed expects float samples in [-1, 1], got {x.dtype}")
+            x = np.array(x, dtype=np.float32, copy=True).reshape(-1)
         if x.size == 0:
             return
         self._chunks.append(x)
