@@ -98,6 +98,26 @@ class InboundGate:
         far[: len(played)] = played
         return aec.process(pcm, far, unsure=self._track.settle())
 
+    def can_hold(self, reply: Any) -> bool:
+        """Whether caller audio arriving now may wait for the VAD tick (:meth:`hold`, then :meth:`cancel_held`)
+        with exactly the result it gets at once: the agent is silent, and the echo canceller (if any) dormant."""
+        if reply is not None and reply.audible and not reply.paused:
+            return False
+        aec = self.aec
+        return aec is None or aec.dormant
+
+    def hold(self) -> None:
+        """A frame arrived and is held (see :meth:`can_hold`): the reference's bookkeeping of :meth:`cancel`, now."""
+        if self.aec is not None:
+            track = self._track
+            track.stop()
+            track.settle()
+
+    def cancel_held(self, pcm: np.ndarray) -> np.ndarray:
+        """:meth:`cancel` of held frames (whole 20 ms blocks, received while the agent was silent), in order."""
+        aec = self.aec
+        return pcm if aec is None else aec.process_silent(pcm)
+
     def note_audio(self, fed: int, reply: Any, outbound: Any) -> None:
         """Caller audio up to sample ``fed`` arrived: note how much of the reply had been heard by then."""
         if reply is not None and reply.audible and not reply.paused:

@@ -163,6 +163,11 @@ class VadStream:
         self._taken = 0  # samples handed to the model (or dropped), i.e. stream time
         self.dropped_samples = 0
         self.closed = False
+        # The call's audio held before this stream (a phone call while the agent is silent, see
+        # CallSession.on_ulaw): ``before_take()`` feeds it at the start of each pass, ``held()`` says how many
+        # seconds wait there (they count in :attr:`lag`).
+        self.before_take: Callable[[], None] | None = None
+        self.held: Callable[[], float] | None = None
 
     @property
     def pending_windows(self) -> int:
@@ -172,7 +177,8 @@ class VadStream:
     def lag(self) -> float:
         """Seconds of audio fed but not yet taken for inference: right after a pass delivers, how far the VAD's
         verdicts trail the newest audio (real time, as calls feed audio as it arrives)."""
-        return self._buffered / self.sample_rate
+        lag = self._buffered / self.sample_rate
+        return lag + self.held() if self.held is not None else lag
 
     @property
     def time(self) -> float:
@@ -376,6 +382,11 @@ class VadHub:
         async with self._lock:
             groups: dict[int, list[_Job]] = {}
             for stream in list(self._streams.values()):
+                if stream.before_take is not None:
+                    try:
+                        stream.before_take()
+                    except Exception:
+                        _LOGGER.exception("VAD stream's held audio could not be fed (stream continues)")
                 taken = stream._take(self.max_rounds_per_pass)
                 if taken is None:
                     continue

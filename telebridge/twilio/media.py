@@ -106,7 +106,7 @@ async def media_stream(ws: WebSocket) -> None:
             event = decoder.receive_audio(frame)
             if type(event) is bytes:  # an accepted media frame's μ-law payload (the hot path)
                 if session is not None:
-                    session.on_audio(ulaw_decode_float(event), event)
+                    session.on_ulaw(event)
                     if recording is not None:
                         recording.client_audio(len(event), 8000)
                     if tap is not None:
