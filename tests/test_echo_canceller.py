@@ -236,6 +236,36 @@ def test_silence_from_the_agent_passes_everything_untouched():
     np.testing.assert_array_equal(out, inbound)
 
 
+def test_process_silent_is_process_with_a_silent_reference():
+    """The inbound hot path while the agent is silent (``process_silent``) leaves the canceller exactly as
+    ``process`` with a zero reference does: same output, verdicts, bounds, floor and path, through replies that
+    start and stop (the idle shortcut is taken only once the reference has been silent for its whole memory)."""
+    inbound, ref, _ = line([(0.5, LineEcho(-12, 0.25))], caller_at=3.0)
+    n = 6 * RATE
+    inbound, ref = inbound[:n], ref[:n].copy()
+    ref[int(1.5 * RATE) : int(2.5 * RATE)] = 0.0  # the agent pauses, then talks again, then stops for good
+    ref[int(4.0 * RATE) :] = 0.0
+    a, b = EchoCanceller(keep=60.0), EchoCanceller(keep=60.0)
+    for i in range(0, n, BLOCK):
+        near, far = inbound[i : i + BLOCK], ref[i : i + BLOCK]
+        unsure = i % (7 * BLOCK) == 0
+        out_a = a.process(near, far, unsure=unsure)
+        out_b = b.process(near, far, unsure=unsure) if far.any() else b.process_silent(near, unsure=unsure)
+        assert out_b.dtype == np.float32
+        np.testing.assert_array_equal(out_a, out_b)
+        j = i + BLOCK
+        assert a.verdict(j - 256, j) == b.verdict(j - 256, j)
+        assert a.bound(j - BLOCK, j) == b.bound(j - BLOCK, j)
+        assert (a.floor, a.blocks, a.path, a.share, a.tracker.unsure) == (b.floor, b.blocks, b.path, b.share,
+                                                                          b.tracker.unsure)
+    # Frames of another size go the general way, with the same result.
+    c, d = EchoCanceller(), EchoCanceller()
+    for i in range(0, RATE, 100):
+        np.testing.assert_array_equal(c.process(inbound[i : i + 100], np.zeros(100, np.float32)),
+                                      d.process_silent(inbound[i : i + 100]))
+    assert c.blocks == d.blocks and c.floor == d.floor
+
+
 def test_correlator_finds_a_delay_and_gain():
     rng = np.random.default_rng(2)
     hop, lags = 160, 1000

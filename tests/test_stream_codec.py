@@ -511,6 +511,58 @@ def test_any_sequence_of_frames_keeps_counters_consistent(frames: list[str]) -> 
     assert len([r for r in results if isinstance(r, StartEvent)]) <= 1
 
 
+def _same(a: object, b: object) -> bool:
+    """receive_audio's result ``b`` against receive's ``a``: a payload for a MediaEvent, else the same value."""
+    if isinstance(a, MediaEvent):
+        return type(b) is bytes and b == a.payload
+    return type(b) is not bytes and a == b
+
+
+def test_receive_audio_gives_the_payload_with_the_same_checks_and_counters() -> None:
+    """The media route's hot path: an accepted media frame gives its μ-law bytes; every other frame, valid or
+    not, what receive() gives; the counters and sequence tracking end up the same."""
+    msg = json.loads(DOC_MEDIA)
+    frames: list[str | bytes] = [DOC_MEDIA, DOC_CONNECTED, DOC_START, DOC_MEDIA]
+    for seq in ("5", "6", "9", "7", 12, None):  # in order, a gap, reordered, an integer, none
+        m = json.loads(DOC_MEDIA)
+        if seq is None:
+            del m["sequenceNumber"]
+        else:
+            m["sequenceNumber"] = seq
+        frames.append(json.dumps(m))
+    bad = [
+        media_dict(track="outbound"), media_dict(payload="not base64!"), media_dict(chunk="-1"),
+        media_dict(timestamp=True), {**msg, "streamSid": "MZother"}, {**msg, "sequenceNumber": "1.5"},
+        {**msg, "media": "x"}, media_dict(payload=7),
+    ]
+    frames += [json.dumps(m) for m in bad]
+    frames += [b"\x00\x01", "{", "[]", '{"event": 3}', DOC_DTMF, DOC_MARK, DOC_MEDIA, DOC_STOP, DOC_MEDIA]
+    full, fast = StreamDecoder(), StreamDecoder()
+    results = [(full.receive(f), fast.receive_audio(f)) for f in frames]
+    for frame, (a, b) in zip(frames, results):
+        assert _same(a, b), (frame, a, b)
+    assert sum(type(b) is bytes for _, b in results) == 8
+    assert full.stats == fast.stats
+    assert full.last_sequence_number == fast.last_sequence_number
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(key=st.sampled_from(["sequenceNumber", "streamSid", "event", "media"]),
+       media_key=st.sampled_from(["track", "chunk", "timestamp", "payload"]), value=_json_values(),
+       inner=st.booleans())
+def test_receive_audio_agrees_with_receive_on_mutated_media(key: str, media_key: str, value: Any,
+                                                            inner: bool) -> None:
+    msg = json.loads(DOC_MEDIA)
+    if inner:
+        msg["media"][media_key] = value
+    else:
+        msg[key] = value
+    frame = json.dumps(msg)
+    full, fast = started(), started()
+    assert _same(full.receive(frame), fast.receive_audio(frame))
+    assert full.stats == fast.stats
+
+
 # ---------------------------------------------------------------- server → Twilio encoders
 
 

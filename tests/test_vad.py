@@ -283,6 +283,35 @@ async def test_feed_validation_and_backlog_cap(model: SileroModel) -> None:
     pool.shutdown()
 
 
+async def test_audio_held_before_a_stream_is_fed_at_the_pass_with_the_same_windows(model: SileroModel) -> None:
+    """A phone call holds its frames while the agent is silent (CallSession.on_ulaw): the hub feeds them at the
+    start of its pass (``before_take``), they count in the stream's lag meanwhile, and the windows, probabilities
+    and times are those of audio fed frame by frame."""
+    pool = InferencePool("vad", 1, 4)
+    hub = VadHub(model, pool)
+    x = (np.random.default_rng(3).standard_normal(8000) * 0.05).astype(np.float32)
+    direct, held_col = Collector(), Collector()
+    a, b = hub.open(8000, direct), hub.open(8000, held_col)
+    held: list[np.ndarray] = []
+
+    def before_take() -> None:
+        while held:
+            b.feed(held.pop(0))
+
+    b.before_take = before_take
+    b.held = lambda: sum(len(h) for h in held) / 8000
+    for i in range(0, len(x), 1600):  # 200 ms between passes
+        for j in range(i, i + 1600, 160):
+            a.feed(x[j : j + 160])
+            held.append(x[j : j + 160])
+        assert b.lag == pytest.approx(a.lag)
+        await hub.flush_now()
+        assert not held and b.lag == pytest.approx(a.lag)
+    assert held_col.times == direct.times and held_col.probs == direct.probs
+    assert all(np.array_equal(u, v) for u, v in zip(held_col.windows, direct.windows))
+    pool.shutdown()
+
+
 async def test_audio_held_during_set_up_is_kept_whole_then_the_cap_applies_again(model: SileroModel) -> None:
     pool = InferencePool("vad", 1, 4)
     hub = VadHub(model, pool, max_backlog_s=1.0, max_rounds_per_pass=8)

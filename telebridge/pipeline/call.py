@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..agent import configure
+from ..audio.g711 import ulaw_decode_float
 from ..audio.resample import Resampler
 from ..logs import call_context
 from ..metrics import call_event
@@ -126,6 +127,7 @@ class CallSession:
         self._eot: EndOfTurn | None = None  # when the end-of-turn model is asked about the caller's pauses
         self._classifier: Any = None  # the model it asks: the runtime's when the call was set up
         self._fed = 0  # caller samples handed to the VAD (input rate): the call clock of the newest audio
+        self._held = bytearray()  # phone frames (μ-law) that wait for the VAD tick while the agent is silent
         self.ended_reason: str | None = None
         self.callee: CalleeWatch | None = None  # outbound: who answered (AMD verdict, beep)
         self._pending_verdicts: list[tuple[str, str]] = []
@@ -205,6 +207,8 @@ class CallSession:
                                   detect_beep=cfg.detect_beep, rate=self.input_rate)
         self.outbound.start()
         self._vad_stream = self.runtime.vad_hub.open(vad.sample_rate, self._on_window)
+        self._vad_stream.before_take = self._feed_held
+        self._vad_stream.held = lambda: len(self._held) / self.input_rate
         self._ready = True
         # The callee speaks first: the greeting waits for them, so their early "hello" must count.
         wait = bool(cfg.first_message) and first_speaker_waits(cfg.first_speaker, self.custom_data)
@@ -249,6 +253,7 @@ class CallSession:
         self._ready = False
         if self._vad_stream is not None:
             self._vad_stream.close()
+        self._held = bytearray()
         await cancel_all(self._tasks, self.call_id)  # every one, even a task that swallows its cancel
         await self.outbound.aclose()
         if self.speech is not None:
@@ -279,6 +284,37 @@ class CallSession:
             self.callee.feed(pcm)
         self.speech.feed(pcm, ulaw if gate.aec is None else None)  # type: ignore[union-attr]  # ready: started
         gate.note_audio(self._fed, reply, self.outbound)
+        if self._upsample is not None:
+            pcm = self._upsample.process(pcm)
+        self._vad_stream.feed(pcm)
+
+    def on_ulaw(self, payload: bytes) -> None:
+        """A phone call's frame as Twilio sent it, μ-law at 8 kHz (hot path). While the agent is silent (and the echo
+        canceller has nothing left to cancel) the frame only waits, raw, for the VAD hub's next pass, which decodes
+        and feeds every frame held (:meth:`_feed_held`): the VAD never ran before that pass anyway, and the audio,
+        its clock and its order are the same. Otherwise (the frames held first) it goes through :meth:`on_audio`."""
+        if self._ready and self.gate.can_hold(self._reply):
+            self._fed += len(payload)
+            self.gate.hold()
+            self._held += payload
+            return
+        if self._held:
+            self._feed_held()
+        self.on_audio(ulaw_decode_float(payload), payload)
+
+    def _feed_held(self) -> None:
+        """The held frames, decoded, to the call's consumers of caller audio and the VAD (what :meth:`on_audio`
+        does per frame while the agent is silent)."""
+        held = self._held
+        if not held or not self._ready:
+            return
+        self._held = bytearray()
+        ulaw = bytes(held)
+        gate = self.gate
+        pcm = gate.cancel_held(ulaw_decode_float(ulaw))
+        if self.callee is not None:
+            self.callee.feed(pcm)
+        self.speech.feed(pcm, ulaw if gate.aec is None else None)  # type: ignore[union-attr]  # ready: started
         if self._upsample is not None:
             pcm = self._upsample.process(pcm)
         self._vad_stream.feed(pcm)

@@ -82,19 +82,41 @@ class InboundGate:
     def cancel(self, pcm: np.ndarray, reply: Any, outbound: Any) -> np.ndarray:
         """The caller's audio without the agent's echo (with a canceller; else unchanged). ``reply``: the reply
         the caller hears now (or ``None``); ``outbound``: the sink, which knows what was sent and heard."""
-        if self.aec is None:
+        aec = self.aec
+        if aec is None:
             return pcm
+        if reply is None or not reply.audible or reply.paused:  # the agent is silent: so is the reference
+            track = self._track
+            track.stop()
+            return aec.process_silent(pcm, unsure=track.settle())
         n = len(pcm)
         far = np.zeros(n, np.float32)
+        ledger = getattr(outbound, "ledger", None)
+        sent = reply.base + (ledger.sent_samples(reply.segment) if ledger is not None else reply.enqueued)
+        start, end = self._track.take(n, reply.base + outbound.heard(reply.segment), sent)
+        played = reply.audio.view(start, end)
+        far[: len(played)] = played
+        return aec.process(pcm, far, unsure=self._track.settle())
+
+    def can_hold(self, reply: Any) -> bool:
+        """Whether caller audio arriving now may wait for the VAD tick (:meth:`hold`, then :meth:`cancel_held`)
+        with exactly the result it gets at once: the agent is silent, and the echo canceller (if any) dormant."""
         if reply is not None and reply.audible and not reply.paused:
-            ledger = getattr(outbound, "ledger", None)
-            sent = reply.base + (ledger.sent_samples(reply.segment) if ledger is not None else reply.enqueued)
-            start, end = self._track.take(n, reply.base + outbound.heard(reply.segment), sent)
-            played = reply.audio.view(start, end)
-            far[: len(played)] = played
-        else:
-            self._track.stop()
-        return self.aec.process(pcm, far, unsure=self._track.settle())
+            return False
+        aec = self.aec
+        return aec is None or aec.dormant
+
+    def hold(self) -> None:
+        """A frame arrived and is held (see :meth:`can_hold`): the reference's bookkeeping of :meth:`cancel`, now."""
+        if self.aec is not None:
+            track = self._track
+            track.stop()
+            track.settle()
+
+    def cancel_held(self, pcm: np.ndarray) -> np.ndarray:
+        """:meth:`cancel` of held frames (whole 20 ms blocks, received while the agent was silent), in order."""
+        aec = self.aec
+        return pcm if aec is None else aec.process_silent(pcm)
 
     def note_audio(self, fed: int, reply: Any, outbound: Any) -> None:
         """Caller audio up to sample ``fed`` arrived: note how much of the reply had been heard by then."""

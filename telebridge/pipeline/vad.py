@@ -43,6 +43,7 @@ __all__ = [
 _LOGGER = logging.getLogger(__name__)
 
 SUPPORTED_RATES = (8000, 16000)
+_F32 = np.dtype(np.float32)
 STATE_SIZE = 128
 
 
@@ -162,6 +163,11 @@ class VadStream:
         self._taken = 0  # samples handed to the model (or dropped), i.e. stream time
         self.dropped_samples = 0
         self.closed = False
+        # The call's audio held before this stream (a phone call while the agent is silent, see
+        # CallSession.on_ulaw): ``before_take()`` feeds it at the start of each pass, ``held()`` says how many
+        # seconds wait there (they count in :attr:`lag`).
+        self.before_take: Callable[[], None] | None = None
+        self.held: Callable[[], float] | None = None
 
     @property
     def pending_windows(self) -> int:
@@ -171,7 +177,8 @@ class VadStream:
     def lag(self) -> float:
         """Seconds of audio fed but not yet taken for inference: right after a pass delivers, how far the VAD's
         verdicts trail the newest audio (real time, as calls feed audio as it arrives)."""
-        return self._buffered / self.sample_rate
+        lag = self._buffered / self.sample_rate
+        return lag + self.held() if self.held is not None else lag
 
     @property
     def time(self) -> float:
@@ -182,10 +189,13 @@ class VadStream:
         """Queue float32 mono samples in [-1, 1] at ``sample_rate``.  Ignored once closed."""
         if self.closed:
             return
-        x = np.asarray(samples)
-        if x.dtype.kind not in "f":
-            raise TypeError(f"VadStream.feed expects float samples in [-1, 1], got {x.dtype}")
-        x = np.array(x, dtype=np.float32, copy=True).reshape(-1)
+        if type(samples) is np.ndarray and samples.dtype == _F32 and samples.ndim == 1:  # (a call's frame)
+            x = samples.copy()
+        else:
+            x = np.asarray(samples)
+            if x.dtype.kind not in "f":
+                raise TypeError(f"VadStream.feed expects float samples in [-1, 1], got {x.dtype}")
+            x = np.array(x, dtype=np.float32, copy=True).reshape(-1)
         if x.size == 0:
             return
         self._chunks.append(x)
@@ -372,6 +382,11 @@ class VadHub:
         async with self._lock:
             groups: dict[int, list[_Job]] = {}
             for stream in list(self._streams.values()):
+                if stream.before_take is not None:
+                    try:
+                        stream.before_take()
+                    except Exception:
+                        _LOGGER.exception("VAD stream's held audio could not be fed (stream continues)")
                 taken = stream._take(self.max_rounds_per_pass)
                 if taken is None:
                     continue

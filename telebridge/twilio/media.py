@@ -80,7 +80,9 @@ async def media_stream(ws: WebSocket) -> None:
     recording: SessionRecording | None = None
     tap: Any = None  # the console's listen-in, while the call is recorded with consent
     issues_logged = 0
-    receive = ws.receive
+    # The ASGI receive itself, not Starlette's WebSocket.receive (a state check per frame): after accept() the
+    # messages are websocket.receive until a websocket.disconnect, which ends the loop; nothing reads after it.
+    receive = ws._receive
 
     async def send(text: str) -> None:
         await ws.send_text(text)
@@ -101,10 +103,15 @@ async def media_stream(ws: WebSocket) -> None:
             frame = message.get("text")
             if frame is None:
                 frame = message.get("bytes") or b""
-            event = decoder.receive(frame)
-            if event is None:
-                continue
-            if type(event) is MediaEvent:
+            event = decoder.receive_audio(frame)
+            if type(event) is bytes:  # an accepted media frame's μ-law payload (the hot path)
+                if session is not None:
+                    session.on_ulaw(event)
+                    if recording is not None:
+                        recording.client_audio(len(event), 8000)
+                    if tap is not None:
+                        tap.caller(event)
+            elif type(event) is MediaEvent:
                 if session is not None:
                     session.on_audio(ulaw_decode_float(event.payload), event.payload)
                     if recording is not None:

@@ -49,6 +49,7 @@ from .messages import (
     StartEvent,
     StartInfo,
     StopEvent,
+    _parse_counter,
     fast_media,
 )
 
@@ -230,6 +231,48 @@ class StreamDecoder:
         if type(parsed) is MediaEvent:
             return self._accept_media(parsed)
         return self._accept(parsed)
+
+    def receive_audio(self, frame: str | bytes) -> bytes | Event | ProtocolIssue:
+        """:meth:`receive` for the media route's hot path: an accepted ``media`` frame gives just its payload
+        (the μ-law bytes), with no :class:`MediaEvent` built; any other frame gives what :meth:`receive` gives.
+
+        Same checks, issues and counters as :meth:`receive` (the checks of
+        :func:`~telebridge.twilio.messages.fast_media` and of the media acceptance, in one place): a frame that
+        fails any of them goes through :meth:`receive`, which explains it.
+        """
+        sid = self._stream_sid
+        if type(frame) is str and self._fast and sid is not None and not self._stopped:
+            try:
+                msg = json.loads(frame)
+            except (ValueError, RecursionError):
+                msg = None
+            if type(msg) is dict and msg.get("event") == "media" and msg.get("streamSid") == sid:
+                media = msg.get("media")
+                if type(media) is dict and media.get("track") == "inbound":
+                    payload = media.get("payload")
+                    raw_seq = msg.get("sequenceNumber")
+                    seq = None if raw_seq is None else _parse_counter(raw_seq)
+                    if (type(payload) is str and (seq is not None or raw_seq is None)
+                            and _parse_counter(media.get("chunk")) is not None
+                            and _parse_counter(media.get("timestamp")) is not None):
+                        try:
+                            data = binascii.a2b_base64(payload, strict_mode=True)
+                        except ValueError:
+                            data = None
+                        if data is not None:
+                            st = self.stats
+                            st.frames += 1
+                            if seq is not None:
+                                last = self._last_seq
+                                if last is not None and seq == last + 1:
+                                    self._last_seq = seq
+                                else:
+                                    self._track_seq(seq)
+                            st.events += 1
+                            st.media += 1
+                            st.media_bytes += len(data)
+                            return data
+        return self.receive(frame)
 
     # -- acceptance ----------------------------------------------------------------------------------------
     def _accept_media(self, event: MediaEvent) -> MediaEvent | ProtocolIssue:
