@@ -279,14 +279,8 @@ class CallSession:
             return
         self._fed += len(pcm)
         gate, reply = self.gate, self._reply
-        pcm = gate.cancel(pcm, reply, self.outbound)
-        if self.callee is not None:
-            self.callee.feed(pcm)
-        self.speech.feed(pcm, ulaw if gate.aec is None else None)  # type: ignore[union-attr]  # ready: started
         gate.note_audio(self._fed, reply, self.outbound)
-        if self._upsample is not None:
-            pcm = self._upsample.process(pcm)
-        self._vad_stream.feed(pcm)
+        self._deliver(gate.cancel(pcm, reply, self.outbound), ulaw)
 
     def on_ulaw(self, payload: bytes) -> None:
         """A phone call's frame as Twilio sent it, μ-law at 8 kHz (hot path). While the agent is silent (and the echo
@@ -310,11 +304,14 @@ class CallSession:
             return
         self._held = bytearray()
         ulaw = bytes(held)
-        gate = self.gate
-        pcm = gate.cancel_held(ulaw_decode_float(ulaw))
+        self._deliver(self.gate.cancel_held(ulaw_decode_float(ulaw)), ulaw)
+
+    def _deliver(self, pcm: np.ndarray, ulaw: bytes | None) -> None:
+        """Caller audio past the echo canceller to its consumers: the answering-machine watch, the STT (the frame
+        as received, ``ulaw``, when nothing altered it) and the VAD."""
         if self.callee is not None:
             self.callee.feed(pcm)
-        self.speech.feed(pcm, ulaw if gate.aec is None else None)  # type: ignore[union-attr]  # ready: started
+        self.speech.feed(pcm, ulaw if self.gate.aec is None else None)  # type: ignore[union-attr]  # ready: started
         if self._upsample is not None:
             pcm = self._upsample.process(pcm)
         self._vad_stream.feed(pcm)

@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from ..audio.g711 import ulaw_decode_float
 from ..outbound.streams import finish_stream_call, prepare_stream_call
 from ..pipeline.call import PHONE_RATE, CallSession
 from ..pipeline.outbound import OutboundAudio
@@ -104,6 +103,8 @@ async def media_stream(ws: WebSocket) -> None:
             if frame is None:
                 frame = message.get("bytes") or b""
             event = decoder.receive_audio(frame)
+            if type(event) is MediaEvent:  # a media frame the hot path left to pydantic, accepted
+                event = event.payload
             if type(event) is bytes:  # an accepted media frame's μ-law payload (the hot path)
                 if session is not None:
                     session.on_ulaw(event)
@@ -111,13 +112,6 @@ async def media_stream(ws: WebSocket) -> None:
                         recording.client_audio(len(event), 8000)
                     if tap is not None:
                         tap.caller(event)
-            elif type(event) is MediaEvent:
-                if session is not None:
-                    session.on_audio(ulaw_decode_float(event.payload), event.payload)
-                    if recording is not None:
-                        recording.client_audio(len(event.payload), 8000)
-                    if tap is not None:
-                        tap.caller(event.payload)
             elif isinstance(event, MarkEvent):
                 if sink is not None:
                     sink.mark_echoed(event.name)

@@ -293,8 +293,9 @@ FAST_CONSTRUCT: Final = _fast_construct_works()
 _construct_media = _construct_media_raw if FAST_CONSTRUCT else _construct_media_safe
 
 
-def fast_media(msg: dict[str, Any]) -> MediaEvent | None:
-    """Build a MediaEvent from a well-formed dict without pydantic validation; None if any check fails.
+def media_fields(msg: dict[str, Any]) -> tuple[int | None, str, str, int, int, bytes] | None:
+    """``(sequence number, stream sid, track, chunk, timestamp, payload bytes)`` of a well-formed media dict, checked
+    without pydantic; None if any check fails.
 
     Every check here mirrors the model's validators exactly, so a None only means "let pydantic explain".
     """
@@ -316,4 +317,11 @@ def fast_media(msg: dict[str, Any]) -> MediaEvent | None:
         data = binascii.a2b_base64(payload, strict_mode=True)
     except ValueError:
         return None
-    return _construct_media(seq, sid, track, chunk, ts, data)
+    return seq, sid, track, chunk, ts, data
+
+
+def fast_media(msg: dict[str, Any]) -> MediaEvent | None:
+    """Build a MediaEvent from a well-formed dict without pydantic validation (:func:`media_fields`); None if any
+    check fails."""
+    fields = media_fields(msg)
+    return None if fields is None else _construct_media(*fields)

@@ -49,8 +49,8 @@ from .messages import (
     StartEvent,
     StartInfo,
     StopEvent,
-    _parse_counter,
     fast_media,
+    media_fields,
 )
 
 __all__ = [
@@ -246,32 +246,13 @@ class StreamDecoder:
                 msg = json.loads(frame)
             except (ValueError, RecursionError):
                 msg = None
-            if type(msg) is dict and msg.get("event") == "media" and msg.get("streamSid") == sid:
-                media = msg.get("media")
-                if type(media) is dict and media.get("track") == "inbound":
-                    payload = media.get("payload")
-                    raw_seq = msg.get("sequenceNumber")
-                    seq = None if raw_seq is None else _parse_counter(raw_seq)
-                    if (type(payload) is str and (seq is not None or raw_seq is None)
-                            and _parse_counter(media.get("chunk")) is not None
-                            and _parse_counter(media.get("timestamp")) is not None):
-                        try:
-                            data = binascii.a2b_base64(payload, strict_mode=True)
-                        except ValueError:
-                            data = None
-                        if data is not None:
-                            st = self.stats
-                            st.frames += 1
-                            if seq is not None:
-                                last = self._last_seq
-                                if last is not None and seq == last + 1:
-                                    self._last_seq = seq
-                                else:
-                                    self._track_seq(seq)
-                            st.events += 1
-                            st.media += 1
-                            st.media_bytes += len(data)
-                            return data
+            fields = media_fields(msg) if type(msg) is dict and msg.get("event") == "media" else None
+            if fields is not None:
+                seq, stream_sid, track, _, _, data = fields
+                if stream_sid == sid and track == "inbound":
+                    self.stats.frames += 1
+                    self._count_media(seq, len(data))
+                    return data
         return self.receive(frame)
 
     # -- acceptance ----------------------------------------------------------------------------------------
@@ -282,12 +263,21 @@ class StreamDecoder:
             return self._issue("wrong_stream_sid", _sid_detail(event.stream_sid, self._stream_sid), "media")
         if event.track != "inbound":
             return self._issue("wrong_track", f"media on track {_short(event.track)}", "media")
-        self._track_seq(event.sequence_number)
+        self._count_media(event.sequence_number, len(event.payload))
+        return event
+
+    def _count_media(self, seq: int | None, size: int) -> None:
+        """An accepted media frame (sequence number ``seq``, ``size`` payload bytes) in the stats."""
+        if seq is not None:
+            last = self._last_seq
+            if last is not None and seq == last + 1:  # the usual case, without the call
+                self._last_seq = seq
+            else:
+                self._track_seq(seq)
         st = self.stats
         st.events += 1
         st.media += 1
-        st.media_bytes += len(event.payload)
-        return event
+        st.media_bytes += size
 
     def _accept(self, event: Event) -> Event | ProtocolIssue:
         name = event.event
