@@ -95,9 +95,7 @@ from .turn_actions import (  # noqa: F401  (re-exported: the engine's vocabulary
     ReplyKind, Resume, Settle, StartReply, State, Transcribe, Transfer, TurnParams,
 )
 from .turn_ending import EndingTurns, _Ending
-from .unfinished import turn_looks_unfinished
-
-SURE_AFTER_A_HESITATION = 0.8  # the model's probability that ends a turn whose earlier words stopped mid-thought
+from .turn_endpoint import SURE_AFTER_A_HESITATION, EndpointTurns  # noqa: F401  (re-exported)
 
 
 @dataclass(slots=True)
@@ -113,7 +111,7 @@ class _Utterance:
     before_greeting: bool = False  # the callee's "hello": not a turn, the greeting answers it
 
 
-class TurnEngine(GreetingTurns, EndingTurns):
+class TurnEngine(EndpointTurns, GreetingTurns, EndingTurns):
     def __init__(self, params: TurnParams, *, first_turn_id: int = 1) -> None:
         self.params = params
         self.state = State.LISTENING
@@ -432,44 +430,6 @@ class TurnEngine(GreetingTurns, EndingTurns):
                     return [self.start_reply("", say=p.silence_reprompt, kind="reprompt")]
                 return self.request_end(t, "silence", say=p.silence_goodbye)
         return []
-
-    def turn_verdict(self, voice_end: float, complete: bool, probability: float | None = None) -> None:
-        """The end-of-turn model's answer about the pause after the caller's speech that ended at ``voice_end``
-        (ignored once the caller has spoken again); ``probability``: how sure it was that they had finished."""
-        self._verdict = (voice_end, complete, (1.0 if complete else 0.0) if probability is None else probability)
-
-    @property
-    def awaiting_turn_end(self) -> bool:
-        """The caller holds the floor and nothing answers them yet: the moment an end-of-turn model is asked."""
-        return (self.state in (State.USER_SPEAKING, State.LISTENING) and self.reply_turn is None
-                and self._greeting is None and self._ending is None and not self._pause_of_barge_in)
-
-    @property
-    def _pause_of_barge_in(self) -> bool:
-        """The caller is silent in a pause that began while the agent was still talking (the interruption came
-        in it): they paused over the agent's voice, not after hearing it stop -- no end of their turn to ask a
-        model about ("Sorry, | can you stop"); the VAD's endpointing still ends it if nothing follows."""
-        utt = self._utt
-        return utt is not None and self._barge == (utt.uid, utt.voiced_until)
-
-    def _endpoint_wait(self, parts: list[str]) -> float:
-        """Silence after the caller's last speech before their turn ends. Words that look unfinished always wait
-        longest; otherwise the end-of-turn model's answer on this pause, when there is one, decides: complete →
-        no wait beyond the words; incomplete → the longest wait; no answer → the fixed endpointing delay.
-        A turn whose earlier words stopped mid-thought ("I'd like." …) needs the model to be sure
-        (:data:`SURE_AFTER_A_HESITATION`) of the words that followed: Whisper makes words of an "um" ("to you.",
-        "2.") and the model hears a finished sentence in them at 0.5-0.7."""
-        longest = max(self.params.max_endpointing_delay, self.endpoint_delay)
-        if turn_looks_unfinished(parts):
-            return longest
-        verdict = self._verdict
-        if verdict is not None and verdict[0] == self._voice_end:
-            _, complete, probability = verdict
-            if complete and len(parts) > 1 and probability < SURE_AFTER_A_HESITATION \
-                    and turn_looks_unfinished(parts[:-1]):
-                complete = False
-            return 0.0 if complete else longest
-        return self.endpoint_delay
 
     # --- transitions that several inputs share --------------------------------------------------------------
     def _interrupt(self) -> list[Action]:
