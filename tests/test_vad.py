@@ -284,7 +284,7 @@ async def test_feed_validation_and_backlog_cap(model: SileroModel) -> None:
 
 
 async def test_audio_held_before_a_stream_is_fed_at_the_pass_with_the_same_windows(model: SileroModel) -> None:
-    """A phone call holds its frames while the agent is silent (CallSession.on_ulaw): the hub feeds them at the
+    """A phone call holds its frames while the agent is silent (intake.CallerAudio.on_ulaw): the hub feeds them at the
     start of its pass (``before_take``), they count in the stream's lag meanwhile, and the windows, probabilities
     and times are those of audio fed frame by frame."""
     pool = InferencePool("vad", 1, 4)

@@ -11,8 +11,8 @@ agent's replies in flight (:mod:`.speaking`: segments on the sink, pause, resume
 the making of its audio (:mod:`.reply`), what the call measured (:mod:`.call_metrics`), who answered
 (:mod:`.answering`), how it ends (:mod:`.ending`: end_call, transfer_call, hang-up and transfer through the call
 control), keypad tones (:mod:`.keypad`) and the speech providers (:mod:`.speech`). This module keeps the call's
-lifecycle, the inbound hot path (``on_audio``, ``_on_window``; the gate in :mod:`.inbound_gate`), the action
-dispatch and the client-driven turns.
+lifecycle, the VAD windows (``_on_window``; the gate in :mod:`.inbound_gate`, the frames before them in
+:mod:`.intake`), the action dispatch and the client-driven turns.
 
 Everything a call starts is owned by its :class:`CallSession` and cancelled by :meth:`CallSession.aclose`.
 """
@@ -29,8 +29,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..agent import configure
-from ..audio.g711 import ulaw_decode_float
-from ..audio.resample import Resampler
 from ..logs import call_context
 from ..metrics import call_event
 from ..session import SessionConfig
@@ -42,6 +40,7 @@ from .end_of_turn import Ask, EndOfTurn
 from .ending import HANGUP_CLOSE_AFTER, CallEnding  # noqa: F401  (re-exported, as every name below that lived here)
 from .events import EventDispatcher
 from .inbound_gate import InboundGate
+from .intake import CallerAudio
 from .keypad import KeypadTones, current_reply, queue_tones
 from .listening import (  # noqa: F401
     ECHO_TEXT_MIN_WORDS, ECHO_TEXT_SHARE, OVER_AGENT_MIN_LOGPROB, Listener, normalise,
@@ -65,7 +64,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("telebridge.call")
 
 PHONE_RATE = 8000
-MAX_EARLY_AUDIO_SECONDS = 10.0  # buffer caller audio while configure_session runs
 
 
 class CallSession:
@@ -104,8 +102,6 @@ class CallSession:
         self.events: EventDispatcher | None = None
         self.metrics = CallMetrics()
         self._loop = asyncio.get_running_loop()
-        self._early: list[np.ndarray] = []
-        self._early_samples = 0
         self._ready = False
         self._closed = False
         self._now = 0.0  # call clock: seconds of caller audio seen by the VAD
@@ -115,8 +111,6 @@ class CallSession:
         self.speaking = Speaking(self)  # the agent's replies in flight
         sink.on_turn_audible = self.speaking.segment_audible
         sink.on_turn_played = self.speaking.segment_played
-        self._upsample: Resampler | None = None
-        self._vad_stream: Any = None
         self._segmenter: VadSegmenter | None = None
         self.engine: TurnEngine | None = None
         self._agent_view: _CallAgent | None = None
@@ -126,8 +120,10 @@ class CallSession:
         self.gate = InboundGate(input_rate, sink.sample_rate, canceller=False, guard=False)
         self._eot: EndOfTurn | None = None  # when the end-of-turn model is asked about the caller's pauses
         self._classifier: Any = None  # the model it asks: the runtime's when the call was set up
-        self._fed = 0  # caller samples handed to the VAD (input rate): the call clock of the newest audio
-        self._held = bytearray()  # phone frames (μ-law) that wait for the VAD tick while the agent is silent
+        # The caller's audio on its way in (the hot path): ``on_audio`` for every frame, ``on_ulaw`` for a phone's.
+        self.caller_audio = CallerAudio(self)
+        self.on_audio = self.caller_audio.on_audio
+        self.on_ulaw = self.caller_audio.on_ulaw
         self.ended_reason: str | None = None
         self.callee: CalleeWatch | None = None  # outbound: who answered (AMD verdict, beep)
         self._pending_verdicts: list[tuple[str, str]] = []
@@ -201,14 +197,10 @@ class CallSession:
             spawn=self._spawn, fire=self._fire, observe=self._observe, feed=speaking.feed,
             play_tones=speaking.play_tones,
         )
-        if vad.sample_rate != self.input_rate:
-            self._upsample = Resampler(self.input_rate, vad.sample_rate)
         self.callee = CalleeWatch(self, outbound=first_speaker_waits("auto", self.custom_data),
                                   detect_beep=cfg.detect_beep, rate=self.input_rate)
         self.outbound.start()
-        self._vad_stream = self.runtime.vad_hub.open(vad.sample_rate, self._on_window)
-        self._vad_stream.before_take = self._feed_held
-        self._vad_stream.held = lambda: len(self._held) / self.input_rate
+        self.caller_audio.connect(self.runtime.vad_hub.open(vad.sample_rate, self._on_window), vad.sample_rate)
         self._ready = True
         # The callee speaks first: the greeting waits for them, so their early "hello" must count.
         wait = bool(cfg.first_message) and first_speaker_waits(cfg.first_speaker, self.custom_data)
@@ -217,10 +209,7 @@ class CallSession:
                 cfg.first_message or "", self._now, wait_for_callee=True, timeout=cfg.callee_greeting_timeout,
                 hold_long_greeting=bool(self.custom_data.get("amd")),
             ))
-        early, self._early = self._early, []
-        self._vad_stream.accept_backlog(self._early_samples / self.input_rate)
-        for pcm in early:
-            self.on_audio(pcm)
+        self.caller_audio.replay_early()
         if cfg.first_message and not wait:
             self._run_actions(self.engine.greet(cfg.first_message))
         pending, self._pending_verdicts = self._pending_verdicts, []
@@ -251,9 +240,7 @@ class CallSession:
             return
         self._closed = True
         self._ready = False
-        if self._vad_stream is not None:
-            self._vad_stream.close()
-        self._held = bytearray()
+        self.caller_audio.close()
         await cancel_all(self._tasks, self.call_id)  # every one, even a task that swallows its cancel
         await self.outbound.aclose()
         if self.speech is not None:
@@ -267,55 +254,7 @@ class CallSession:
             await self.events.aclose()
         await self.ending.aclose()
 
-    # --- inbound (hot path) ---------------------------------------------------------------------------------
-    def on_audio(self, pcm: np.ndarray, ulaw: bytes | None = None) -> None:
-        """Caller audio, float32 at ``input_rate``. Called for every frame: no awaits, no tasks. ``ulaw``: the
-        frame as Twilio sent it, which a μ-law STT stream forwards as is -- unless the echo canceller changed the
-        audio: the STT hears the cancelled audio then (re-encoded), not the echo."""
-        if not self._ready:
-            if not self._closed and self._early_samples < MAX_EARLY_AUDIO_SECONDS * self.input_rate:
-                self._early.append(pcm)
-                self._early_samples += len(pcm)
-            return
-        self._fed += len(pcm)
-        gate, reply = self.gate, self._reply
-        gate.note_audio(self._fed, reply, self.outbound)
-        self._deliver(gate.cancel(pcm, reply, self.outbound), ulaw)
-
-    def on_ulaw(self, payload: bytes) -> None:
-        """A phone call's frame as Twilio sent it, μ-law at 8 kHz (hot path). While the agent is silent (and the echo
-        canceller has nothing left to cancel) the frame only waits, raw, for the VAD hub's next pass, which decodes
-        and feeds every frame held (:meth:`_feed_held`): the VAD never ran before that pass anyway, and the audio,
-        its clock and its order are the same. Otherwise (the frames held first) it goes through :meth:`on_audio`."""
-        if self._ready and self.gate.can_hold(self._reply):
-            self._fed += len(payload)
-            self.gate.hold()
-            self._held += payload
-            return
-        if self._held:
-            self._feed_held()
-        self.on_audio(ulaw_decode_float(payload), payload)
-
-    def _feed_held(self) -> None:
-        """The held frames, decoded, to the call's consumers of caller audio and the VAD (what :meth:`on_audio`
-        does per frame while the agent is silent)."""
-        held = self._held
-        if not held or not self._ready:
-            return
-        self._held = bytearray()
-        ulaw = bytes(held)
-        self._deliver(self.gate.cancel_held(ulaw_decode_float(ulaw)), ulaw)
-
-    def _deliver(self, pcm: np.ndarray, ulaw: bytes | None) -> None:
-        """Caller audio past the echo canceller to its consumers: the answering-machine watch, the STT (the frame
-        as received, ``ulaw``, when nothing altered it) and the VAD."""
-        if self.callee is not None:
-            self.callee.feed(pcm)
-        self.speech.feed(pcm, ulaw if self.gate.aec is None else None)  # type: ignore[union-attr]  # ready: started
-        if self._upsample is not None:
-            pcm = self._upsample.process(pcm)
-        self._vad_stream.feed(pcm)
-
+    # --- inbound ------------------------------------------------------------------------------------------
     def on_dtmf(self, digit: str) -> None:
         """The caller pressed a key: the agent's on_dtmf handler, then the turn engine (message or interrupt)."""
         log.info("call %s: DTMF %s", self.call_id, digit)
@@ -391,7 +330,7 @@ class CallSession:
 
     def _playout_restarts(self, base: int) -> None:
         """The reply the caller hears starts a segment at reply offset ``base``: the echo's playout clock too."""
-        self.gate.restart(base, self._fed)
+        self.gate.restart(base, self.caller_audio.fed)
 
     def _speech_ended(self, event: SpeechEnded, end_time: float) -> list[Any]:
         assert self._segmenter is not None and self.engine is not None
@@ -486,7 +425,7 @@ class CallSession:
         ends the utterance where it really ends, and the engine answers once it is transcribed, without waiting."""
         if self._closed or self.engine is None or self.config is None or self._segmenter is None:
             return
-        behind = self._fed / self.input_rate - self._now  # audio the VAD has not seen yet
+        behind = self.caller_audio.fed / self.input_rate - self._now  # audio the VAD has not seen yet
         if self._segmenter.speaking or self.engine.caller_speaking or behind > 0.1:
             pad = self.config.vad.min_silence_duration + 0.1
             self.on_audio(np.zeros(int(pad * self.input_rate), dtype=np.float32))

@@ -194,7 +194,7 @@ class Speaking:
         if reply is None or reply.paused:
             return
         reply.paused = True
-        barge_in(self.session._fed / self.session.input_rate, self.session.engine)  # onset -> clear, Prometheus
+        barge_in(self.session.caller_audio.fed / self.session.input_rate, self.session.engine)  # onset -> clear, Prometheus
         reply.heard_at_pause = reply.base + self.outbound.heard(reply.segment)
         self.outbound.drop_turn(reply.segment)
         reply.pause_task = self.session._spawn(self._clear_for_pause(reply), f"pause{turn_id}")
@@ -242,7 +242,7 @@ class Speaking:
             # position now errs on the side of "not heard", never the other way round.
             reply.heard_at_pause = reply.base + self.outbound.heard(reply.segment)
             reply.paused = True
-            barge_in(s._fed / s.input_rate, s.engine)  # onset -> clear, Prometheus
+            barge_in(s.caller_audio.fed / s.input_rate, s.engine)  # onset -> clear, Prometheus
             self.outbound.drop_turn(reply.segment)
             s._spawn(self.outbound.clear(), f"clear{turn_id}")
         if s._reply is reply:

@@ -164,7 +164,7 @@ class VadStream:
         self.dropped_samples = 0
         self.closed = False
         # The call's audio held before this stream (a phone call while the agent is silent, see
-        # CallSession.on_ulaw): ``before_take()`` feeds it at the start of each pass, ``held()`` says how many
+        # intake.CallerAudio.on_ulaw): ``before_take()`` feeds it at the start of each pass, ``held()`` says how many
         # seconds wait there (they count in :attr:`lag`).
         self.before_take: Callable[[], None] | None = None
         self.held: Callable[[], float] | None = None

@@ -1,0 +1,114 @@
+"""One call's caller audio on its way in: the inbound hot path, from a received frame to the VAD.
+
+* **Before the call is ready** (``configure_session`` still running) frames are kept, up to
+  :data:`MAX_EARLY_AUDIO_SECONDS`, and fed in order once it is (:meth:`CallerAudio.replay_early`): the caller's
+  first words are not lost.
+* **Each frame** passes the echo canceller (the call's :class:`~.inbound_gate.InboundGate`) and goes to its
+  consumers: the answering-machine watch, the STT (the frame as received when nothing altered it, for a μ-law
+  stream) and the process-wide VAD (resampled to its rate).
+* **While the agent is silent** a phone frame (:meth:`CallerAudio.on_ulaw`) only waits, raw, for the VAD hub's
+  next pass, which decodes and delivers every frame held at once (``before_take``): the VAD never ran before that
+  pass anyway, and the audio, its clock and its order are the same. Held audio counts in the VAD's lag.
+
+:attr:`CallerAudio.fed` is the call clock of the newest caller audio (samples at the input rate). Called for every
+frame: no awaits, no tasks.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..audio.g711 import ulaw_decode_float
+from ..audio.resample import Resampler
+
+if TYPE_CHECKING:
+    from .call import CallSession
+
+MAX_EARLY_AUDIO_SECONDS = 10.0  # buffer caller audio while configure_session runs
+
+
+class CallerAudio:
+    """The inbound half of a :class:`~.call.CallSession` (``session``: its readiness, gate, reply the caller
+    hears, sink, answering-machine watch and speech)."""
+
+    def __init__(self, session: CallSession) -> None:
+        self.session = session
+        self.input_rate = session.input_rate
+        self.fed = 0  # caller samples received once ready (input rate): the call clock of the newest audio
+        self._early: list[np.ndarray] = []
+        self._early_samples = 0
+        self._held = bytearray()  # phone frames (μ-law) that wait for the VAD tick while the agent is silent
+        self._upsample: Resampler | None = None
+        self._vad: Any = None
+
+    def connect(self, vad_stream: Any, vad_rate: int) -> None:
+        """The call is set up: its audio goes to ``vad_stream`` (at ``vad_rate``) from now on."""
+        if vad_rate != self.input_rate:
+            self._upsample = Resampler(self.input_rate, vad_rate)
+        self._vad = vad_stream
+        vad_stream.before_take = self._feed_held
+        vad_stream.held = lambda: len(self._held) / self.input_rate
+
+    def replay_early(self) -> None:
+        """The audio kept while the call was set up, in order (the VAD keeps it whole, whatever its length)."""
+        early, self._early = self._early, []
+        self._vad.accept_backlog(self._early_samples / self.input_rate)
+        for pcm in early:
+            self.on_audio(pcm)
+
+    def close(self) -> None:
+        if self._vad is not None:
+            self._vad.close()
+        self._held = bytearray()
+
+    def on_audio(self, pcm: np.ndarray, ulaw: bytes | None = None) -> None:
+        """Caller audio, float32 at ``input_rate``. ``ulaw``: the frame as Twilio sent it, which a μ-law STT stream
+        forwards as is -- unless the echo canceller changed the audio: the STT hears the cancelled audio then
+        (re-encoded), not the echo."""
+        s = self.session
+        if not s._ready:
+            if not s._closed and self._early_samples < MAX_EARLY_AUDIO_SECONDS * self.input_rate:
+                self._early.append(pcm)
+                self._early_samples += len(pcm)
+            return
+        self.fed += len(pcm)
+        gate, reply = s.gate, s._reply
+        gate.note_audio(self.fed, reply, s.outbound)
+        self._deliver(gate.cancel(pcm, reply, s.outbound), ulaw)
+
+    def on_ulaw(self, payload: bytes) -> None:
+        """A phone call's frame as Twilio sent it, μ-law at 8 kHz: held while the agent is silent and the echo
+        canceller has nothing left to cancel (see the module docstring), else (the frames held first) through
+        :meth:`on_audio`."""
+        s = self.session
+        if s._ready and s.gate.can_hold(s._reply):
+            self.fed += len(payload)
+            s.gate.hold()
+            self._held += payload
+            return
+        if self._held:
+            self._feed_held()
+        self.on_audio(ulaw_decode_float(payload), payload)
+
+    def _feed_held(self) -> None:
+        """The held frames, decoded, to the call's consumers of caller audio and the VAD (what :meth:`on_audio`
+        does per frame while the agent is silent)."""
+        held = self._held
+        if not held or not self.session._ready:
+            return
+        self._held = bytearray()
+        ulaw = bytes(held)
+        self._deliver(self.session.gate.cancel_held(ulaw_decode_float(ulaw)), ulaw)
+
+    def _deliver(self, pcm: np.ndarray, ulaw: bytes | None) -> None:
+        """Caller audio past the echo canceller to its consumers: the answering-machine watch, the STT (the frame
+        as received, ``ulaw``, when nothing altered it) and the VAD."""
+        s = self.session
+        if s.callee is not None:
+            s.callee.feed(pcm)
+        s.speech.feed(pcm, ulaw if s.gate.aec is None else None)  # type: ignore[union-attr]  # ready: started
+        if self._upsample is not None:
+            pcm = self._upsample.process(pcm)
+        self._vad.feed(pcm)
