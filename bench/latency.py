@@ -187,10 +187,7 @@ class CallLog(logging.Handler):
 def forget_phrases(server: Any) -> None:
     """Empty the process's TTS phrase caches: the next answer is synthesized afresh, as an LLM's new words are
     (the demo agent's canned answers repeat, and a cached answer starts with no TTS time at all)."""
-    for engine in list(server.runtime._engines.values()):
-        cache = getattr(engine, "_cache", None)
-        if cache is not None:
-            cache.clear()
+    server.runtime.clear_phrase_caches()
 
 
 def run_question(server: Any, token: str, mode: str, question: str, out: dict[str, Any], log: CallLog) -> None:

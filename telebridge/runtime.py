@@ -25,6 +25,7 @@ from .pipeline.vad import SileroModel, VadHub
 from .providers.context import ProviderContext
 from .providers.health import ProviderHealth
 from .providers.registry import create_stt, create_tts
+from .providers.tts.cache import CachedTTS
 from .settings import Settings
 from .voices.store import VoiceStore
 
@@ -240,6 +241,11 @@ class Runtime:
 
             self._cloner = PiperCloner(self.voices, run_blocking=self.speech_pool.run, transcribe=transcribe)
         return self._cloner
+
+    def clear_phrase_caches(self) -> int:
+        """Empty every TTS engine's phrase cache (a new voice file under an old name, benchmarks that must
+        synthesize afresh); returns how many phrases were dropped."""
+        return sum(engine.clear() for engine in list(self._engines.values()) if isinstance(engine, CachedTTS))
 
     async def _engine(self, key: tuple[str, str, bool], make: Any) -> Any:
         engine = self._engines.get(key)

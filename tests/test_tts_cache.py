@@ -53,3 +53,13 @@ async def test_a_cancelled_waiter_does_not_cancel_the_others():
     audio = await second
     assert len(audio) == len("Shared phrase.") and engine.calls == 1
     assert first.cancelled()
+
+
+async def test_clear_forgets_the_phrases_so_the_next_request_synthesizes_afresh():
+    engine = CountingTTS()
+    tts = CachedTTS(engine)
+    await tts.synthesize("Hello there.")
+    await tts.synthesize("Goodbye.")
+    assert tts.clear() == 2 and tts.clear() == 0
+    await tts.synthesize("Hello there.")
+    assert engine.calls == 3

@@ -24,6 +24,12 @@ class CachedTTS:
         self.hits = 0
         self.misses = 0
 
+    def clear(self) -> int:
+        """Forget every cached phrase (syntheses in flight still finish and land); returns how many were held."""
+        n = len(self._cache)
+        self._cache.clear()
+        return n
+
     async def warmup(self) -> None:
         warm = getattr(self.engine, "warmup", None)
         if warm is not None:
