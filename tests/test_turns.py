@@ -517,3 +517,74 @@ def test_vowelless_sounds_never_count_as_words():
         assert judge.count(sound) == 0, sound
     assert judge.count("Hmm, wait a second") == 3
     assert judge.count("Try my 2 dogs") == 4  # y is a vowel here; digits are words
+
+
+# --- quiet spells (turn_idle): ticks that return at once must be the ticks that would do nothing --------------
+class FullTick(TurnEngine):
+    """The engine without its quiet-spell shortcut: every tick runs in full."""
+
+    def _idle(self):
+        return []
+
+
+def engine_state(engine):
+    return {k: v for k, v in vars(engine).items() if k not in ("_idle_until", "judge", "_ids", "_utt_ids")} | {
+        "next_turn": engine.new_turn_id(), "next_utterance": next(engine._utt_ids)}
+
+
+quiet_steps = st.lists(
+    st.tuples(st.sampled_from(EVENTS + ["tick"] * 6), st.integers(0, 50), st.floats(0.0, 3.0)),
+    min_size=1, max_size=120,
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(params=params_strategy, steps=quiet_steps, greet=st.booleans())
+def test_quiet_spells_change_nothing(params, steps, greet):
+    """The same events through the engine and through one that never skips a tick: the same actions at every step,
+    the same state at the end -- with timers (silence check-ins, max duration) due at random times."""
+    fast, full = Shell(TurnEngine(params), TEXTS), Shell(FullTick(params), TEXTS)
+    for shell in (fast, full):
+        seen = []
+        original = shell.apply
+        shell.apply = lambda actions, original=original, seen=seen: (seen.append(list(actions)), original(actions))
+        shell.seen = seen
+        if greet:
+            shell.apply(shell.engine.greet("Hi."))
+    for event, choice, dt in steps:
+        for shell in (fast, full):
+            shell.apply(shell.engine.tick(shell.t))  # (a tick that finds the engine idle notes a quiet spell)
+        for shell in (fast, full):
+            shell.step(event, choice, dt)
+        assert fast.seen == full.seen
+    fast.drain()
+    full.drain()
+    assert fast.seen == full.seen
+    assert engine_state(fast.engine) == engine_state(full.engine)
+
+
+def test_a_quiet_engine_skips_ticks_until_its_timer_then_acts_on_time():
+    engine = TurnEngine(TurnParams(**FAST, silence_timeout=4.0, max_call_duration=30.0))
+    assert engine.tick(0.032) == [] and engine._idle_until == 4.0 - 1e-6  # quiet since 0: the check-in is due at 4 s
+    assert engine.tick(3.99) == []
+    (reprompt,) = engine.tick(4.0)
+    assert isinstance(reprompt, StartReply) and reprompt.kind == "reprompt"
+    assert engine._idle_until == float("-inf")  # (an input: the reply started)
+    engine.reply_audio_started(reprompt.turn_id, 4.1)
+    assert engine.tick(4.2) == [] and engine._idle_until == 30.0  # the agent talks: only max duration is a timer
+    engine.agent_finished(reprompt.turn_id, 5.0)
+    assert engine.tick(5.1) == [] and engine._idle_until == 9.0 - 1e-6
+    engine.speech_started(6.0)  # an input ends the quiet spell at once
+    assert engine._idle_until == float("-inf")
+    assert engine.tick(6.1) == [] and engine._idle_until == float("-inf")  # the caller speaks: not quiet
+
+
+def test_every_engine_input_ends_a_quiet_spell():
+    """Each public method that may change the engine is marked an input (see turn_idle), so none can leave a stale
+    quiet spell behind; new methods must be marked too, or listed here as read-only."""
+    import inspect
+
+    read_only = {"tick", "new_turn_id", "is_over_agent"}
+    for name, member in inspect.getmembers(TurnEngine, inspect.isfunction):
+        if not name.startswith("_") and name not in read_only:
+            assert getattr(member, "turn_input", False), f"TurnEngine.{name} is not marked @turn_input"

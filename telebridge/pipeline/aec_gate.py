@@ -46,6 +46,7 @@ class EchoGate:
         n = max(8, int(keep * rate / block))
         self._v = np.full(n, int(Verdict.PASS), np.int8)
         self._bound = np.zeros(n)
+        self._harsh_end = 0  # one past the newest block judged other than PASS: every block from here on passed
         self.suppressed = 0  # blocks judged ECHO (for metrics)
         self.held = 0  # blocks judged HOLD
 
@@ -56,7 +57,7 @@ class EchoGate:
         b, n = self.block, len(self._v)
         first, last = start // b, min((end - 1) // b, blocks - 1)
         first = max(first, blocks - n, 0)
-        if last < first:
+        if last < first or first >= self._harsh_end:  # (the latter: the quiet most of a call is made of)
             return Verdict.PASS
         v = self._v  # (a VAD window spans two or three blocks: plain Python beats numpy's fancy indexing here)
         return _VERDICTS[min([v[i % n] for i in range(first, last + 1)])]
@@ -115,6 +116,8 @@ class EchoGate:
         else:
             verdict = Verdict.PASS
         self._v[i] = verdict
+        if verdict is not Verdict.PASS:
+            self._harsh_end = index + 1
         # (A block at the noise floor that passed is no sound "already passing": no hysteresis after it.)
         self._last = Verdict.HOLD if verdict is Verdict.PASS and out_ms <= 4 * self.floor else verdict
         self._bound[i] = bound

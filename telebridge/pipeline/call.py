@@ -127,6 +127,7 @@ class CallSession:
         self.ended_reason: str | None = None
         self.callee: CalleeWatch | None = None  # outbound: who answered (AMD verdict, beep)
         self._pending_verdicts: list[tuple[str, str]] = []
+        self._quiet_path = True  # quiet windows take the short way through _on_window (tests compare both)
 
     # --- lifecycle ------------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -288,10 +289,21 @@ class CallSession:
             heard = self.speaking.heard(reply) if reply is not None else 0
             engine.floor_held = self.keypad.holds_floor(reply.turn_id if reply else None, heard, end_time)
         # Gate: may the window be the caller's voice (above the line's noise, not the agent's echo)?
-        judged = self.gate.window(window, end_time, len(window) / self._segmenter.params.sample_rate, self._reply)
+        segmenter = self._segmenter
+        judged = self.gate.window(window, end_time, len(window) / segmenter.params.sample_rate, self._reply)
         engine.echo_active = self.gate.echo_active
         window = judged.window
-        segmenter = self._segmenter
+        if self._quiet_path and prob < segmenter.params.activation_threshold and not segmenter.speaking:
+            # The quiet most of a call is made of: below the VAD's threshold while the caller is not speaking,
+            # the window starts nothing (the same state as the full path below, see push_quiet and
+            # EndOfTurn.quiet); the engine's tick returns at once unless a timer is due (see turn_idle).
+            segmenter.push_quiet(prob if judged.voice else 0.0, window, end_time)
+            if self._eot is not None:
+                self._eot.quiet()
+            actions = engine.tick(end_time)
+            if actions:
+                self._run_actions(actions)
+            return
         actions = []
         for event in segmenter.push(prob if judged.voice else 0.0, window, end_time):
             if isinstance(event, SpeechStarted):

@@ -95,6 +95,10 @@ class EndOfTurn:
         self.asked += 1
         return Ask(voice_end, self._turn_audio(snapshot()), self.rate, again=again)
 
+    def quiet(self) -> None:
+        """:meth:`window` while no utterance is open (it asks nothing then), without its arguments."""
+        self._speaking = False
+
     def utterance_ended(self, audio: np.ndarray, voice_end: float) -> None:
         """An utterance closed (early or not): it becomes part of the turn's audio."""
         self._speaking = False

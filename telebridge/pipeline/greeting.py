@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .turn_actions import Action, CancelReply, State
+from .turn_idle import turn_input
 
 
 @dataclass(slots=True)
@@ -38,6 +39,7 @@ class GreetingTurns:
     def greeting_pending(self) -> bool:
         return self._greeting is not None
 
+    @turn_input
     def greet(
         self, text: str, t: float = 0.0, *, wait_for_callee: bool = False, timeout: float = 3.0,
         hold_long_greeting: bool = False,
@@ -51,6 +53,7 @@ class GreetingTurns:
             return self.tick(t)
         return [self.start_reply("", say=text, kind="greeting")]
 
+    @turn_input
     def callee_is_human(self, t: float) -> list[Action]:
         """AMD says a person answered: a greeting held for the verdict goes out (once they stop talking)."""
         if self._greeting is not None:
@@ -58,6 +61,7 @@ class GreetingTurns:
             self._greeting.hold_long = False
         return self.tick(t)
 
+    @turn_input
     def answering_machine(self, t: float, message: str | None) -> list[Action]:
         """A machine answered: stop (or drop) the agent's speech, let the greeting finish, leave ``message``
         (if any), hang up."""

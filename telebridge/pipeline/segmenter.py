@@ -187,6 +187,17 @@ class VadSegmenter:
                 self._end_speech(events)
         return events
 
+    def push_quiet(self, prob: float, window: np.ndarray, end_time: float) -> None:
+        """:meth:`push` of a window below ``activation_threshold`` while not :attr:`speaking` (the caller's to
+        check): it can start nothing, so it only joins the prefix padding and ends any onset run. The same state
+        as :meth:`push`, no events; the quiet most of a call is made of, cheaper."""
+        self.last_prob = prob
+        self._t = end_time
+        self._pre.append(window)
+        self._pre_samples += int(window.shape[0])
+        self._run_samples = 0
+        self._trim_prefix()
+
     def end_now(self) -> list[SegmentEvent]:
         """End the current utterance at once, inside its closing silence (an end-of-turn model is sure the caller
         has finished): the same :class:`SpeechEnded` the full ``min_silence_duration`` would have given."""

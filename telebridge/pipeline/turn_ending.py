@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .turn_actions import Action, HangUp, State, Transfer
+from .turn_idle import turn_input
 
 
 @dataclass(slots=True)
@@ -28,6 +29,7 @@ class EndingTurns:
     """The winding-down half of :class:`~.turns.TurnEngine` (a mixin: ``self`` is the engine, whose state it
     reads and changes: ``_ending``, ``state``, ``reply_turn`` …)."""
 
+    @turn_input
     def request_end(
         self,
         t: float,

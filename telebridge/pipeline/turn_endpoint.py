@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 from .turn_actions import State
+from .turn_idle import turn_input
 from .unfinished import turn_looks_unfinished
 
 SURE_AFTER_A_HESITATION = 0.8  # the model's probability that ends a turn whose earlier words stopped mid-thought
@@ -20,6 +21,7 @@ class EndpointTurns:
     """The endpointing half of :class:`~.turns.TurnEngine` (a mixin: ``self`` is the engine, whose state it reads
     and changes: ``_verdict``, ``_voice_end``, ``_utt``, ``_barge`` …)."""
 
+    @turn_input
     def turn_verdict(self, voice_end: float, complete: bool, probability: float | None = None) -> None:
         """The end-of-turn model's answer about the pause after the caller's speech that ended at ``voice_end``
         (ignored once the caller has spoken again); ``probability``: how sure it was that they had finished."""

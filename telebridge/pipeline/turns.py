@@ -95,6 +95,7 @@ from .turn_actions import (  # noqa: F401  (re-exported: the engine's vocabulary
     ReplyKind, Resume, Settle, StartReply, State, Transcribe, Transfer, TurnParams,
 )
 from .turn_ending import EndingTurns, _Ending
+from .turn_idle import IdleTurns, turn_input
 from .turn_endpoint import SURE_AFTER_A_HESITATION, EndpointTurns  # noqa: F401  (re-exported)
 
 
@@ -111,7 +112,7 @@ class _Utterance:
     before_greeting: bool = False  # the callee's "hello": not a turn, the greeting answers it
 
 
-class TurnEngine(EndpointTurns, GreetingTurns, EndingTurns):
+class TurnEngine(EndpointTurns, GreetingTurns, EndingTurns, IdleTurns):
     def __init__(self, params: TurnParams, *, first_turn_id: int = 1) -> None:
         self.params = params
         self.state = State.LISTENING
@@ -184,6 +185,7 @@ class TurnEngine(EndpointTurns, GreetingTurns, EndingTurns):
         return self.params.interrupt_time_threshold + extra
 
     # --- inputs ---------------------------------------------------------------------------------------------
+    @turn_input
     def start_reply(self, text: str, *, say: str | None = None, kind: ReplyKind = "user",
                     settle_at: float | None = None) -> StartReply:
         """Begin a reply. The greeting passes ``text=""`` and ``say=first_message``. ``settle_at``: the turn
@@ -198,6 +200,7 @@ class TurnEngine(EndpointTurns, GreetingTurns, EndingTurns):
         self.state = State.THINKING
         return StartReply(turn, text, say, self.reply_kind, settled=settle_at is None)
 
+    @turn_input
     def speech_started(self, t: float) -> list[Action]:
         if self.state is State.ENDED:
             return []
@@ -220,6 +223,7 @@ class TurnEngine(EndpointTurns, GreetingTurns, EndingTurns):
             self.state = State.USER_SPEAKING
         return actions
 
+    @turn_input
     def speech_ended(self, voice_end: float, audio: np.ndarray) -> list[Action]:
         """The VAD saw ``min_silence_duration`` of silence after speech that stopped at ``voice_end``."""
         if self.state is State.ENDED:
@@ -243,6 +247,7 @@ class TurnEngine(EndpointTurns, GreetingTurns, EndingTurns):
             self.state = State.LISTENING
         return [Notify("on_user_stopped_speaking"), Transcribe(utt.uid, audio)]
 
+    @turn_input
     def speech_continues(self, t: float) -> None:
         """The VAD window ending at ``t`` was speech (the time threshold counts speech, not trailing silence)."""
         if self._utt is not None:
@@ -261,6 +266,7 @@ class TurnEngine(EndpointTurns, GreetingTurns, EndingTurns):
         utt = self._utterances.get(utterance_id)
         return utt is not None and utt.over_agent
 
+    @turn_input
     def interim(self, utterance_id: int, text: str, t: float) -> list[Action]:
         """Words so far of an utterance still in progress."""
         utt = self._utterances.get(utterance_id)
@@ -270,6 +276,7 @@ class TurnEngine(EndpointTurns, GreetingTurns, EndingTurns):
         utt.backchannel = self.judge.acknowledges(text)
         return self.tick(t)
 
+    @turn_input
     def transcript(self, utterance_id: int, text: str, t: float) -> list[Action]:
         """The final words of an utterance."""
         utt = self._utterances.pop(utterance_id, None)
@@ -294,6 +301,7 @@ class TurnEngine(EndpointTurns, GreetingTurns, EndingTurns):
             self._pending_text.append(text)
         return actions + self.tick(t)
 
+    @turn_input
     def reply_audio_started(self, turn_id: int, t: float | None = None) -> list[Action]:
         if turn_id == self.reply_turn and self.state is not State.ENDED:
             self.reply_audible = True
@@ -301,6 +309,7 @@ class TurnEngine(EndpointTurns, GreetingTurns, EndingTurns):
                 self.state = State.SPEAKING
         return []
 
+    @turn_input
     def agent_finished(self, turn_id: int, t: float) -> list[Action]:
         """The reply's audio has fully played (or the reply produced no audio)."""
         if turn_id != self.reply_turn or self.state is State.ENDED:
@@ -317,6 +326,7 @@ class TurnEngine(EndpointTurns, GreetingTurns, EndingTurns):
             return self._final_action()
         return self.tick(t)
 
+    @turn_input
     def dtmf(self, digit: str, t: float) -> list[Action]:
         if self.state is State.ENDED or self._ending is not None:
             return []
@@ -337,6 +347,7 @@ class TurnEngine(EndpointTurns, GreetingTurns, EndingTurns):
         return []
 
     # --- turns driven by the client (OpenAI Realtime: input_audio_buffer.commit, response.create/.cancel) --
+    @turn_input
     def commit(self, t: float) -> list[Action]:
         """The user's turn is over: it is answered as soon as its words are transcribed (no endpointing wait)."""
         if self.state is State.ENDED:
@@ -344,6 +355,7 @@ class TurnEngine(EndpointTurns, GreetingTurns, EndingTurns):
         self._committed = True
         return self.tick(t)
 
+    @turn_input
     def request_reply(self, t: float) -> list[Action]:
         """Reply now, or as soon as the user's words are transcribed; nothing while a reply is under way."""
         if self.state is State.ENDED or self._ending is not None or self._greeting is not None:
@@ -353,6 +365,7 @@ class TurnEngine(EndpointTurns, GreetingTurns, EndingTurns):
         self._committed = self._reply_requested = True
         return self.tick(t)
 
+    @turn_input
     def cancel(self, t: float) -> list[Action]:
         """Stop the reply under way: cut off where the user stopped hearing it, or dropped if nothing was heard."""
         if self.reply_turn is None or self.state is State.ENDED or self._ending is not None:
@@ -367,6 +380,8 @@ class TurnEngine(EndpointTurns, GreetingTurns, EndingTurns):
 
     # --- the clock ------------------------------------------------------------------------------------------
     def tick(self, t: float) -> list[Action]:
+        if t < self._idle_until:
+            return []  # nothing but a timer can act, and none is due yet (see turn_idle)
         if self.state is State.ENDED:
             return []
         if self._settle_at is not None and t >= self._settle_at and self.reply_turn is not None:
@@ -429,7 +444,7 @@ class TurnEngine(EndpointTurns, GreetingTurns, EndingTurns):
                     self._reprompts += 1
                     return [self.start_reply("", say=p.silence_reprompt, kind="reprompt")]
                 return self.request_end(t, "silence", say=p.silence_goodbye)
-        return []
+        return self._idle()
 
     # --- transitions that several inputs share --------------------------------------------------------------
     def _interrupt(self) -> list[Action]:

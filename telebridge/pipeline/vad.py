@@ -414,12 +414,13 @@ class VadHub:
         stream._state = job.state
         stream._context = job.context
         rate = stream.sample_rate
-        for r in range(job.windows.shape[0]):
+        probs = job.probs.tolist()  # (Python floats, as float() of each)
+        for r in range(len(probs)):
             if stream.closed:  # a callback may close its own stream
                 return
             end_time = job.start_time + (r + 1) * stream.window / rate
             try:
-                stream._on_window(float(job.probs[r]), job.windows[r], end_time)
+                stream._on_window(probs[r], job.windows[r], end_time)
             except Exception:
                 _LOGGER.exception("VAD on_window callback raised (stream continues)")
 
