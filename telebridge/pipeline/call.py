@@ -11,8 +11,8 @@ agent's replies in flight (:mod:`.speaking`: segments on the sink, pause, resume
 the making of its audio (:mod:`.reply`), what the call measured (:mod:`.call_metrics`), who answered
 (:mod:`.answering`), how it ends (:mod:`.ending`: end_call, transfer_call, hang-up and transfer through the call
 control), keypad tones (:mod:`.keypad`) and the speech providers (:mod:`.speech`). This module keeps the call's
-lifecycle, the VAD windows (``_on_window``; the gate in :mod:`.inbound_gate`, the frames before them in
-:mod:`.intake`), the action dispatch and the client-driven turns.
+lifecycle, the action dispatch and the client-driven turns; the VAD windows are :mod:`.windows` (the gate in
+:mod:`.inbound_gate`, the frames before them in :mod:`.intake`).
 
 Everything a call starts is owned by its :class:`CallSession` and cancelled by :meth:`CallSession.aclose`.
 """
@@ -36,7 +36,7 @@ from ..tools import make_builtin_tools
 from .answering import CalleeWatch, first_speaker_waits
 from .call_metrics import CallMetrics
 from .call_tasks import cancel_all
-from .end_of_turn import Ask, EndOfTurn
+from .end_of_turn import EndOfTurn
 from .ending import HANGUP_CLOSE_AFTER, CallEnding  # noqa: F401  (re-exported, as every name below that lived here)
 from .events import EventDispatcher
 from .inbound_gate import InboundGate
@@ -49,10 +49,11 @@ from .observer import ConversationObserver
 from .reply import (  # noqa: F401
     CUT_OFF_MARK, THREAD_RESAMPLE_SECONDS, ReplyProducer, _AudioStore, _CallAgent, _Reply, _Span, heard_text,
 )
-from .segmenter import SegmenterParams, SpeechEnded, SpeechStarted, VadSegmenter
+from .segmenter import SegmenterParams, VadSegmenter
 from .sink import AudioSink
 from .speaking import Speaking
 from .speech import CallSpeech
+from .windows import CallWindows
 from .turns import (
     CancelReply, HangUp, Interrupt, Notify, Pause, Resume, Settle, StartReply, Transcribe, Transfer, TurnEngine,
     TurnParams,
@@ -66,7 +67,7 @@ log = logging.getLogger("telebridge.call")
 PHONE_RATE = 8000
 
 
-class CallSession:
+class CallSession(CallWindows):
     def __init__(
         self,
         *,
@@ -279,99 +280,9 @@ class CallSession:
         except Exception:
             log.exception("call %s: on_dtmf handler raised (the call goes on)", self.call_id)
 
-    def _on_window(self, prob: float, window: np.ndarray, end_time: float) -> None:
-        if self._closed or self._segmenter is None or self.engine is None:
-            return
-        self._now = end_time
-        engine = self.engine
-        if self.keypad.pending or engine.floor_held:  # keypad tones in flight: no barge-in (see keypad.py)
-            reply = self._reply
-            heard = self.speaking.heard(reply) if reply is not None else 0
-            engine.floor_held = self.keypad.holds_floor(reply.turn_id if reply else None, heard, end_time)
-        # Gate: may the window be the caller's voice (above the line's noise, not the agent's echo)?
-        segmenter = self._segmenter
-        judged = self.gate.window(window, end_time, len(window) / segmenter.params.sample_rate, self._reply)
-        engine.echo_active = self.gate.echo_active
-        window = judged.window
-        if self._quiet_path and prob < segmenter.params.activation_threshold and not segmenter.speaking:
-            # The quiet most of a call is made of: below the VAD's threshold while the caller is not speaking,
-            # the window starts nothing (the same state as the full path below, see push_quiet and
-            # EndOfTurn.quiet); the engine's tick returns at once unless a timer is due (see turn_idle).
-            segmenter.push_quiet(prob if judged.voice else 0.0, window, end_time)
-            if self._eot is not None:
-                self._eot.quiet()
-            actions = engine.tick(end_time)
-            if actions:
-                self._run_actions(actions)
-            return
-        actions = []
-        for event in segmenter.push(prob if judged.voice else 0.0, window, end_time):
-            if isinstance(event, SpeechStarted):
-                self._observe("user_speech_started", event.t)
-                actions += engine.speech_started(self.gate.onset(event.t))
-            elif isinstance(event, SpeechEnded):
-                actions += self._speech_ended(event, end_time)
-        if self._eot is not None:
-            ask = self._eot.window(speaking=segmenter.speaking, quiet=segmenter.pause_duration,
-                                   voice_end=segmenter.voice_end, awaiting=engine.awaiting_turn_end,
-                                   snapshot=segmenter.snapshot)
-            if ask is not None:
-                log.debug("call %s: end_of_turn asked%s at %.2f s (speech ended %.2f s, Silero quiet %.2f s)",
-                          self.call_id, " again" if ask.again else "", end_time, ask.voice_end,
-                          segmenter.silence_duration)
-                self._spawn(self._ask_end_of_turn(ask), "end-of-turn")
-        if segmenter.speaking:
-            quiet = segmenter.silence_duration
-            if quiet == 0.0:
-                engine.speech_continues(end_time)
-            listener: Listener = self.listener  # type: ignore[assignment]  # set with the engine
-            if quiet == 0.0 and listener.early is not None:
-                listener.cancel_early()  # the caller went on talking: that transcript is stale
-            elif listener.wants_early(segmenter.pause_duration):
-                self.metrics.early_stt += 1
-                listener.start_early(segmenter.snapshot())
-            uid = engine.current_utterance
-            if uid is not None and engine.wants_interim:
-                if listener.streaming:
-                    listener.poll_stream_interim(uid, engine.current_start, end_time)
-                else:
-                    listener.interim.poll(end_time, uid, engine.current_start, segmenter.snapshot)
-        actions += engine.tick(end_time)
-        if actions:
-            self._run_actions(actions)
-
     def _playout_restarts(self, base: int) -> None:
         """The reply the caller hears starts a segment at reply offset ``base``: the echo's playout clock too."""
         self.gate.restart(base, self.caller_audio.fed)
-
-    def _speech_ended(self, event: SpeechEnded, end_time: float) -> list[Any]:
-        assert self._segmenter is not None and self.engine is not None
-        self.listener.utterance_ended(  # type: ignore[union-attr]  # set with the engine
-            time.perf_counter() - (end_time - event.t),
-            (event.t - len(event.audio) / self._segmenter.params.sample_rate, event.t),
-        )
-        if self._eot is not None:
-            self._eot.utterance_ended(event.audio, event.t)
-        self._observe("user_speech_stopped", event.t)
-        return self.engine.speech_ended(event.t, event.audio)
-
-    async def _ask_end_of_turn(self, ask: Ask) -> None:
-        """The caller paused: ask the end-of-turn model, then close the utterance early or tell the engine."""
-        probability = await self._classifier.classify(ask.audio, ask.rate)
-        if self._closed or self._eot is None or self.engine is None or self._segmenter is None:
-            return
-        verdict = self._eot.verdict(ask.voice_end, probability, again=ask.again)
-        if verdict is None:
-            return
-        self._event("end_of_turn", f"{'complete' if verdict.complete else 'incomplete'} {verdict.probability:.2f}")
-        actions: list[Any] = []
-        if verdict.close:
-            for event in self._segmenter.end_now():
-                if isinstance(event, SpeechEnded):
-                    actions += self._speech_ended(event, self._now)
-        self.engine.turn_verdict(verdict.voice_end, verdict.complete, verdict.probability)
-        actions += self.engine.tick(self._now)
-        self._run_actions(actions)
 
     # --- actions --------------------------------------------------------------------------------------------
     def _run_actions(self, actions: list[Any]) -> None:

@@ -79,6 +79,8 @@ Rules next to the table
   which they barged in (it began while the agent was still talking): only their next pause is a candidate.
 * **Who speaks first** and **answering machines**: see :mod:`.greeting`.
 * **Winding down** (silence, max duration, ``end_call``, ``transfer_call``): see :mod:`.turn_ending`.
+* The keypad and client-driven inputs are in :mod:`.turn_client`, the endpointing rules in :mod:`.turn_endpoint`,
+  the quiet spells (ticks that return at once) in :mod:`.turn_idle`.
 """
 
 from __future__ import annotations
@@ -94,6 +96,7 @@ from .turn_actions import (  # noqa: F401  (re-exported: the engine's vocabulary
     DEFAULT_BACKCHANNELS_FALLBACK, DTMF_MESSAGE, Action, CancelReply, HangUp, Interrupt, Notify, Pause,
     ReplyKind, Resume, Settle, StartReply, State, Transcribe, Transfer, TurnParams,
 )
+from .turn_client import ClientTurns
 from .turn_ending import EndingTurns, _Ending
 from .turn_idle import IdleTurns, turn_input
 from .turn_endpoint import SURE_AFTER_A_HESITATION, EndpointTurns  # noqa: F401  (re-exported)
@@ -112,7 +115,7 @@ class _Utterance:
     before_greeting: bool = False  # the callee's "hello": not a turn, the greeting answers it
 
 
-class TurnEngine(EndpointTurns, GreetingTurns, EndingTurns, IdleTurns):
+class TurnEngine(EndpointTurns, GreetingTurns, EndingTurns, ClientTurns, IdleTurns):
     def __init__(self, params: TurnParams, *, first_turn_id: int = 1) -> None:
         self.params = params
         self.state = State.LISTENING
@@ -326,58 +329,6 @@ class TurnEngine(EndpointTurns, GreetingTurns, EndingTurns, IdleTurns):
             return self._final_action()
         return self.tick(t)
 
-    @turn_input
-    def dtmf(self, digit: str, t: float) -> list[Action]:
-        if self.state is State.ENDED or self._ending is not None:
-            return []
-        self._quiet_since = t
-        if digit == self.params.dtmf_interrupt_digit:
-            if self.state in (State.SPEAKING, State.PAUSED):
-                return self._interrupt()
-            if self.state is State.THINKING and self.reply_turn is not None:
-                turn = self.reply_turn
-                self._clear_reply()
-                self.state = State.LISTENING
-                return [CancelReply(turn)]
-            return []
-        if digit == self.params.dtmf_terminator and self._digits:
-            return self._flush_digits(t) + self.tick(t)
-        self._digits.append(digit)
-        self._digit_at = t
-        return []
-
-    # --- turns driven by the client (OpenAI Realtime: input_audio_buffer.commit, response.create/.cancel) --
-    @turn_input
-    def commit(self, t: float) -> list[Action]:
-        """The user's turn is over: it is answered as soon as its words are transcribed (no endpointing wait)."""
-        if self.state is State.ENDED:
-            return []
-        self._committed = True
-        return self.tick(t)
-
-    @turn_input
-    def request_reply(self, t: float) -> list[Action]:
-        """Reply now, or as soon as the user's words are transcribed; nothing while a reply is under way."""
-        if self.state is State.ENDED or self._ending is not None or self._greeting is not None:
-            return []
-        if self.reply_turn is not None:
-            return []
-        self._committed = self._reply_requested = True
-        return self.tick(t)
-
-    @turn_input
-    def cancel(self, t: float) -> list[Action]:
-        """Stop the reply under way: cut off where the user stopped hearing it, or dropped if nothing was heard."""
-        if self.reply_turn is None or self.state is State.ENDED or self._ending is not None:
-            return []
-        if self.state in (State.SPEAKING, State.PAUSED):
-            return self._interrupt()
-        turn = self.reply_turn
-        self._clear_reply()
-        self._quiet_since = t
-        self.state = State.USER_SPEAKING if self._utt is not None else State.LISTENING
-        return [CancelReply(turn)]
-
     # --- the clock ------------------------------------------------------------------------------------------
     def tick(self, t: float) -> list[Action]:
         if t < self._idle_until:
@@ -476,10 +427,3 @@ class TurnEngine(EndpointTurns, GreetingTurns, EndingTurns, IdleTurns):
         self.reply_audible = False
         self._reply_text = ""
         self._settle_at = None
-
-    def _flush_digits(self, t: float) -> list[Action]:
-        digits = "".join(self._digits)
-        self._digits.clear()
-        self._pending_text.append(DTMF_MESSAGE.format(digits=digits))
-        self._voice_end = t - self.endpoint_delay  # a key press needs no endpointing wait
-        return []
