@@ -22,8 +22,9 @@ greeting, on reply 2, on reply 5, handset → speakerphone → handset, gone dur
 plus double talk (a caller interrupting over the echo, after an "uh-huh" that must not) at each ERL × delay.
 The table: false pauses and interruptions (not caused by the caller's own sound), replies abandoned, barge-in
 latency (onset → ``clear``, target ``interrupt_time_threshold`` + 150 ms), response latency, and the echo
-canceller's CPU per call-second (time inside ``EchoCanceller.process`` over the call's audio). ``--echo quick``
-runs a representative subset (~3 min), ``--echo full`` all 135 cells + 9 double-talk calls (~50 min).
+canceller's CPU per call-second (time inside ``EchoCanceller.process`` and ``process_silent`` over the call's
+audio). ``--echo quick`` runs a representative subset (~3 min), ``--echo full`` all 135 cells + 9 double-talk
+calls (~50 min).
 
 Run: .venv/bin/python bench/scenarios.py [--repeats N] [--echo quick|full]
 """
@@ -161,18 +162,24 @@ async def run_echo(full: bool) -> int:
     from fakes.twilio_api import FakeTwilioApi, FakeTwilioServer
     from telebridge.pipeline.aec import EchoCanceller
 
-    busy = {"seconds": 0.0, "samples": 0}
-    process = EchoCanceller.process
+    busy = {"seconds": 0.0, "samples": 0, "depth": 0}
+    originals = EchoCanceller.process, EchoCanceller.process_silent
 
-    def timed(self, near, far, **kw):  # noqa: ANN001, ANN003, ANN202  (the server runs in this process: time it)
-        t0 = time.perf_counter()
-        try:
-            return process(self, near, far, **kw)
-        finally:
-            busy["seconds"] += time.perf_counter() - t0
-            busy["samples"] += len(near)
+    def timing(method):  # noqa: ANN001, ANN202  (the server runs in this process: time the canceller's entry points)
+        def timed(self, near, *args, **kw):  # noqa: ANN001, ANN002, ANN003, ANN202
+            busy["depth"] += 1
+            t0 = time.perf_counter()
+            try:
+                return method(self, near, *args, **kw)
+            finally:
+                busy["depth"] -= 1
+                if not busy["depth"]:  # (process_silent may call process: count the outer call only)
+                    busy["seconds"] += time.perf_counter() - t0
+                    busy["samples"] += len(near)
+        return timed
 
-    EchoCanceller.process = timed  # type: ignore[method-assign]
+    EchoCanceller.process = timing(EchoCanceller.process)  # type: ignore[method-assign]
+    EchoCanceller.process_silent = timing(EchoCanceller.process_silent)  # type: ignore[method-assign]
     api = FakeTwilioApi(AUTH_TOKEN)
     fake = FakeTwilioServer(api).start()
     server = LiveServer(agent=str(lib.AGENT_FILE), twilio_api_base_url=fake.url).start()
@@ -193,7 +200,7 @@ async def run_echo(full: bool) -> int:
     finally:
         server.stop()
         fake.stop()
-        EchoCanceller.process = process  # type: ignore[method-assign]
+        EchoCanceller.process, EchoCanceller.process_silent = originals  # type: ignore[method-assign]
 
     print()
     print(f"{'case':44} {'result':6} {'false p.':>8} {'false i.':>8} {'abandoned':>9} {'barge-in':>8} "
