@@ -152,6 +152,9 @@ class VadSegmenter:
     def push(self, prob: float, window: np.ndarray, end_time: float) -> list[SegmentEvent]:
         """Feed one VAD window (as delivered by ``VadStream``'s ``on_window``)."""
         p = self.params
+        if not self.speaking and prob < p.activation_threshold:
+            self.push_quiet(prob, window, end_time)
+            return []
         self.last_prob = prob
         self._t = end_time
         n = int(window.shape[0])
@@ -161,17 +164,14 @@ class VadSegmenter:
         )
         events: list[SegmentEvent] = []
 
-        if not self.speaking:
+        if not self.speaking:  # (and the window is speech: the quiet ones went to push_quiet)
             self._pre.append(window)
             self._pre_samples += n
-            if is_speech:
-                if self._run_samples == 0:
-                    self._run_start = start_time
-                self._run_samples += n
-                if self._run_samples >= self._min_speech:
-                    self._start_speech(events)
-            else:
-                self._run_samples = 0
+            if self._run_samples == 0:
+                self._run_start = start_time
+            self._run_samples += n
+            if self._run_samples >= self._min_speech:
+                self._start_speech(events)
             self._trim_prefix()
             return events
 
@@ -188,9 +188,9 @@ class VadSegmenter:
         return events
 
     def push_quiet(self, prob: float, window: np.ndarray, end_time: float) -> None:
-        """:meth:`push` of a window below ``activation_threshold`` while not :attr:`speaking` (the caller's to
-        check): it can start nothing, so it only joins the prefix padding and ends any onset run. The same state
-        as :meth:`push`, no events; the quiet most of a call is made of, cheaper."""
+        """A window below ``activation_threshold`` while not :attr:`speaking` (the caller's to check; :meth:`push`
+        comes here for such windows too): it can start nothing, so it only joins the prefix padding and ends any
+        onset run. No events; the quiet most of a call is made of, without :meth:`push`'s list."""
         self.last_prob = prob
         self._t = end_time
         self._pre.append(window)
