@@ -59,12 +59,15 @@ sys.path.insert(0, str(ROOT))
 from bench.cloud_fakes import fakes_process  # noqa: E402
 from bench.cpu_per_call import HealthPoller, free_port, machine_busy, proc_cpu, thread_cpu  # noqa: E402
 from bench.load_caller import QUESTION, CallerConfig, CallerStats, HangupStats  # noqa: E402
-from bench.load_probe import bucket_diff, get_text, histograms, quantile, tree_cpu, wait_no_calls  # noqa: E402
+from bench.load_probe import (  # noqa: E402
+    bucket_diff, counters, get_text, histograms, quantile, tree_cpu, wait_no_calls,
+)
 from bench.load_rig import (  # noqa: E402,F401  (re-exported for bench/soak.py and bench/load_faults.py)
     Generators, Server, late_percentile, redis_process, server_process,
 )
 
 LAG = "telebridge_frame_lag_seconds"
+EOT_QUESTIONS, EOT_CPU = "telebridge_end_of_turn_questions", "telebridge_end_of_turn_cpu_seconds"
 TARGET_N, TARGET_LAG_MS, TARGET_RATIO = 300, 20.0, 0.99
 
 
@@ -87,6 +90,7 @@ class Step:
     stats: CallerStats | None = None
     health_p99_ms: float = math.nan
     lag_ref_p99_ms: float = math.nan  # the first step's p99 lag (the idle floor this step's excess is judged on)
+    eot: dict[str, float] = field(default_factory=dict)  # end-of-turn questions by outcome over the window, and "cpu"
     setup_failures: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -121,7 +125,8 @@ class Step:
 
 def measure_step(step: Step, server: Server, gens: Generators, *, window: float, other_pids: list[int],
                  redis_pid: int | None = None, during: Any = None) -> Step:
-    m0 = histograms(get_text(server.port, "/metrics"), LAG).get("", {})
+    text0 = get_text(server.port, "/metrics")
+    m0, eot0 = histograms(text0, LAG).get("", {}), _eot_counters(text0)
     cpu0, gen0, mach0 = tree_cpu(server.pid), sum(proc_cpu(p) for p in gens.pids), machine_busy()
     fk0 = sum(_cpu(p) for p in other_pids)
     rd0 = _cpu(redis_pid) if redis_pid else 0.0
@@ -136,8 +141,33 @@ def measure_step(step: Step, server: Server, gens: Generators, *, window: float,
     step.machine_cpu_s = machine_busy() - mach0
     step.health_p99_ms = poller.summary()[1]
     with contextlib.suppress(OSError):
-        step.lag = bucket_diff(histograms(get_text(server.port, "/metrics"), LAG).get("", {}), m0)
+        text = get_text(server.port, "/metrics")
+        step.lag = bucket_diff(histograms(text, LAG).get("", {}), m0)
+        step.eot = {k: v - eot0.get(k, 0.0) for k, v in _eot_counters(text).items()}
     return step
+
+
+def _eot_counters(text: str) -> dict[str, float]:
+    """End-of-turn questions by outcome ("answered", "skipped", "refused") and the model's CPU seconds ("cpu")."""
+    out = {k.removeprefix("outcome="): v for k, v in counters(text, EOT_QUESTIONS).items()}
+    out["cpu"] = sum(counters(text, EOT_CPU).values())
+    return out
+
+
+def _eot_note(step: Step) -> str | None:
+    """Per step: what the end-of-turn model cost (questions per caller question, CPU per answer, share of the
+    server's CPU)."""
+    e, st = step.eot, step.stats
+    answered = e.get("answered", 0.0)
+    if not answered and not e.get("skipped") and not e.get("refused"):
+        return None
+    asked = st.questions if st and st.questions else math.nan
+    per = 1000 * e.get("cpu", 0.0) / answered if answered else math.nan
+    share = 100 * e.get("cpu", 0.0) / step.server_cpu_s if step.server_cpu_s else math.nan
+    return (f"N={step.n} end-of-turn model: {answered:.0f} answered ({answered / asked:.1f} per caller question), "
+            f"{e.get('skipped', 0):.0f} skipped (caller went on), {e.get('refused', 0):.0f} refused; "
+            f"{per:.0f} ms CPU per answer, {share:.0f} % of the server's CPU "
+            f"({1000 * e.get('cpu', 0.0) / max(1e-9, step.n * step.window_s):.1f} ms per call-second)")
 
 
 def _cpu(pid: int | None) -> float:
@@ -184,6 +214,8 @@ def capacity(ns: list[int], workers: int, *, window: float, ramp: float, gens_co
             _print_step(step)
             if workers == 1:
                 step.notes.append(f"N={n} server threads: {_thread_split(server.pid, step.window_s, thr0)}")
+            if (note := _eot_note(step)) is not None:
+                step.notes.append(note)
             if stop_on_fail and (step.failures > max(3, n // 20) or step.ratio < 0.9):
                 print(f"  {label}: stopping the staircase at N={n} (clearly over capacity)", flush=True)
                 break

@@ -133,6 +133,22 @@ def histograms(text: str, name: str) -> Buckets:
     return out
 
 
+def counters(text: str, name: str) -> dict[str, float]:
+    """Values of counter ``name`` (its family name, without ``_total``) by its labels, summed over workers."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name != name:
+            continue
+        for sample in family.samples:
+            if not sample.name.endswith("_total"):
+                continue
+            key = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()) if k != "pid")
+            out[key] = out.get(key, 0.0) + sample.value
+    return out
+
+
 def bucket_diff(after: dict[float, float], before: dict[float, float] | None) -> dict[float, float]:
     before = before or {}
     return {le: after[le] - before.get(le, 0.0) for le in sorted(after)}

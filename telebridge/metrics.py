@@ -39,7 +39,7 @@ from prometheus_client.multiprocess import MultiProcessCollector, mark_process_d
 
 __all__ = [
     "MULTIPROC_ENV", "call_started", "call_ended", "call_outcome", "turn_latency", "barge_in", "call_event",
-    "provider_error", "vad_pass", "render", "metrics_endpoint",
+    "provider_error", "vad_pass", "end_of_turn_questions", "end_of_turn_cpu", "render", "metrics_endpoint",
 ]
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -83,6 +83,18 @@ FRAME_LAG = Histogram(
 VAD_BATCH = Histogram(
     "telebridge_vad_batch_size", "Streams (calls) batched into one VAD inference pass.", buckets=_BATCH_BUCKETS,
 )
+END_OF_TURN_QUESTIONS = Counter(
+    "telebridge_end_of_turn_questions",
+    "Questions to the end-of-turn model, by what became of them: answered (the model ran), skipped (the caller "
+    "went on talking before the model got to it), refused (queue full or the model failed: the transcript rules "
+    "decide alone).",
+    ["outcome"],
+)
+END_OF_TURN_CPU = Counter(
+    "telebridge_end_of_turn_cpu_seconds",
+    "CPU time the end-of-turn model spent (features and inference, in its worker thread).",
+)
+_EOT = {outcome: END_OF_TURN_QUESTIONS.labels(outcome) for outcome in ("answered", "skipped", "refused")}
 
 for _transport in ("phone", "realtime"):  # every live-call series exists from the start, at 0
     for _direction in ("inbound", "outbound"):
@@ -182,6 +194,15 @@ def vad_pass(passes: int, streams: int, lags: Callable[[], Iterable[float]]) -> 
     if passes % LAG_SAMPLE_EVERY == 0:
         for lag in lags():
             FRAME_LAG.observe(lag)
+
+
+def end_of_turn_questions(outcome: str, n: int = 1) -> None:
+    """``n`` questions to the end-of-turn model ended ``outcome`` (answered, skipped, refused)."""
+    _EOT[outcome].inc(n)
+
+
+def end_of_turn_cpu(seconds: float) -> None:
+    END_OF_TURN_CPU.inc(seconds)
 
 
 # --- exposition -------------------------------------------------------------------------------------------------

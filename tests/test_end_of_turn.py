@@ -8,6 +8,7 @@ import threading
 
 import numpy as np
 import pytest
+from prometheus_client import REGISTRY
 from speechutil import synth_phone_16k
 
 from telebridge.pipeline.end_of_turn import ASK_AFTER, ASK_AGAIN_AFTER, Ask, EndOfTurn
@@ -208,6 +209,53 @@ async def test_a_caller_that_hangs_up_while_waiting_leaves_nothing_behind():
         await t2
     await clf.aclose()
     assert clf._task is None and not clf._queue
+
+
+async def test_a_question_gone_stale_while_waiting_is_answered_none_without_the_model():
+    gate = threading.Event()
+    model = CountingModel(gate)
+    clf = TurnClassifier(lambda: model, _run_blocking, max_batch=8)
+    before = {o: REGISTRY.get_sample_value("telebridge_end_of_turn_questions_total", {"outcome": o}) or 0.0
+              for o in ("answered", "skipped")}
+    cpu_before = REGISTRY.get_sample_value("telebridge_end_of_turn_cpu_seconds_total") or 0.0
+    resumed = False
+    first = asyncio.create_task(clf.classify(np.array([0.1], np.float32)))
+    await asyncio.sleep(0.05)  # the model is busy with the first question
+    gone = asyncio.create_task(clf.classify(np.array([0.2], np.float32), stale=lambda: resumed))
+    kept = asyncio.create_task(clf.classify(np.array([0.3], np.float32), stale=lambda: False))
+
+    def broken() -> bool:
+        raise RuntimeError("bug in the check")
+
+    odd = asyncio.create_task(clf.classify(np.array([0.4], np.float32), stale=broken))
+    await asyncio.sleep(0.01)
+    resumed = True  # the caller went on talking while the question waited
+    gate.set()
+    assert await first == pytest.approx(0.1)
+    assert await gone is None
+    assert await kept == pytest.approx(0.3)
+    assert await odd == pytest.approx(0.4)  # a check that fails costs nothing: the question is answered
+    assert model.batches == [1, 2] and clf.skipped == 1
+    after = {o: REGISTRY.get_sample_value("telebridge_end_of_turn_questions_total", {"outcome": o}) or 0.0
+             for o in ("answered", "skipped")}
+    assert after["answered"] - before["answered"] == 3 and after["skipped"] - before["skipped"] == 1
+    assert (REGISTRY.get_sample_value("telebridge_end_of_turn_cpu_seconds_total") or 0.0) >= cpu_before
+    await clf.aclose()
+
+
+def test_an_ask_is_outdated_once_the_caller_goes_on_or_the_second_answer_is_in():
+    eot = EndOfTurn(threshold=0.5)
+    audio = np.ones(RATE, np.float32)
+    first = _window(eot, ASK_AFTER, 1.0, audio)
+    assert not eot.outdated(first)
+    eot.verdict(1.0, 0.2)  # incomplete: asked again deeper into the pause
+    second = _window(eot, ASK_AGAIN_AFTER, 1.0, audio)
+    assert not eot.outdated(second) and not eot.outdated(first)
+    eot.verdict(1.0, 0.9, again=True)
+    assert eot.outdated(first) and not eot.outdated(second)  # the later answer stands
+    third = _window(eot, ASK_AFTER, 2.0, audio)
+    _window(eot, 0.0, 2.4, audio)  # the caller went on talking
+    assert eot.outdated(third)
 
 
 # --- what the turn engine does with an answer (synthetic time) ----------------------------------------------------

@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
+from prometheus_client import REGISTRY
 from conftest import LiveServer, finished_call
 from speechutil import with_pauses
 
@@ -30,7 +31,14 @@ def user_turns(record) -> list[str]:
     return [m["content"] for m in record.history if m.get("role") == "user"]
 
 
+def _asked() -> tuple[float, float]:
+    """The process's end-of-turn questions the model answered, and its CPU seconds (the server runs in-process)."""
+    return (REGISTRY.get_sample_value("telebridge_end_of_turn_questions_total", {"outcome": "answered"}) or 0.0,
+            REGISTRY.get_sample_value("telebridge_end_of_turn_cpu_seconds_total") or 0.0)
+
+
 async def test_a_finished_question_is_answered_on_the_models_word(eot_server, auth_token):
+    answered0, cpu0 = _asked()
     call = await simulate_call(
         eot_server.url, script=[Say(at=None, text="What are your opening hours?", after_agent_quiet=0.8)],
         auth_token=auth_token, duration=20, end_when_quiet=1.5, transcribe=False)
@@ -38,6 +46,8 @@ async def test_a_finished_question_is_answered_on_the_models_word(eot_server, au
     verdicts = [detail for _, kind, detail in record.metrics.events if kind == "end_of_turn"]
     assert verdicts and verdicts[-1].startswith("complete"), record.metrics.events
     assert len(user_turns(record)) == 1 and len(record.metrics.turns) == 1
+    answered, cpu = _asked()  # /metrics shows what the model cost: at least this call's answers, and CPU for them
+    assert answered - answered0 >= len(verdicts) and cpu > cpu0
     # How much sooner that answers is a benchmark figure (bench/latency.py), not a test's.
 
 

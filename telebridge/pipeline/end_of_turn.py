@@ -113,6 +113,11 @@ class EndOfTurn:
         self._turn.clear()
         self._turn_samples = 0
 
+    def outdated(self, ask: Ask) -> bool:
+        """True once an answer to ``ask`` could no longer be used: the caller went on talking (a later voice end),
+        or the second question about the same pause has been answered."""
+        return ask.voice_end != self._voice_end or (self._answered_again and not ask.again)
+
     def verdict(self, voice_end: float, probability: float | None, *, again: bool = False) -> Verdict | None:
         """The model's answer about the pause at ``voice_end`` (to the second question about it if ``again``);
         ``None`` when it is stale or there is no answer."""

@@ -100,7 +100,9 @@ class CallWindows:
 
     async def _ask_end_of_turn(self, ask: Ask) -> None:
         """The caller paused: ask the end-of-turn model, then close the utterance early or tell the engine."""
-        probability = await self._classifier.classify(ask.audio, ask.rate)
+        eot = self._eot
+        probability = await self._classifier.classify(
+            ask.audio, ask.rate, stale=lambda: self._closed or eot is None or eot.outdated(ask))
         if self._closed or self._eot is None or self.engine is None or self._segmenter is None:
             return
         verdict = self._eot.verdict(ask.voice_end, probability, again=ask.again)
