@@ -132,14 +132,15 @@ class Runtime:
         self.state.bind(self)
         await self.state.start()
         if warmup:
-            # Load the default local models now, not on the first caller's first words.
-            stt = await self.stt_for(STT.Whisper())
-            tts = await self.tts_for(TTS.Piper())
-            for engine in (stt, tts):
-                warm = getattr(engine, "warmup", None)
-                if warm is not None:
-                    await warm()
-            if self.turn_classifier is not None:
+            if self.settings.preload_local:
+                # Load the default local models now, not on the first caller's first words.
+                stt = await self.stt_for(STT.Whisper())
+                tts = await self.tts_for(TTS.Piper())
+                for engine in (stt, tts):
+                    warm = getattr(engine, "warmup", None)
+                    if warm is not None:
+                        await warm()
+            if self.turn_classifier is not None:  # (any agent may use it, whatever its speech providers)
                 await self.turn_classifier.load()
         # What start-up made (modules, models, the agent) lives as long as the process: out of the collector's
         # sight, so the full collection when the last call ends (memory.py) walks only what calls left behind.

@@ -75,6 +75,11 @@ class Settings(BaseSettings):
     outbound_chunk_ms: int = Field(default=80, ge=20, le=500, description="Agent audio per media message.")
     outbound_lead_ms: int = Field(default=120, ge=0, le=2000, description="How far ahead of playback we send.")
     drain_timeout: float = Field(default=30.0, ge=0, description="On SIGTERM, seconds live calls may finish.")
+    preload_local: bool = Field(
+        default=True, description="Load the embedded Whisper and Piper at start-up, so the first call that uses them "
+        "does not wait for them. Off for agents on cloud speech: a worker starts faster and holds ~100 MB less; a call "
+        "that does use them (a fallback, say) loads them then.",
+    )
     # --- scaling out (issue 11): worker processes, shared state on Redis ---
     workers: int | None = Field(
         default=None, ge=1, le=256, description="Worker processes for `telebridge serve` sharing its port. Default: "

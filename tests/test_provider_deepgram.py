@@ -523,7 +523,7 @@ async def test_a_phone_call_heard_by_deepgram_and_answered_with_aura(auth_token,
     monkeypatch.setattr(dg_tts.DeepgramTTS, "first_byte_timeout", 20.0)
     async with serve_app(fake.app) as origin:
         server = LiveServer(agent=str(Path(__file__).parent / "agents" / "deepgram_agent.py"),
-                            deepgram_base_url=origin).start()
+                            deepgram_base_url=origin, preload_local=False).start()  # as a cloud-only deployment
         try:
             call = await simulate_call(
                 server.url, script=[Say(at=None, text="What time do you open tomorrow?", after_agent_quiet=0.8)],
