@@ -81,7 +81,8 @@ async def media_stream(ws: WebSocket) -> None:
     issues_logged = 0
     # The ASGI receive itself, not Starlette's WebSocket.receive (a state check per frame): after accept() the
     # messages are websocket.receive until a websocket.disconnect, which ends the loop; nothing reads after it.
-    receive = ws._receive
+    # (A private attribute: should a Starlette release drop it, the public receive gives the same messages.)
+    receive = getattr(ws, "_receive", None) or ws.receive
 
     async def send(text: str) -> None:
         await ws.send_text(text)
