@@ -20,6 +20,7 @@ import signal
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -114,38 +115,36 @@ def wait_no_calls(port: int, timeout: float) -> int:
 Buckets = dict[str, dict[float, float]]  # label key -> {upper bound: cumulative count}
 
 
-def histograms(text: str, name: str) -> Buckets:
-    """Cumulative bucket counts of histogram ``name`` by its labels (other than ``le``), summed over workers."""
+def _samples(text: str, name: str) -> Iterator[tuple[str, dict[str, str], float]]:
+    """(sample name, labels without ``pid``, value) of metric family ``name`` in Prometheus text."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    out: Buckets = {}
     for family in text_string_to_metric_families(text):
-        if family.name != name:
+        if family.name == name:
+            for sample in family.samples:
+                yield sample.name, {k: v for k, v in sample.labels.items() if k != "pid"}, sample.value
+
+
+def histograms(text: str, name: str) -> Buckets:
+    """Cumulative bucket counts of histogram ``name`` by its labels (other than ``le``), summed over workers."""
+    out: Buckets = {}
+    for sample, labels, value in _samples(text, name):
+        if not sample.endswith("_bucket"):
             continue
-        for sample in family.samples:
-            if not sample.name.endswith("_bucket"):
-                continue
-            labels = {k: v for k, v in sample.labels.items() if k not in ("le", "pid")}
-            key = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
-            le = float(sample.labels["le"])
-            out.setdefault(key, {})
-            out[key][le] = out[key].get(le, 0.0) + sample.value
+        le = float(labels.pop("le"))
+        key = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+        out.setdefault(key, {})
+        out[key][le] = out[key].get(le, 0.0) + value
     return out
 
 
 def counters(text: str, name: str) -> dict[str, float]:
     """Values of counter ``name`` (its family name, without ``_total``) by its labels, summed over workers."""
-    from prometheus_client.parser import text_string_to_metric_families
-
     out: dict[str, float] = {}
-    for family in text_string_to_metric_families(text):
-        if family.name != name:
-            continue
-        for sample in family.samples:
-            if not sample.name.endswith("_total"):
-                continue
-            key = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()) if k != "pid")
-            out[key] = out.get(key, 0.0) + sample.value
+    for sample, labels, value in _samples(text, name):
+        if sample.endswith("_total"):
+            key = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+            out[key] = out.get(key, 0.0) + value
     return out
 
 
