@@ -6,9 +6,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import httpx
 import pytest
-from prometheus_client import REGISTRY
 from conftest import LiveServer, finished_call
+from prometheus_client.parser import text_string_to_metric_families
 from speechutil import with_pauses
 
 from telebridge.simulator import Play, Say, simulate_call
@@ -31,14 +32,23 @@ def user_turns(record) -> list[str]:
     return [m["content"] for m in record.history if m.get("role") == "user"]
 
 
-def _asked() -> tuple[float, float]:
-    """The process's end-of-turn questions the model answered, and its CPU seconds (the server runs in-process)."""
-    return (REGISTRY.get_sample_value("telebridge_end_of_turn_questions_total", {"outcome": "answered"}) or 0.0,
-            REGISTRY.get_sample_value("telebridge_end_of_turn_cpu_seconds_total") or 0.0)
+async def _asked(url: str) -> tuple[float, float]:
+    """From the server's /metrics: end-of-turn questions the model answered, and its CPU seconds."""
+    async with httpx.AsyncClient(base_url=url) as http:
+        response = await http.get("/metrics")
+    assert response.status_code == 200
+    answered = cpu = 0.0
+    for family in text_string_to_metric_families(response.text):
+        for sample in family.samples:
+            if sample.name == "telebridge_end_of_turn_questions_total" and sample.labels.get("outcome") == "answered":
+                answered += sample.value
+            elif sample.name == "telebridge_end_of_turn_cpu_seconds_total":
+                cpu += sample.value
+    return answered, cpu
 
 
 async def test_a_finished_question_is_answered_on_the_models_word(eot_server, auth_token):
-    answered0, cpu0 = _asked()
+    answered0, cpu0 = await _asked(eot_server.url)
     call = await simulate_call(
         eot_server.url, script=[Say(at=None, text="What are your opening hours?", after_agent_quiet=0.8)],
         auth_token=auth_token, duration=20, end_when_quiet=1.5, transcribe=False)
@@ -46,7 +56,7 @@ async def test_a_finished_question_is_answered_on_the_models_word(eot_server, au
     verdicts = [detail for _, kind, detail in record.metrics.events if kind == "end_of_turn"]
     assert verdicts and verdicts[-1].startswith("complete"), record.metrics.events
     assert len(user_turns(record)) == 1 and len(record.metrics.turns) == 1
-    answered, cpu = _asked()  # /metrics shows what the model cost: at least this call's answers, and CPU for them
+    answered, cpu = await _asked(eot_server.url)  # /metrics shows what the model cost: at least this call's answers, and CPU for them
     assert answered - answered0 >= len(verdicts) and cpu > cpu0
     # How much sooner that answers is a benchmark figure (bench/latency.py), not a test's.
 
