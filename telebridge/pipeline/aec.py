@@ -202,7 +202,8 @@ class EchoCanceller:
         """:meth:`process` with a silent reference (the agent is not audible): the same output and state. Once the
         reference has been silent for longer than it is remembered, a 20 ms frame only passes through the idle
         block (the inbound hot path of a call while the agent is silent), without the reference's arithmetic; so do
-        several whole blocks at once."""
+        several whole blocks at once, and then ``near`` itself comes back (as float32: the same object when it is
+        float32), which tells the caller the audio is unchanged."""
         b = self.block
         if self.dormant and len(near) % b == 0:
             # (process() -> _block() -> _idle_block() per block; ``unsure`` is cleared there by the idle hop, see

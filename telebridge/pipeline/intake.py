@@ -76,7 +76,8 @@ class CallerAudio:
         self.fed += len(pcm)
         gate, reply = s.gate, s._reply
         gate.note_audio(self.fed, reply, s.outbound)
-        self._deliver(gate.cancel(pcm, reply, s.outbound), ulaw)
+        out = gate.cancel(pcm, reply, s.outbound)
+        self._deliver(out, ulaw if out is pcm else None)  # (the canceller hands back its input when it changed nothing)
 
     def on_ulaw(self, payload: bytes) -> None:
         """A phone call's frame as Twilio sent it, μ-law at 8 kHz: held while the agent is silent and the echo
@@ -100,15 +101,18 @@ class CallerAudio:
             return
         self._held = bytearray()
         ulaw = bytes(held)
-        self._deliver(self.session.gate.cancel_held(ulaw_decode_float(ulaw)), ulaw)
+        pcm = ulaw_decode_float(ulaw)
+        out = self.session.gate.cancel_held(pcm)
+        self._deliver(out, ulaw if out is pcm else None)
 
     def _deliver(self, pcm: np.ndarray, ulaw: bytes | None) -> None:
-        """Caller audio past the echo canceller to its consumers: the answering-machine watch, the STT (the frame
-        as received, ``ulaw``, when nothing altered it) and the VAD."""
+        """Caller audio past the echo canceller to its consumers: the answering-machine watch, the STT (also the
+        frames as received, ``ulaw``, when the canceller left them as they were: a μ-law stream forwards those
+        bytes instead of re-encoding) and the VAD."""
         s = self.session
         if s.callee is not None:
             s.callee.feed(pcm)
-        s.speech.feed(pcm, ulaw if s.gate.aec is None else None)  # type: ignore[union-attr]  # ready: started
+        s.speech.feed(pcm, ulaw)  # type: ignore[union-attr]  # ready: started
         if self._upsample is not None:
             pcm = self._upsample.process(pcm)
         self._vad.feed(pcm)
