@@ -114,14 +114,18 @@ class EndOfTurn:
         self._turn_samples = 0
 
     def outdated(self, ask: Ask) -> bool:
-        """True once an answer to ``ask`` could no longer be used: the caller went on talking (a later voice end),
-        or the second question about the same pause has been answered."""
-        return ask.voice_end != self._voice_end or (self._answered_again and not ask.again)
+        """True once an answer to ``ask`` could no longer be used (:meth:`verdict` would drop it)."""
+        return self._outdated(ask.voice_end, ask.again)
+
+    def _outdated(self, voice_end: float, again: bool) -> bool:
+        """The caller went on talking (a later voice end), or the second question about this pause has been
+        answered and this is the first."""
+        return voice_end != self._voice_end or (self._answered_again and not again)
 
     def verdict(self, voice_end: float, probability: float | None, *, again: bool = False) -> Verdict | None:
         """The model's answer about the pause at ``voice_end`` (to the second question about it if ``again``);
         ``None`` when it is stale or there is no answer."""
-        if probability is None or voice_end != self._voice_end or (self._answered_again and not again):
+        if probability is None or self._outdated(voice_end, again):
             self.stale += probability is not None
             return None
         complete = probability >= self.threshold

@@ -81,7 +81,8 @@ class InboundGate:
     # --- per frame (the caller's audio as it arrives) -------------------------------------------------------
     def cancel(self, pcm: np.ndarray, reply: Any, outbound: Any) -> np.ndarray:
         """The caller's audio without the agent's echo (with a canceller; else unchanged). ``reply``: the reply
-        the caller hears now (or ``None``); ``outbound``: the sink, which knows what was sent and heard."""
+        the caller hears now (or ``None``); ``outbound``: the sink, which knows what was sent and heard. ``pcm``
+        itself comes back when nothing changed it (no canceller, or a dormant one): the intake relies on that."""
         aec = self.aec
         if aec is None:
             return pcm
@@ -114,7 +115,8 @@ class InboundGate:
             track.settle()
 
     def cancel_held(self, pcm: np.ndarray) -> np.ndarray:
-        """:meth:`cancel` of held frames (whole 20 ms blocks, received while the agent was silent), in order."""
+        """:meth:`cancel` of held frames (whole 20 ms blocks, received while the agent was silent), in order;
+        ``pcm`` itself comes back when nothing changed it, as from :meth:`cancel`."""
         aec = self.aec
         return pcm if aec is None else aec.process_silent(pcm)
 

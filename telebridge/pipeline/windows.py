@@ -100,9 +100,9 @@ class CallWindows:
 
     async def _ask_end_of_turn(self, ask: Ask) -> None:
         """The caller paused: ask the end-of-turn model, then close the utterance early or tell the engine."""
-        eot = self._eot
+        eot = self._eot  # (set: it made the ask)
         probability = await self._classifier.classify(
-            ask.audio, ask.rate, stale=lambda: self._closed or eot is None or eot.outdated(ask))
+            ask.audio, ask.rate, stale=lambda: self._closed or eot.outdated(ask))  # type: ignore[union-attr]
         if self._closed or self._eot is None or self.engine is None or self._segmenter is None:
             return
         verdict = self._eot.verdict(ask.voice_end, probability, again=ask.again)
