@@ -266,6 +266,51 @@ def test_process_silent_is_process_with_a_silent_reference():
     assert c.blocks == d.blocks and c.floor == d.floor
 
 
+@pytest.mark.parametrize("frames", [[1, 2, 1, 3, 2, 1, 5, 1, 1, 2, 4, 1, 2], [2, 2, 2, 1, 1, 7, 3, 2, 1, 1, 3]])
+def test_held_frames_in_runs_are_process_block_by_block(frames):
+    """While the agent is silent the VAD tick hands the canceller the frames held since the last tick, one to a
+    few blocks at a time (``process_silent`` of a run); it must leave the canceller exactly as ``process`` block by
+    block with a silent reference does -- every part's state, and then the output and verdicts once the agent
+    talks again over an echo (hop phases, filter memories, the floor and verdict rings all carry over)."""
+    inbound, ref, _ = line([(0.5, LineEcho(-12, 0.25))], caller_at=3.0)
+    n = 8 * RATE
+    inbound, ref = inbound[:n], ref[:n].copy()
+    ref[int(1.5 * RATE) : int(4.5 * RATE)] = 0.0  # the agent stops (the canceller goes dormant), then talks again
+    a, b = EchoCanceller(keep=60.0), EchoCanceller(keep=60.0)
+    runs = iter(frames * 100)
+    i = together = 0
+    while i < n:
+        k = next(runs) if b.dormant else 1
+        while k > 1 and ref[i : i + k * BLOCK].any():
+            k -= 1
+        together += k > 1
+        near, far = inbound[i : i + k * BLOCK], ref[i : i + k * BLOCK]
+        out_b = b.process(near, far) if far.any() else b.process_silent(near)
+        out_a = np.concatenate([a.process(inbound[j : j + BLOCK], ref[j : j + BLOCK])
+                                for j in range(i, i + k * BLOCK, BLOCK)])
+        np.testing.assert_array_equal(out_a, out_b)
+        i += k * BLOCK
+        assert a.blocks == b.blocks and a.floor == b.floor
+        assert a.verdict(i - 256, i) == b.verdict(i - 256, i)
+        ta, tb = a.tracker, b.tracker
+        assert (ta._hop_active, ta.unsure, ta.state, ta._quiet_far2) == (tb._hop_active, tb.unsure, tb.state,
+                                                                         tb._quiet_far2)
+        hop_k = a.blocks % a.hop_blocks  # (the unfinished hop's blocks are what the next ones join)
+        np.testing.assert_array_equal(ta._hop_in[:, : hop_k * BLOCK], tb._hop_in[:, : hop_k * BLOCK])
+        np.testing.assert_array_equal(ta._half._buf[:, :22], tb._half._buf[:, :22])
+        np.testing.assert_array_equal(ta._half._last, tb._half._last)
+        np.testing.assert_array_equal(ta._far2, tb._far2)
+        assert a.filter._head == b.filter._head and a.filter._silent == b.filter._silent
+        np.testing.assert_array_equal(a.gate._v, b.gate._v)
+        np.testing.assert_array_equal(a.gate._bound, b.gate._bound)
+        np.testing.assert_array_equal(a.gate._floor_ring, b.gate._floor_ring)
+        assert (a.gate.fresh, a.gate.sound_hops, a.gate._floor_i) == (b.gate.fresh, b.gate.sound_hops,
+                                                                       b.gate._floor_i)
+    assert a.seeds == b.seeds and a.path == b.path and a.share == b.share
+    assert together > 30  # (runs of several blocks were taken while dormant)
+    assert a.seeds >= 1  # (the echo was found again after the silence: the comparison covered real cancelling)
+
+
 def test_correlator_finds_a_delay_and_gain():
     rng = np.random.default_rng(2)
     hop, lags = 160, 1000

@@ -1,6 +1,6 @@
 """The inbound hot path (``pipeline/intake.py``) with the echo canceller on, as on every phone call: a μ-law STT
 stream gets the caller's frames as Twilio sent them whenever the canceller left them unchanged (the agent silent
-long enough), and the cancelled audio, re-encoded, while the agent's echo may be on the line."""
+long enough, or no echo of it found), and the cancelled audio, re-encoded, when it took an echo away."""
 
 from __future__ import annotations
 
@@ -68,15 +68,23 @@ def test_frames_the_canceller_leaves_unchanged_reach_a_mulaw_stt_as_received():
     assert np.array_equal(pcm, ulaw_decode_float(b"".join(frames)))
 
 
-def test_while_the_agents_echo_may_be_on_the_line_the_stt_gets_the_cancelled_audio():
+def test_frames_the_canceller_changes_reach_the_stt_as_the_cancelled_audio():
     gate = InboundGate(RATE, RATE, canceller=True, guard=False)
     audio, speech, _, _ = _call(gate)
-    # Frames arriving while the canceller still remembers a reference are not passed through.
-    gate.aec.process(np.zeros(FRAME, np.float32), (np.ones(FRAME, np.float32) * 0.3))
+    # The agent's voice was on the line a moment ago (the canceller remembers it: no frame is held) ...
+    rng = np.random.default_rng(3)
+    gate.aec.process(np.zeros(FRAME, np.float32), (rng.standard_normal(FRAME) * 0.3).astype(np.float32))
     assert not gate.aec.dormant
     frame = _frames(0.02, 2)[0]
+    # ... but no echo of it was found: the canceller takes nothing away, and the frame goes through as received.
     audio.on_ulaw(frame)
-    assert len(speech.fed) == 1 and speech.fed[0][1] is None  # re-encoded by the stream from the cancelled audio
+    assert len(speech.fed) == 1 and speech.fed[0][1] == frame
+    # An echo path found (the filter starts from it, 200 samples late): the canceller takes its estimate away, and
+    # the STT gets that audio, re-encoded by the stream, not Twilio's bytes.
+    gate.aec.filter.seed(200.0, 0.5)
+    audio.on_ulaw(frame)
+    assert len(speech.fed) == 2 and speech.fed[1][1] is None
+    assert not np.array_equal(speech.fed[1][0], ulaw_decode_float(frame))
     # Without a canceller (the energy guard), every frame goes through as received.
     guard_audio, guard_speech, _, _ = _call(InboundGate(RATE, RATE, canceller=False, guard=True))
     guard_audio.on_audio(ulaw_decode_float(frame), frame)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 
 from conftest import AUTH_TOKEN, LiveServer, finished_call
@@ -28,12 +29,13 @@ from fakes.deepgram import FakeDeepgram
 from fakes.elevenlabs import FakeElevenLabs
 from fakes.fault_proxy import FaultProxy
 from fakes.serve import ThreadedApp
-from telebridge.audio.g711 import ulaw_encode
+from telebridge.audio.g711 import ulaw_decode_float
 from telebridge.providers.stt import deepgram as dg_stt
 from telebridge.providers.tts import cartesia as cartesia_tts
 from telebridge.providers.tts import deepgram as dg_tts
 from telebridge.providers.tts import elevenlabs as el_tts
 from telebridge.simulator import simulate_call
+from telebridge.simulator.script import LineEcho
 
 AGENT = Path(__file__).parent / "agents" / "fault_agent.py"
 DG_KEY, CARTESIA_KEY, EL_KEY = "dg-fault-key-0123456789", "sk_car_fault_0123456789", "el-fault-key-0123456789"
@@ -89,12 +91,14 @@ def lingering(server: LiveServer) -> list[str]:
 
 
 async def run_call(rig: Rig, stt: FaultProxy, tts_kind: str, tts: FaultProxy,
-                   fault: Callable[[], None] | None = None, *, after_sockets: int = 2, **custom: str) -> str:
-    """One call through ``stt`` / ``tts``; ``fault`` runs once ``after_sockets`` WebSockets were opened through
-    them (and the greeting had a moment to start), and the caller hangs up at ``CALL_SECONDS``."""
+                   fault: Callable[[], None] | None = None, *, after_sockets: int = 2, echo: LineEcho | None = None,
+                   **custom: str) -> str:
+    """One call through ``stt`` / ``tts`` (over a line that echoes the agent back, with ``echo``); ``fault`` runs
+    once ``after_sockets`` WebSockets were opened through them (and the greeting had a moment to start), and the
+    caller hangs up at ``CALL_SECONDS``."""
     custom.update(stt_url=stt.origin, tts=tts_kind, tts_url=tts.origin)
     call = asyncio.create_task(simulate_call(rig.server.url, script=[], auth_token=AUTH_TOKEN, duration=CALL_SECONDS,
-                                             transcribe=False, custom_parameters=custom))
+                                             transcribe=False, custom_parameters=custom, echo=echo))
     if fault is not None:
         proxies = {stt, tts}
         deadline = time.monotonic() + CALL_SECONDS
@@ -179,26 +183,30 @@ async def test_the_stt_stream_gets_the_callers_mulaw_as_received_unless_the_echo
         rig: Rig, monkeypatch) -> None:
     """Twilio's μ-law bytes reach the Deepgram stream with each frame (it sends them as they are instead of
     re-encoding the decoded frame). With the echo canceller on, the STT must hear the cancelled audio: frames the
-    canceller may have changed (the agent's greeting on the line, and its memory of it) come without their bytes
-    and are re-encoded; frames it left as they were (the agent silent long enough) come with them, and those bytes
-    are the audio the STT hears."""
-    seen: dict[str, list[tuple[bool, bool]]] = {}  # per call, per feed: (bytes given, bytes == the audio re-encoded)
+    canceller changed (the greeting's echo, once it has found it on this speakerphone line) come without their
+    bytes and are re-encoded; frames it left as they were (before the greeting, or the echo not yet found) come
+    with them, and those bytes are the audio the STT hears."""
+    seen: dict[str, list[tuple[bool, bool]]] = {}  # per call, per feed: (bytes given, the bytes are the audio heard)
     feed = dg_stt.DeepgramStream.feed
 
     def spy(self: dg_stt.DeepgramStream, pcm: object, ulaw: bytes | None = None) -> None:
-        seen.setdefault(self.call_id, []).append((ulaw is not None, ulaw is not None and ulaw == ulaw_encode(pcm)))
+        # (Decoded, not re-encoded, to compare: μ-law has two codes for zero, 0x7F and 0xFF, and an encoder makes
+        # only one; a line that carries both -- this echo line does -- sends bytes no re-encoding gives back.)
+        same = ulaw is not None and np.array_equal(ulaw_decode_float(ulaw), pcm)
+        seen.setdefault(self.call_id, []).append((ulaw is not None, same))
         feed(self, pcm, ulaw)
 
     monkeypatch.setattr(dg_stt.DeepgramStream, "feed", spy)
     proxy = rig.proxy("deepgram")
     plain, cancelled = await asyncio.gather(run_call(rig, proxy, "deepgram", proxy),
-                                            run_call(rig, proxy, "deepgram", proxy, echo_canceller="1"))
+                                            run_call(rig, proxy, "deepgram", proxy, echo=LineEcho(-12.0, 0.25),
+                                                     echo_canceller="1"))
     assert len(seen[plain]) > 50 and len(seen[cancelled]) > 50
     # Every frame once the call is set up (the ones buffered while it was are fed decoded, first).
     given = [g for g, _ in seen[plain]]
     assert given == sorted(given) and sum(given) > 50 and all(m for g, m in seen[plain] if g)
     # The canceller: never bytes that differ from the audio the STT hears; with them before the greeting (nothing
-    # to cancel yet), without them once the greeting is on the line (after the frames buffered during set-up).
+    # to cancel yet), without them once it cancels the greeting's echo (after the frames buffered during set-up).
     assert all(m for g, m in seen[cancelled] if g)
     given = [g for g, _ in seen[cancelled]]
     first = given.index(True)

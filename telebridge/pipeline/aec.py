@@ -173,7 +173,11 @@ class EchoCanceller:
 
     # --- streaming ------------------------------------------------------------------------------------------
     def process(self, near: np.ndarray, far: np.ndarray, unsure: bool = False) -> np.ndarray:
-        """``unsure``: the reference's timing may be off (an underrun at the phone, a segment not yet placed by
+        """The cleaned audio of every completed block (float32). A 20 ms frame (one block) of float32 that the
+        canceller leaves as it is -- no echo estimate to take away yet: no echo found on the line, or none since the
+        filter was cleared -- comes back as ``near`` itself, which tells the caller the audio is unchanged.
+
+        ``unsure``: the reference's timing may be off (an underrun at the phone, a segment not yet placed by
         its mark, see :class:`~.echo.PlayoutTrack`). Until every echo of that stretch is back (the delay range
         later) the gate bounds the echo by the line's gain times the loudest reference in the whole delay range
         (whatever the lag it comes back at, and whatever the filter can cancel) and the echo path's gain is not
@@ -188,7 +192,11 @@ class EchoCanceller:
             near = np.concatenate([self._in_near, near])
             far = np.concatenate([self._in_far, far])
         elif len(near) == b:  # (one block, the call's 20 ms frame: no bookkeeping)
-            return self._block(np.asarray(near, np.float64), np.asarray(far, np.float64)).astype(np.float32)
+            d = np.asarray(near, np.float64)
+            e = self._block(d, np.asarray(far, np.float64))
+            if e is d and near.dtype == np.float32:  # (nothing taken away: no echo estimate yet, see process())
+                return near
+            return e.astype(np.float32)
         whole = len(near) - len(near) % b
         out = np.empty(whole, np.float32)
         for i in range(0, whole, b):
@@ -206,11 +214,10 @@ class EchoCanceller:
         float32), which tells the caller the audio is unchanged."""
         b = self.block
         if self.dormant and len(near) % b == 0:
-            # (process() -> _block() -> _idle_block() per block; ``unsure`` is cleared there by the idle hop, see
-            # push_idle)
-            d = np.asarray(near, np.float64)
-            for i in range(0, len(d), b):
-                self._idle_block(d[i : i + b])
+            # (process() -> _block() -> _idle_block() per block, all at once: _idle_run; ``unsure`` is cleared
+            # there by the idle hop, see push_idle)
+            if len(near):
+                self._idle_run(np.asarray(near, np.float64))
             return np.asarray(near, np.float32)
         return self.process(near, np.zeros(len(near), np.float32), unsure)
 
@@ -278,6 +285,20 @@ class EchoCanceller:
             bound = max(bound, track.line_gain * max(track.far_blocks[: self.history + self.tail_blocks]))
         gate.judge(self.blocks - 1, out_ms, bound, far_max, active, track.state is Verdict.ECHO)
         return e
+
+    def _idle_run(self, d: np.ndarray) -> None:
+        """Whole blocks ``d`` while dormant (every block an idle one): the state :meth:`_idle_block` leaves block by
+        block, in one step per part (the inbound hot path of a call while the agent is silent: one run per VAD
+        tick)."""
+        b = self.block
+        m = len(d) // b
+        first = self.blocks
+        rows = d.reshape(m, b)
+        self.filter.push_silences(m)
+        self.tracker.push_idle_run(first % self.hop_blocks, rows)
+        energies = [float(d @ d) / b] if m == 1 else [float(r @ r) / b for r in rows]
+        self.gate.idle_run(first, energies, self.hop_blocks)
+        self.blocks = first + m
 
     def _idle_block(self, d: np.ndarray) -> np.ndarray:
         """A block with no reference anywhere in the delay range: the output is the input, every verdict PASS."""

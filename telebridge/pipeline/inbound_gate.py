@@ -82,7 +82,8 @@ class InboundGate:
     def cancel(self, pcm: np.ndarray, reply: Any, outbound: Any) -> np.ndarray:
         """The caller's audio without the agent's echo (with a canceller; else unchanged). ``reply``: the reply
         the caller hears now (or ``None``); ``outbound``: the sink, which knows what was sent and heard. ``pcm``
-        itself comes back when nothing changed it (no canceller, or a dormant one): the intake relies on that."""
+        itself comes back when nothing changed it (no canceller, a dormant one, or one with no echo estimate to
+        take away, see :meth:`~.aec.EchoCanceller.process`): the intake relies on that."""
         aec = self.aec
         if aec is None:
             return pcm
