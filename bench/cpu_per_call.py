@@ -805,12 +805,21 @@ class Row:
     profile: str = ""
     lingering: int = 0  # calls the server still listed 10 s after every caller hung up
     behind_s: float | None = None  # pipecat: how far its slowest call's inbound audio trailed real time at the end
+    processed_s: float | None = None  # pipecat: caller audio its calls processed over the window (all calls)
     fakes_cpu_s: float = 0.0  # cloud: the fakes process's CPU over the window (not the server's)
     fakes_stats: dict[str, Any] = field(default_factory=dict)  # cloud: the fakes' counters at the end
 
     @property
     def ms_per_call_s(self) -> float:
         return 1000 * self.server_cpu_s / max(1e-9, self.n * self.window_s)
+
+    @property
+    def ms_per_processed_s(self) -> float | None:
+        """Pipecat: server CPU per second of caller audio it processed over the window (its real cost per
+        call-second when it falls behind, where the wall-clock figure is capped by the one core it can use)."""
+        if not self.processed_s:
+            return None
+        return 1000 * self.server_cpu_s / self.processed_s
 
     def group_ms(self, name: str) -> float:
         return 1000 * self.groups.get(name, 0.0) / max(1e-9, self.n * self.window_s)
@@ -1009,6 +1018,7 @@ def _run_scenario(scenario: Scenario, n: int, *, ramp: float, window: float, pro
         names = thread_names(server.pid)
         cpu0, thr0, gen0, mach0 = proc_cpu(server.pid), thread_cpu(server.pid), proc_cpu(gen.pid), machine_busy()
         fakes0 = sum(proc_cpu(pid) for pid in other_pids or [])
+        audio0 = _healthz(port).get("audio_s") if scenario.startswith("pipecat") else None
         io.send("start")
         io.expect("started", timeout=10)
         t0 = time.monotonic()
@@ -1018,7 +1028,10 @@ def _run_scenario(scenario: Scenario, n: int, *, ramp: float, window: float, pro
             cpu1, thr1, gen1, mach1 = proc_cpu(server.pid), thread_cpu(server.pid), proc_cpu(gen.pid), machine_busy()
             row.fakes_cpu_s = sum(proc_cpu(pid) for pid in other_pids or []) - fakes0
             row.window_s = time.monotonic() - t0
-            row.behind_s = _healthz(port).get("behind_s")
+            health = _healthz(port)
+            row.behind_s = health.get("behind_s")
+            if audio0 is not None and health.get("audio_s") is not None:
+                row.processed_s = health["audio_s"] - audio0
         row.health = poller.summary()
         row.stats = WindowStats.model_validate(io.expect("ended", timeout=30)["stats"])
         row.window_s = row.stats.window_s  # the callers' own window (within a few ms of ours)

@@ -11,7 +11,8 @@ client disconnects) with the cloud services taken out:
 * inbound (default): a no-op processor stands where the LLM and TTS are
   (``input -> user aggregator (Silero VAD) -> no-op -> output -> assistant aggregator``); it also counts the
   caller audio that got through the VAD, so ``/healthz`` can tell how far behind real time the slowest call is
-  (``behind_s``: a Pipecat that cannot keep up queues audio, and its CPU figure is then a lower bound);
+  (``behind_s``: a Pipecat that cannot keep up queues audio, and its CPU figure per wall-clock call-second is then
+  a lower bound) and how much caller audio its calls processed (``audio_s``: the bench divides its CPU by that too);
 * ``--talk PCM``: after the no-op, a talker stands where the TTS is: it pushes the pre-synthesized monologue
   (8 kHz int16) as ``TTSAudioRawFrame``\\ s in 100 ms chunks at real time with a 0.5 s lead, like a streaming
   cloud TTS (and like ``bench/cloud_fakes.py``), for the whole call: the equivalent of telebridge's talker.
@@ -75,6 +76,11 @@ class NoOp(FrameProcessor):
         self._first: float | None = None  # when the first caller audio got here
         self._audio_s = 0.0  # caller audio that got here since
 
+    @property
+    def audio_s(self) -> float:
+        """Seconds of caller audio that got through the VAD to here."""
+        return self._audio_s
+
     def behind_s(self) -> float:
         """How far the caller audio that got through the VAD trails real time (about 0 when keeping up)."""
         return time.monotonic() - self._first - self._audio_s if self._first is not None else 0.0
@@ -135,7 +141,8 @@ def create_app(talk_pcm: bytes | None) -> FastAPI:
     @app.get("/healthz")
     async def healthz() -> JSONResponse:
         behind = max((meter.behind_s() for meter in live.values()), default=0.0)
-        return JSONResponse({"ok": True, "calls": len(live), "behind_s": behind})
+        audio = sum(meter.audio_s for meter in live.values())  # (the live calls' caller audio processed so far)
+        return JSONResponse({"ok": True, "calls": len(live), "behind_s": behind, "audio_s": audio})
 
     @app.websocket("/ws")
     async def media(websocket: WebSocket) -> None:
