@@ -191,7 +191,7 @@ class CallSession(CallWindows):
             call_id=self.call_id, speech=self.speech, engine=self.engine, vad_rate=vad.sample_rate,
             sink_rate=self.outbound.sample_rate, now=lambda: self._now, playing=lambda: self._reply,
             heard=speaking.heard, spawn=self._spawn, observe=self._observe, on_interim=self._on_interim,
-            on_transcript=self._on_transcript,
+            on_transcript=self._on_transcript, echo_possible=self.gate.echo_possible,
         )
         speaking.producer = ReplyProducer(
             call_id=self.call_id, config=cfg, speech=self.speech, agent=self._agent_view,

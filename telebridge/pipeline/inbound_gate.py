@@ -34,6 +34,8 @@ from .echo import EchoGuard, NoiseGate, PlayoutClock, PlayoutTrack
 # the windows rising out of it -- at most this early.
 MAX_ONSET_BACKDATE = 0.25
 ECHO_ATTENUATION = np.float32(0.1)  # windows the echo canceller judged echo, in the audio the STT gets
+# An echo 40 dB below the agent's voice, or louder, found on the line lately: its words may reach the STT.
+LINE_ECHO_FLOOR = 1e-4
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +73,16 @@ class InboundGate:
     def echo_active(self) -> bool:
         """The energy guard hears the agent's echo on the line (the turn engine then waits a little longer)."""
         return self.guard is not None and self.guard.echo_active
+
+    def echo_possible(self) -> bool:
+        """May the agent's echo be in what the caller's line brings back now (for the words heard over the agent)?
+        With an echo canceller, only once it has found an echo on this line and not long ago (its line gain above
+        :data:`LINE_ECHO_FLOOR`, forgotten over half a minute or so; or a path in view); without one, always (the
+        energy guard cannot tell a quiet echo from none)."""
+        aec = self.aec
+        if aec is None:
+            return True
+        return aec.line_gain > LINE_ECHO_FLOOR or aec.echo_gain > 0.0 or aec.echo_active
 
     @property
     def echo_windows_suppressed(self) -> int:
@@ -190,4 +202,4 @@ class InboundGate:
         return reply.audio.mean_square(start, end) if end > start else 0.0
 
 
-__all__ = ["ECHO_ATTENUATION", "MAX_ONSET_BACKDATE", "InboundGate", "WindowVerdict"]
+__all__ = ["ECHO_ATTENUATION", "LINE_ECHO_FLOOR", "MAX_ONSET_BACKDATE", "InboundGate", "WindowVerdict"]

@@ -9,7 +9,7 @@
 * **Interim words** while the caller speaks over the agent: a streaming STT's words so far, or the
   :class:`~.interim.InterimTranscriber` re-transcribing the growing utterance.
 * **Not our own words.** Words heard over the agent that are not confident (:func:`confident`) or are mostly
-  what the agent just said (its echo) are dropped.
+  what the agent just said (its echo, on a line where an echo can be) are dropped.
 
 The VAD side decides *when* (the shell's ``_on_window``, which reads :attr:`Listener.early` and
 :attr:`Listener.streaming` and calls in only when there is something to do); this module does the work.
@@ -72,7 +72,8 @@ def confident(transcript: Any) -> str:
 class Listener:
     """Collaborators: ``speech`` (the STT), ``engine`` (is an utterance over the agent?), ``now()`` (the call
     clock), ``playing()`` / ``heard(reply)`` (the reply the caller hears and how much of it: the echo-text
-    filter), ``spawn`` (a task owned by the call), ``observe`` (the conversation observer), and where the words
+    filter) and ``echo_possible()`` (may the agent's echo be on the line at all? the filter applies only then),
+    ``spawn`` (a task owned by the call), ``observe`` (the conversation observer), and where the words
     go: ``on_interim(utterance, text)`` and ``on_transcript(utterance, text)``."""
 
     def __init__(
@@ -90,6 +91,7 @@ class Listener:
         observe: Callable[..., None],
         on_interim: Callable[[int, str], None],
         on_transcript: Callable[[int, str], None],
+        echo_possible: Callable[[], bool] = lambda: True,
     ) -> None:
         self.call_id = call_id
         self.speech = speech
@@ -103,6 +105,7 @@ class Listener:
         self._observe = observe
         self._on_interim = on_interim
         self._on_transcript = on_transcript
+        self._echo_possible = echo_possible
         self.interim = InterimTranscriber(self._interim_text, spawn, on_interim, sample_rate=vad_rate)
         self.utterance_span: tuple[float, float] = (0.0, 0.0)  # call-clock span of the utterance just ended
         self.speech_end_wall: float | None = None
@@ -173,10 +176,12 @@ class Listener:
         a lone word the agent just said is dropped too (an interim transcript of an echo remnant: "that"). The
         agent's words at the very start or end of what the caller said are trimmed off only when what is left is
         a backchannel (an echo remnant around their "uh-huh": "that, uh-huh"): a caller who repeats the agent's
-        words in an answer ("Help me with my booking") keeps them."""
+        words in an answer ("Help me with my booking") keeps them. On a line where no echo of the agent can be
+        (``echo_possible()``: the echo canceller has found none lately) the words are all the caller's: a one-word
+        answer over the agent that the agent itself just offered ("Tuesday") is kept."""
         reply = self._playing()
         words = normalise(text)
-        if reply is None or not words:
+        if reply is None or not words or not self._echo_possible():
             return text
         heard, rate = self._heard(reply), self.sink_rate
         recent = [s.text for s in reply.spans if s.start <= heard + rate and s.end >= heard - 8 * rate]
