@@ -69,6 +69,7 @@ async def run(repeats: int, only: list[int] | None = None) -> int:
     ctx = lib.Context(server, AUTH_TOKEN, api)
     jobs = [
         lambda: lib.interruption(ctx, repeats=repeats),
+        lambda: lib.agents_words(ctx),
         lambda: lib.backchannel(ctx),
         lambda: lib.echo(ctx, 0.1),
         lambda: lib.echo(ctx, 0.2),
@@ -237,7 +238,8 @@ async def run_echo(full: bool) -> int:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=8, help="interruption calls (for the onset -> clear p95)")
-    ap.add_argument("--only", type=int, nargs="*", help="run only these jobs (0 = interruption, 1 = backchannel, ...)")
+    ap.add_argument("--only", type=int, nargs="*", help="run only these jobs (0 = interruption, 1 = the agent's words, "
+                    "2 = backchannel, ...)")
     ap.add_argument("--echo", choices=("quick", "full"), help="run the echo matrix instead (issue 10)")
     args = ap.parse_args()
     if args.echo:

@@ -53,6 +53,7 @@ AGENT_LOUD = 10 ** (-45 / 20)
 ENDPOINT_DELAY = 0.5  # max(vad.min_silence_duration 0.4, min_endpointing_delay 0.5) of the scenario agent
 MIN_SILENCE = 0.4
 INTERRUPTION = "Sorry, can you stop for a second? I have a question about my appointment."
+AGENTS_WORDS = "Is that Monday to Friday?"  # the greeting's own words, asked back over it
 
 
 @dataclass
@@ -184,6 +185,23 @@ async def interruption(ctx: Context, repeats: int = 1) -> ScenarioResult:
             for key in ("total", "endpointing", "stt", "llm_first_token", "tts_first_audio", "overhead"):
                 result.figure(f"response_{key}", split[key])
         result.pauses += record.metrics.count("pause")
+    return result
+
+
+async def agents_words(ctx: Context) -> ScenarioResult:
+    """1b. Over the agent, on a line without echo, the caller asks back with the agent's own words ("Is that Monday to
+    Friday?", just after the greeting said "Monday to Friday"): the agent stops, and their words are their turn --
+    not taken for the agent's echo, which this line cannot carry."""
+    result = ScenarioResult("1b-agents-words", "the agent's own words, said back over it on a line without echo")
+    call, record = await ctx.call([Say(at=None, text=AGENTS_WORDS, after_agent_speech=10.5)], duration=22,
+                                  end_when_quiet=1.0)
+    bursts = caller_onsets(call)
+    after = [t for t in clears(call) if bursts and t >= bursts[0][0]]
+    result.check("clear sent after the caller started", after, clears(call))
+    said = user_messages(record)
+    result.check("their words became the caller's turn", said and fuzzy_ratio(said[0], AGENTS_WORDS) > 0.7, said)
+    result.check("the agent answered them", any(_agent().LONG_ANSWER[:30] in s for s in assistant_messages(record)),
+                 assistant_messages(record))
     return result
 
 
@@ -388,7 +406,7 @@ def groups() -> list[list[Callable[[Context], Awaitable[ScenarioResult]]]]:
     from scenario_echo import ECHO_SUITE, echo_double_talk, echo_job
 
     return [
-        [interruption, backchannel, echo, line_noise, cough],
+        [interruption, agents_words, backchannel, echo, line_noise, cough],
         [mid_sentence, dtmf, silence, max_duration, end_call_tool, transfer_tool],
         [*(echo_job(c) for c in ECHO_SUITE[:3])],
         [*(echo_job(c) for c in ECHO_SUITE[3:]), lambda ctx: echo_double_talk(ctx)],

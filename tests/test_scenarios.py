@@ -32,7 +32,7 @@ def results() -> dict[str, ScenarioResult]:
 
 
 @pytest.mark.parametrize("name", [
-    "1-interruption", "2-backchannel", "3-echo-200ms", "4-line-noise", "5-cough", "6-mid-sentence",
+    "1-interruption", "1b-agents-words", "2-backchannel", "3-echo-200ms", "4-line-noise", "5-cough", "6-mid-sentence",
     "7a-dtmf", "7b-silence", "7c-max-duration", "7d-end-call", "7e-transfer",
 ])
 def test_scenario(results, name):
