@@ -5,7 +5,9 @@ decides how many calls a core carries. Figures, each on the same audio in the sa
 
 * ``aec`` — :class:`telebridge.pipeline.aec.EchoCanceller` (numpy: frequency-domain NLMS placed by the
   correlators, and the gate's verdicts), in three situations: the agent talking with a speakerphone echo
-  (ERL 12 dB, 250 ms), the agent talking on a line without echo, and the agent silent (the idle path).
+  (ERL 12 dB, 250 ms), the agent talking on a line without echo, and the agent silent (the idle path, frame by
+  frame); and the agent silent for long as a phone call runs it, "held per tick": the frames held since the last
+  VAD tick, one or two at a time, through ``process_silent``.
 * ``energy guard`` — the old per-window energy correlation (:class:`telebridge.pipeline.echo.EchoGuard`),
   which the canceller replaces on phone calls (it stays for sessions whose input and output rates differ).
 * ``webrtc aec3`` — WebRTC's AEC3 through the ``livekit`` wheel's ``AudioProcessingModule`` (FFI into its
@@ -82,6 +84,25 @@ def bench_aec(inbound: np.ndarray, ref: np.ndarray) -> tuple[float, float, int]:
     loud = np.array([np.mean(o[i : i + FRAME] ** 2) > 1e-5 for i in range(0, len(o), FRAME)])
     passed = int(((np.array(verdicts) == Verdict.PASS) & loud).sum())
     return seconds, erle(inbound, o), passed
+
+
+def bench_held(inbound: np.ndarray) -> float:
+    """The agent silent for long (the canceller dormant), as on a phone call: the frames held since the last VAD
+    tick (32 ms) through ``process_silent`` at once, one or two 20 ms frames at a time."""
+    from telebridge.pipeline.aec import EchoCanceller
+
+    aec = EchoCanceller()
+    ticks = [320, 160] * (len(inbound) // 480 + 1)  # (8 frames per 5 ticks, as 20 ms frames meet 32 ms ticks)
+
+    def run() -> None:
+        i = 0
+        for n in ticks:
+            if i + n > len(inbound):
+                break
+            aec.process_silent(inbound[i : i + n])
+            i += n
+
+    return cpu(run)
 
 
 def bench_energy_guard(inbound: np.ndarray, ref: np.ndarray) -> float:
@@ -162,6 +183,7 @@ def main() -> None:
     rows.append(("aec: agent talking, no echo", sec, "", passed))
     sec, _, passed = bench_aec(clean_in, silent)
     rows.append(("aec: agent silent (idle path)", sec, "", passed))
+    rows.append(("aec: agent silent, held per tick", bench_held(clean_in), "", None))
     rows.append(("energy guard (old, per window)", bench_energy_guard(echo_in, ref), "", None))
     aec3 = bench_aec3(echo_in, ref)
     if aec3 is not None:
