@@ -64,15 +64,14 @@ def print_comparison(rows: Iterable[_Row], target_ratio: float, counterparts: Ma
             # Pipecat behind real time processed less caller audio than the window held: its cost per call-second
             # is its CPU over the audio it did process (the wall-clock figure is capped by the one core it uses).
             # Listening only: a talking Pipecat also streams its agent audio, which that count does not cover.
-            theirs = ms[(pipecat, n)]
-            per_processed = processed.get((pipecat, n)) if pipecat not in talking else None
-            if (pipecat, n) in behind and per_processed is not None:
-                theirs = per_processed
+            per_processed = processed.get((pipecat, n))
+            normalised = (pipecat, n) in behind and per_processed is not None and pipecat not in talking
+            theirs = per_processed if normalised else ms[(pipecat, n)]
             ratio = theirs / max(ms[(scenario, n)], 1e-9)
             if (scenario, n) in behind:
                 verdict = "no verdict (telebridge fell behind)"
             elif ratio >= target_ratio:
-                verdict = "meets" + (" (per processed call-second)" if theirs is per_processed else "")
+                verdict = "meets" + (" (per processed call-second)" if normalised else "")
             else:
                 verdict = f"short ({theirs / target_ratio:.2f} needed)"
             ours, wall = (f"{ms[(s, n)]:6.2f}{'*' if (s, n) in behind else ' '}" for s in (scenario, pipecat))
@@ -84,7 +83,8 @@ def print_comparison(rows: Iterable[_Row], target_ratio: float, counterparts: Ma
                   f"{KEPT_UP_BEHIND_S:.1f} s behind (Pipecat); a server that does not keep up does less than the load "
                   "asks: its CPU per wall-clock call-second is a lower bound. 'processed' = Pipecat's CPU per second "
                   "of caller audio its calls actually got through the VAD in the window; the ratio uses it when "
-                  "Pipecat fell behind while listening only)")
+                  "Pipecat fell behind while listening only: a talking one also streams agent audio, which that "
+                  "count does not cover)")
     floors = [n for n in ns if ("baseline", n) in ms and ("floor", n) in ms]
     if floors:
         print()
