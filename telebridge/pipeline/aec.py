@@ -214,10 +214,11 @@ class EchoCanceller:
         float32), which tells the caller the audio is unchanged."""
         b = self.block
         if self.dormant and len(near) % b == 0:
-            # (process() -> _block() -> _idle_block() per block, all at once: _idle_run; ``unsure`` is cleared
-            # there by the idle hop, see push_idle)
-            if len(near):
-                self._idle_run(np.asarray(near, np.float64))
+            # (process() -> _block() -> _idle_block() per block; ``unsure`` is cleared there by the idle hop, see
+            # push_idle)
+            d = np.asarray(near, np.float64)
+            for i in range(0, len(d), b):
+                self._idle_block(d[i : i + b])
             return np.asarray(near, np.float32)
         return self.process(near, np.zeros(len(near), np.float32), unsure)
 
@@ -285,20 +286,6 @@ class EchoCanceller:
             bound = max(bound, track.line_gain * max(track.far_blocks[: self.history + self.tail_blocks]))
         gate.judge(self.blocks - 1, out_ms, bound, far_max, active, track.state is Verdict.ECHO)
         return e
-
-    def _idle_run(self, d: np.ndarray) -> None:
-        """Whole blocks ``d`` while dormant (every block an idle one): the state :meth:`_idle_block` leaves block by
-        block, in one step per part (the inbound hot path of a call while the agent is silent: one run per VAD
-        tick)."""
-        b = self.block
-        m = len(d) // b
-        first = self.blocks
-        rows = d.reshape(m, b)
-        self.filter.push_silences(m)
-        self.tracker.push_idle_run(first % self.hop_blocks, rows)
-        energies = [float(d @ d) / b] if m == 1 else [float(r @ r) / b for r in rows]
-        self.gate.idle_run(first, energies, self.hop_blocks)
-        self.blocks = first + m
 
     def _idle_block(self, d: np.ndarray) -> np.ndarray:
         """A block with no reference anywhere in the delay range: the output is the input, every verdict PASS."""

@@ -69,15 +69,6 @@ class AdaptiveFilter:
         self._X[h + rows] = 0.0
         self._stale[h] = self._stale[h + rows] = False
 
-    def push_silences(self, m: int) -> None:
-        """``m`` blocks of silent reference (:meth:`push_silence` ``m`` times)."""
-        if self._silent >= self._rows:  # (the ring is silence already: only the newest row moves)
-            self._head = (self._head - m) % self._rows
-            self._now = None
-            return
-        for _ in range(m):
-            self.push_silence()
-
     def push_reference(self, frame: np.ndarray) -> None:
         """The reference's newest ``2 * block`` samples (one new block)."""
         rows = self._rows

@@ -23,7 +23,6 @@ class Verdict(IntEnum):
 
 
 _VERDICTS = tuple(Verdict)  # (by value)
-_PASS = int(Verdict.PASS)
 
 
 class EchoGate:
@@ -99,25 +98,6 @@ class EchoGate:
         i = index % len(self._v)
         self._v[i] = Verdict.PASS
         self._bound[i] = 0.0
-
-    def idle_run(self, first: int, energies: list[float], hop_blocks: int) -> None:
-        """Blocks ``first``, ``first + 1``, ... (their output's mean squares ``energies``) had no reference anywhere
-        in the delay range: :meth:`track_floor` and :meth:`idle` for each, in one call."""
-        ring, v, bound = self._floor_ring, self._v, self._bound
-        size, n = len(ring), len(v)
-        i = self._floor_i
-        index = first
-        for ms in energies:
-            ring[i] = ms
-            i = (i + 1) % size
-            if i % 8 == 0 or index < 8:  # (index + 1 blocks so far: track_floor's ``blocks <= 8``)
-                self.floor = float(np.minimum.reduce(ring))
-            v[index % n] = _PASS
-            bound[index % n] = 0.0
-            index += 1
-        self._floor_i = i
-        if (first % hop_blocks) + len(energies) >= hop_blocks:  # a hop ended among them
-            self.fresh, self.sound_hops = True, 0
 
     def judge(self, index: int, out_ms: float, bound: float, far_max: float, active: bool, echo_left: bool) -> None:
         """Block ``index``: ``out_ms`` its mean square, ``bound`` the echo it may hold, ``far_max`` the loudest

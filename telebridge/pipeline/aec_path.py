@@ -96,17 +96,6 @@ class HalfRate:
         self._last[:] = 0.0
         self._owed = [False] * len(self._owed)
 
-    def skip_echoless(self, d: np.ndarray) -> None:
-        """:meth:`skip` of an idle block, where the output is the input ``d`` and the reference silent (three
-        rows: inbound, output, reference)."""
-        tail = len(self._lp) - 1
-        buf = self._buf
-        buf[:2, :tail] = d[-tail:]
-        buf[2, :tail] = 0.0
-        self._last.fill(0.0)
-        if True in self._owed:
-            self._owed = [False] * len(self._owed)
-
 
 def cross_correlate(sig: np.ndarray, ref_spec: np.ndarray, nfft: int, lags: int) -> np.ndarray:
     """``corr[..., k] = sum_i sig[..., i] * ref[i + k]`` for ``k`` in ``0..lags`` (the reference lagging the

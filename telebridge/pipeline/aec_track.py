@@ -128,34 +128,6 @@ class PathTracker:
         if k == self.hop_blocks - 1:
             self.skip_hop()
 
-    def push_idle_run(self, k: int, blocks: np.ndarray) -> None:
-        """:meth:`push_idle` for each of ``blocks`` (rows, the first one block ``k`` of its hop), at once where no
-        hop of them has a reference: only the newest hop end's last block (the filters' memory) and an unfinished
-        hop's blocks are kept, as block by block."""
-        hop = self.hop_blocks
-        if self._hop_active and k > 0:  # (a hop with reference in it ends here: its own way)
-            for d in blocks:
-                self.push_idle(k, d)
-                k = (k + 1) % hop
-            return
-        m = len(blocks)
-        self.unsure = 0
-        ends = (k + m) // hop  # hops that end among these blocks (none of them with reference)
-        if ends:
-            last = hop - 1 - k + (ends - 1) * hop  # the newest hop end's block
-            self._half.skip_echoless(blocks[last])
-            if self._quiet_far2 * len(self._near2) <= len(self._far2):  # (else each hop end is a no-op)
-                for _ in range(min(ends, len(self._far2) // len(self._near2) + 2)):
-                    self._silent_hop()
-            self.state = Verdict.PASS
-        self._hop_active = False
-        start = (k + m) % hop  # blocks of an unfinished hop at the end: kept, as push_idle keeps them
-        if start:
-            n = start * self.block
-            hop_in = self._hop_in
-            hop_in[:2, :n] = blocks[m - start :].reshape(-1) if start > 1 else blocks[m - 1]
-            hop_in[2, :n] = 0.0
-
     def note(self, first: bool, out_ms: float, near_ms: float) -> None:
         """The newest block's output and inbound mean squares, for the hop's figures (``first`` block of it)."""
         self.hop_out = out_ms if first else max(self.hop_out, out_ms)
