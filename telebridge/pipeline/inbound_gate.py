@@ -77,8 +77,8 @@ class InboundGate:
     def echo_possible(self) -> bool:
         """May the agent's echo be in what the caller's line brings back now (for the words heard over the agent)?
         With an echo canceller, only once it has found an echo on this line and not long ago (its line gain above
-        :data:`LINE_ECHO_FLOOR`, forgotten over half a minute or so; or a path in view); without one, always (the
-        energy guard cannot tell a quiet echo from none)."""
+        :data:`LINE_ECHO_FLOOR`, forgotten over half a minute or so of the agent's speech; or a path in view);
+        without one, always (the energy guard cannot tell a quiet echo from none)."""
         aec = self.aec
         if aec is None:
             return True
