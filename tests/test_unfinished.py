@@ -72,6 +72,8 @@ def test_a_complete_turn_does_not(text):
 
 @pytest.mark.parametrize(("parts", "unfinished"), [
     (["I'd like.", "2."], True),  # "I'd like to, um, book": the "um" alone written as a word
+    (["I'd like.", "to you."], True),  # ... or as two that carry nothing (bench/latency.py, a caller cut off)
+    (["I'd like.", "a refund."], False),  # a real ending of two words: judged on the whole turn
     (["Could I come in on the?", "Um."], True),
     (["I'd like.", "A table for two."], False),  # the caller went on: judged on the whole turn
     (["I'd like to book.", "Tomorrow."], False),  # a finished start: a one-word addition is an answer

@@ -46,8 +46,9 @@ class EndpointTurns:
         longest; otherwise the end-of-turn model's answer on this pause, when there is one, decides: complete →
         no wait beyond the words; incomplete → the longest wait; no answer → the fixed endpointing delay.
         A turn whose earlier words stopped mid-thought ("I'd like." …) needs the model to be sure
-        (:data:`SURE_AFTER_A_HESITATION`) of the words that followed: Whisper makes words of an "um" ("to you.",
-        "2.") and the model hears a finished sentence in them at 0.5-0.7."""
+        (:data:`SURE_AFTER_A_HESITATION`) of the words that followed: Whisper makes words of an "um" and the model
+        hears a finished sentence in them at 0.5-0.7 (the shortest, "2." or "to you.", the words rules catch
+        whatever the model says: it said 0.90 for "to you.")."""
         longest = max(self.params.max_endpointing_delay, self.endpoint_delay)
         if turn_looks_unfinished(parts):
             return longest

@@ -17,8 +17,9 @@ callers):
 * digits being dictated after "number", "account", "phone" … ("my account number is 729. 448."): fewer digits
   than any such number has, or groups still coming in the same size;
 * an e-mail address without its "at" part, a date of birth with a month but no day;
-* over a turn of several utterances (:func:`turn_looks_unfinished`): one lone word after an unfinished start --
-  Whisper writes a filler said on its own as a word ("I'd like." then "2." for "um").
+* over a turn of several utterances (:func:`turn_looks_unfinished`): one lone word, or two hollow ones, after an
+  unfinished start -- Whisper writes a filler said on its own as words ("I'd like." then "2." or "to you." for
+  "um").
 
 Pure string work on one short utterance, once per pause; nothing is called per audio frame.
 """
@@ -51,6 +52,9 @@ _ANNOUNCING = (("and", "also"), ("then", "also"), ("but", "also"), ("as", "well"
 _SUBJECTS = frozenset("i we you".split())
 _WANTING = frozenset("think guess mean want need wanted needed believe suppose wonder wondering was".split())
 _LETTER_WORDS = frozenset({"oh"})  # how Whisper writes a spelled "O"
+# Words that carry nothing on their own: two of them alone after an unfinished start are an "um" or "uh" as
+# Whisper writes it ("to you.", "and uh.", "oh, the."), not the end of the thought.
+_HOLLOW = frozenset("um uh er erm umm uhm hmm mm ah oh to you the a an and i so".split())
 
 _NUMBER_NOUNS = frozenset(
     """number phone cell mobile account card zip code pin id policy member confirmation order reference
@@ -68,11 +72,16 @@ _MONTHS = frozenset(
 
 def turn_looks_unfinished(parts: list[str]) -> bool:
     """The caller's turn so far, one transcript per utterance: :func:`looks_unfinished` on the whole, or on what
-    came before a last utterance of one word (a filler after an unfinished start, which Whisper writes as a
-    word: "I'd like." + "2." for "um"; a real one-word ending waits a little longer, never is cut off)."""
+    came before a last utterance that is a filler after an unfinished start, as Whisper writes one: one word ("I'd
+    like." + "2." for "um"), or two that carry nothing ("I'd like." + "to you." for "um"; :data:`_HOLLOW`). A real
+    ending that short waits a little longer, never is cut off."""
     if looks_unfinished(" ".join(parts)):
         return True
-    return len(parts) >= 2 and len(tokens(parts[-1])) == 1 and looks_unfinished(" ".join(parts[:-1]))
+    if len(parts) < 2:
+        return False
+    last = tokens(parts[-1])
+    filler = len(last) == 1 or (len(last) == 2 and all(w in _HOLLOW for w in last))
+    return filler and looks_unfinished(" ".join(parts[:-1]))
 
 
 @functools.lru_cache(maxsize=512)
