@@ -6,11 +6,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import httpx
 import pytest
 from conftest import LiveServer, finished_call
-from prometheus_client.parser import text_string_to_metric_families
 from speechutil import with_pauses
+from test_metrics import parse, scrape, value
 
 from telebridge.simulator import Play, Say, simulate_call
 
@@ -34,17 +33,11 @@ def user_turns(record) -> list[str]:
 
 async def _asked(url: str) -> tuple[float, float]:
     """From the server's /metrics: end-of-turn questions the model answered, and its CPU seconds."""
-    async with httpx.AsyncClient(base_url=url) as http:
-        response = await http.get("/metrics")
+    response = await scrape(url)
     assert response.status_code == 200
-    answered = cpu = 0.0
-    for family in text_string_to_metric_families(response.text):
-        for sample in family.samples:
-            if sample.name == "telebridge_end_of_turn_questions_total" and sample.labels.get("outcome") == "answered":
-                answered += sample.value
-            elif sample.name == "telebridge_end_of_turn_cpu_seconds_total":
-                cpu += sample.value
-    return answered, cpu
+    samples = parse(response.text)
+    return (value(samples, "telebridge_end_of_turn_questions_total", outcome="answered"),
+            value(samples, "telebridge_end_of_turn_cpu_seconds_total"))
 
 
 async def test_a_finished_question_is_answered_on_the_models_word(eot_server, auth_token):

@@ -76,8 +76,7 @@ class CallerAudio:
         self.fed += len(pcm)
         gate, reply = s.gate, s._reply
         gate.note_audio(self.fed, reply, s.outbound)
-        out = gate.cancel(pcm, reply, s.outbound)
-        self._deliver(out, ulaw if out is pcm else None)  # (the canceller hands back its input when it changed nothing)
+        self._deliver(pcm, gate.cancel(pcm, reply, s.outbound), ulaw)
 
     def on_ulaw(self, payload: bytes) -> None:
         """A phone call's frame as Twilio sent it, μ-law at 8 kHz: held while the agent is silent and the echo
@@ -102,13 +101,15 @@ class CallerAudio:
         self._held = bytearray()
         ulaw = bytes(held)
         pcm = ulaw_decode_float(ulaw)
-        out = self.session.gate.cancel_held(pcm)
-        self._deliver(out, ulaw if out is pcm else None)
+        self._deliver(pcm, self.session.gate.cancel_held(pcm), ulaw)
 
-    def _deliver(self, pcm: np.ndarray, ulaw: bytes | None) -> None:
-        """Caller audio past the echo canceller to its consumers: the answering-machine watch, the STT (also the
-        frames as received, ``ulaw``, when the canceller left them as they were: a μ-law stream forwards those
-        bytes instead of re-encoding) and the VAD."""
+    def _deliver(self, heard: np.ndarray, pcm: np.ndarray, ulaw: bytes | None) -> None:
+        """Caller audio past the echo canceller (``heard`` before it, ``pcm`` after) to its consumers: the
+        answering-machine watch, the STT (also the frames as received, ``ulaw``, when the canceller left them as they
+        were -- it hands back its input then: a μ-law stream forwards those bytes instead of re-encoding) and the
+        VAD."""
+        if pcm is not heard:
+            ulaw = None
         s = self.session
         if s.callee is not None:
             s.callee.feed(pcm)
