@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from telebridge.audio.g711 import ulaw_decode_float
+from telebridge.audio.g711 import ulaw_decode_float, ulaw_encode
 from telebridge.pipeline.inbound_gate import InboundGate
 from telebridge.pipeline.intake import CallerAudio
 
@@ -73,18 +73,23 @@ def test_frames_the_canceller_changes_reach_the_stt_as_the_cancelled_audio():
     audio, speech, _, _ = _call(gate)
     # The agent's voice was on the line a moment ago (the canceller remembers it: no frame is held) ...
     rng = np.random.default_rng(3)
-    gate.aec.process(np.zeros(FRAME, np.float32), (rng.standard_normal(FRAME) * 0.3).astype(np.float32))
+    far = (rng.standard_normal(FRAME) * 0.3).astype(np.float32)
+    gate.aec.process(np.zeros(FRAME, np.float32), far)
     assert not gate.aec.dormant
     frame = _frames(0.02, 2)[0]
     # ... but no echo of it was found: the canceller takes nothing away, and the frame goes through as received.
     audio.on_ulaw(frame)
     assert len(speech.fed) == 1 and speech.fed[0][1] == frame
-    # An echo path found (the filter starts from it, 200 samples late): the canceller takes its estimate away, and
-    # the STT gets that audio, re-encoded by the stream, not Twilio's bytes.
+    # An echo path found (the filter starts from it, 200 samples late) and the agent's echo in the next frame: the
+    # canceller takes its estimate away, and the STT gets that audio, re-encoded by the stream, not Twilio's bytes.
     gate.aec.filter.seed(200.0, 0.5)
-    audio.on_ulaw(frame)
+    echo = np.zeros(FRAME, np.float32)
+    echo[:40] = 0.5 * far[FRAME - 40 :]  # (200 samples after the reference: two frames on, its last 40 samples)
+    echoed = ulaw_encode(echo + ulaw_decode_float(frame))
+    audio.on_ulaw(echoed)
     assert len(speech.fed) == 2 and speech.fed[1][1] is None
-    assert not np.array_equal(speech.fed[1][0], ulaw_decode_float(frame))
+    cancelled = speech.fed[1][0]
+    assert np.mean(cancelled**2) < 0.1 * np.mean(ulaw_decode_float(echoed) ** 2)
     # Without a canceller (the energy guard), every frame goes through as received.
     guard_audio, guard_speech, _, _ = _call(InboundGate(RATE, RATE, canceller=False, guard=True))
     guard_audio.on_audio(ulaw_decode_float(frame), frame)

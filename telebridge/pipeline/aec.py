@@ -271,6 +271,12 @@ class EchoCanceller:
         self.blocks += 1
         gate.track_floor(out_ms, self.blocks)
         track.note(k == 0, out_ms, near_ms)
+        if out_ms > near_ms:
+            # The estimate adds more than it takes away: an echo that has just gone or dropped (the phone off the
+            # speaker), or one the filter has not caught up with. The inbound audio itself is the better output
+            # (as AEC3's output selector): what the filter would add is the agent's voice, which must never reach
+            # the VAD as a sound of the caller's. (The tracker above measured the filter's own output.)
+            e, out_ms = d, near_ms
         if track.unsure:
             track.unsure -= 1
         if k == self.hop_blocks - 1:  # (the bound after the hop's judgement)
