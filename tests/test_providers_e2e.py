@@ -357,7 +357,7 @@ async def test_barge_in_over_elevenlabs_silences_the_caller_side_and_stops_the_p
     cut = next((s for s in said if s.endswith("…")), None)
     assert cut is not None and agent.SERVICES.startswith(cut[:-1].strip()[:20]), said
     assert any(fuzzy_ratio(INTERRUPTION, u) > 0.6 for u in users(record)), record.history
-    assert said[-1] == agent.APPOINTMENT, said
+    assert said[-1] == agent.APPOINTMENT, (said, users(record))
     # The provider was told to stop: the in-flight sentence's context closed again at the barge-in and its
     # socket dropped mid-generation (the fake records the generation it stopped); later sentences never sent.
     socks = new_sockets(stack.el, el_before)

@@ -40,10 +40,12 @@ async def configure_session(input):
 
 def answer(said: str) -> str:
     said = said.lower()
-    if "much" in said or "cost" in said or "price" in said:
-        return FEES
+    # (The appointment first: the barge-in's words, transcribed by the fake Deepgram's Whisper on two busy cores,
+    # once carried a "much"/"cost"/"price" as well, and CI's run answered them with the fees.)
     if "appointment" in said:
         return APPOINTMENT
+    if "much" in said or "cost" in said or "price" in said:
+        return FEES
     if "service" in said:
         return SERVICES
     if "hour" in said or "open" in said:
