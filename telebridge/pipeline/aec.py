@@ -20,7 +20,8 @@ Four parts, plain numpy on blocks of 20 ms, no I/O and no clock:
   long, placed at the delay the correlator found and started from its estimate (so it needs few taps and
   cancels most of the echo from its first block). The step follows the share of the inbound audio that the
   echo path accounts for, so the filter learns while the agent echoes and holds still while the caller talks
-  over it (double talk).
+  over it (double talk). A block its estimate would make louder than it came in (an echo that has just gone or
+  dropped) goes on as it came in: the estimate of an echo the line no longer has is the agent's voice.
 * :class:`~.aec_track.PathTracker` drives the correlators and judges their peaks: where the path is, how much
   of the echo the filter leaves, whether echo is left in the output; it places, seeds and clears the filter.
 * :class:`~.aec_gate.EchoGate` gives every block a *verdict* for the gate in front of the VAD
@@ -174,8 +175,9 @@ class EchoCanceller:
     # --- streaming ------------------------------------------------------------------------------------------
     def process(self, near: np.ndarray, far: np.ndarray, unsure: bool = False) -> np.ndarray:
         """The cleaned audio of every completed block (float32). A 20 ms frame (one block) of float32 that the
-        canceller leaves as it is -- no echo estimate to take away yet: no echo found on the line, or none since the
-        filter was cleared -- comes back as ``near`` itself, which tells the caller the audio is unchanged.
+        canceller leaves as it is -- no echo estimate to take away yet (no echo found on the line, or none since the
+        filter was cleared), or one that would only make the block louder (see :meth:`_block`) -- comes back as
+        ``near`` itself, which tells the caller the audio is unchanged.
 
         ``unsure``: the reference's timing may be off (an underrun at the phone, a segment not yet placed by
         its mark, see :class:`~.echo.PlayoutTrack`). Until every echo of that stretch is back (the delay range
