@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..audio.resample import Resampler
-from ..pipeline.outbound import Pacer
+from ..pipeline.outbound import TIMER_RESOLUTION, Pacer
 from .audio_formats import OpusEncoder, encode_plain
 from .protocol import FORMAT_RATES, AudioDelta, AudioDone, ServerEvent, TextDelta
 
@@ -307,7 +307,7 @@ class RealtimeSink:
         """Report segments that finished playing; return when the next one will (None if none is pending)."""
         nxt: float | None = None
         for segment_id, at in list(self._played_at.items()):
-            if now >= at:
+            if at - now < TIMER_RESOLUTION:  # (a shorter wait would spin: see outbound.TIMER_RESOLUTION)
                 del self._played_at[segment_id]
                 if self.on_turn_played is not None:
                     self.on_turn_played(segment_id)
