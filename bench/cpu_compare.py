@@ -42,12 +42,24 @@ def fell_behind(row: _Row, talking: bool) -> bool:
     return audio_short or inbound_late or row.health[1] > KEPT_UP_HEALTHZ_MS
 
 
+def per_duplex_second(wall_ms: float, per_caller_s: float, agent_ratio: float | None) -> float:
+    """A talking Pipecat that fell behind: the least its full-duplex call-second can cost. In the window it got
+    through a share ``c`` of the caller audio (``wall_ms / per_caller_s``) and a share ``a`` of the agent audio
+    (``agent_ratio``); the work it did, ``c * W_caller + a * W_agent``, is at most ``max(c, a)`` of a real-time
+    call's ``W_caller + W_agent``, so that costs at least ``wall_ms / max(c, a)`` -- a lower bound, which keeps the
+    ratio on the conservative side."""
+    if not agent_ratio or agent_ratio <= 0:
+        return per_caller_s
+    return min(per_caller_s, wall_ms / agent_ratio)
+
+
 def print_comparison(rows: Iterable[_Row], target_ratio: float, counterparts: Mapping[str, str],
                      talking: Iterable[str]) -> None:
     """``counterparts``: telebridge scenario -> the Pipecat scenario it is compared with."""
     rows = list(rows)
     ms = {(r.scenario, r.n): r.ms_per_call_s for r in rows}
     processed = {(r.scenario, r.n): r.ms_per_processed_s for r in rows}
+    agent = {(r.scenario, r.n): r.stats.agent_audio_ratio_mean for r in rows if r.stats is not None}
     talking = set(talking)
     behind = {(r.scenario, r.n) for r in rows if r.scenario != "floor" and fell_behind(r, r.scenario in talking)}
     ns = sorted({n for _, n in ms})
@@ -63,9 +75,10 @@ def print_comparison(rows: Iterable[_Row], target_ratio: float, counterparts: Ma
         for scenario, pipecat, n in pairs:
             # Pipecat behind real time processed less caller audio than the window held: its cost per call-second
             # is its CPU over the audio it did process (the wall-clock figure is capped by the one core it uses).
-            # Listening only: a talking Pipecat also streams its agent audio, which that count does not cover.
             per_processed = processed.get((pipecat, n))
-            normalised = (pipecat, n) in behind and per_processed is not None and pipecat not in talking
+            if pipecat in talking and per_processed is not None:
+                per_processed = per_duplex_second(ms[(pipecat, n)], per_processed, agent.get((pipecat, n)))
+            normalised = (pipecat, n) in behind and per_processed is not None
             theirs = per_processed if normalised else ms[(pipecat, n)]
             ratio = theirs / max(ms[(scenario, n)], 1e-9)
             if (scenario, n) in behind:
@@ -82,9 +95,9 @@ def print_comparison(rows: Iterable[_Row], target_ratio: float, counterparts: Ma
                   f"{KEPT_UP_HEALTHZ_MS:.0f} ms, VAD audio dropped (telebridge) or inbound audio > "
                   f"{KEPT_UP_BEHIND_S:.1f} s behind (Pipecat); a server that does not keep up does less than the load "
                   "asks: its CPU per wall-clock call-second is a lower bound. 'processed' = Pipecat's CPU per second "
-                  "of caller audio its calls actually got through the VAD in the window; the ratio uses it when "
-                  "Pipecat fell behind while listening only: a talking one also streams agent audio, which that "
-                  "count does not cover)")
+                  "of caller audio its calls actually got through the VAD in the window (talking: per second of "
+                  "the stream it got further through, caller audio or agent audio, see per_duplex_second: still a "
+                  "lower bound of its cost); the ratio uses it when Pipecat fell behind)")
     floors = [n for n in ns if ("baseline", n) in ms and ("floor", n) in ms]
     if floors:
         print()
