@@ -69,3 +69,17 @@ def test_echo_is_possible_once_the_canceller_finds_one_on_the_line():
         assert not clean.echo_possible()
         seen.append(echoing.echo_possible())
     assert seen[-1] and seen.index(True) < 30  # (found within 0.6 s of the agent starting to talk)
+
+
+def test_the_guards_playout_log_is_kept_only_for_the_guard():
+    """The heard position per caller frame feeds the energy guard's playout clock; with the canceller nothing reads it,
+    so nothing is kept (it grew by 50 entries a second for the whole of each reply)."""
+    reply = SimpleNamespace(audible=True, paused=False, base=0, segment=1)
+    outbound = SimpleNamespace(heard=lambda segment: 0)
+    guarded = InboundGate(8000, 8000, canceller=False, guard=True)
+    cancelled = InboundGate(8000, 8000, canceller=True, guard=False)
+    for gate in (guarded, cancelled):
+        for i in range(1, 501):
+            gate.note_audio(160 * i, reply, outbound)
+    assert len(guarded._heard_log) == 500
+    assert len(cancelled._heard_log) == 0

@@ -134,8 +134,9 @@ class InboundGate:
         return pcm if aec is None else aec.process_silent(pcm)
 
     def note_audio(self, fed: int, reply: Any, outbound: Any) -> None:
-        """Caller audio up to sample ``fed`` arrived: note how much of the reply had been heard by then."""
-        if reply is not None and reply.audible and not reply.paused:
+        """Caller audio up to sample ``fed`` arrived: note how much of the reply had been heard by then (for the
+        energy guard's playout clock; the canceller places its reference itself, and nothing else reads it)."""
+        if self.guard is not None and reply is not None and reply.audible and not reply.paused:
             self._heard_log.append((fed, reply.base + outbound.heard(reply.segment)))
 
     def restart(self, base: int, fed: int) -> None:
