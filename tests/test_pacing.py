@@ -33,10 +33,15 @@ def _paced_run(seconds: float, monkeypatch: pytest.MonkeyPatch) -> tuple[list[fl
     """Send ``seconds`` of agent audio through OutboundAudio on uvloop; the media send times and the sleeps taken."""
     sleeps = 0
     real_sleep = asyncio.sleep
+    sid = "MZpacing0123"
 
     async def counting_sleep(delay: float, *args: object) -> object:
+        # (``outbound.asyncio`` is the asyncio module: count only the sender's own sleeps, not those of event loops
+        # other tests left running in this process's threads)
         nonlocal sleeps
-        sleeps += 1
+        task = asyncio.current_task()
+        if task is not None and task.get_name() == f"outbound:{sid}":
+            sleeps += 1
         return await real_sleep(delay, *args)
 
     monkeypatch.setattr(outbound.asyncio, "sleep", counting_sleep)
@@ -49,11 +54,13 @@ def _paced_run(seconds: float, monkeypatch: pytest.MonkeyPatch) -> tuple[list[fl
             if json.loads(text)["event"] == "media":
                 sent.append(loop.time())
 
-        out = OutboundAudio("MZ00", send, chunk_ms=80, lead_ms=120)
+        out = OutboundAudio(sid, send, chunk_ms=80, lead_ms=120)
         out.start()
         out.enqueue(1, np.full(int(8000 * seconds), 0.1, np.float32))
         out.finish_turn(1)
-        await real_sleep(seconds + 0.1)
+        chunks, deadline = -(-int(8000 * seconds) // out.chunk_bytes), loop.time() + seconds + 5.0
+        while len(sent) < chunks and loop.time() < deadline:  # (however busy the machine: all of it, or a failure)
+            await real_sleep(0.05)
         await out.aclose()
         return sent
 
