@@ -14,6 +14,7 @@ import pytest
 from speechutil import phone_line, synth
 from telebridge.audio.g711 import ulaw_decode_float, ulaw_encode
 from telebridge.pipeline.aec import AdaptiveFilter, Correlator, EchoCanceller, Verdict
+from telebridge.pipeline.aec_path import CONTEXT, half_rate, lowpass_windows
 from telebridge.pipeline.echo import PlayoutTrack
 from telebridge.simulator.echo_line import EchoLine
 from telebridge.simulator.script import LineEcho
@@ -308,12 +309,12 @@ def test_held_frames_in_runs_are_process_block_by_block(frames):
         assert a.blocks == b.blocks and a.floor == b.floor
         assert a.verdict(i - 256, i) == b.verdict(i - 256, i)
         ta, tb = a.tracker, b.tracker
-        assert (ta._hop_active, ta.unsure, ta.state, ta._quiet_far2) == (tb._hop_active, tb.unsure, tb.state,
-                                                                         tb._quiet_far2)
-        hop_k = a.blocks % a.hop_blocks  # (the unfinished hop's blocks are what the next ones join)
-        np.testing.assert_array_equal(ta._hop_in[:, : hop_k * BLOCK], tb._hop_in[:, : hop_k * BLOCK])
-        np.testing.assert_array_equal(ta._half._buf[:, :22], tb._half._buf[:, :22])
-        np.testing.assert_array_equal(ta._half._last, tb._half._last)
+        assert (ta._hop_active, ta.unsure, ta.state, ta._ref_pos, ta._far2_pos) == (
+            tb._hop_active, tb.unsure, tb.state, tb._ref_pos, tb._far2_pos)
+        hop_k = a.blocks % a.hop_blocks  # (the unfinished hop's blocks, after what the next hop's depend on)
+        np.testing.assert_array_equal(ta._sig[:, : CONTEXT + hop_k * BLOCK], tb._sig[:, : CONTEXT + hop_k * BLOCK])
+        np.testing.assert_array_equal(ta._ref[ta._ref_end - ta._ref_span : ta._ref_end],
+                                      tb._ref[tb._ref_end - tb._ref_span : tb._ref_end])
         np.testing.assert_array_equal(ta._far2, tb._far2)
         assert a.filter._head == b.filter._head and a.filter._silent == b.filter._silent
         np.testing.assert_array_equal(a.gate._v, b.gate._v)
@@ -324,6 +325,37 @@ def test_held_frames_in_runs_are_process_block_by_block(frames):
     assert a.seeds == b.seeds and a.path == b.path and a.share == b.share
     assert together > 30  # (runs of several blocks were taken while dormant)
     assert a.seeds >= 1  # (the echo was found again after the silence: the comparison covered real cancelling)
+
+
+def test_half_rate_signals_are_made_only_when_correlated_and_match_the_whole_signal():
+    """The correlators' half-rate signals are made when a hop is correlated, from the full-rate signals (the reference
+    over the whole delay range, as far as it changed since the last hop correlated): they must be what the whole
+    signal at half the rate holds there, however many quiet hops went by, through silences and dormancy."""
+    inbound, ref, _ = line([(0.5, LineEcho(-12, 0.25))], caller_at=3.0)
+    n = 8 * RATE
+    inbound, ref = inbound[:n].copy(), ref[:n].copy()
+    inbound[int(1.0 * RATE) : int(1.6 * RATE)] *= 1e-4  # quiet hops (nothing correlated) while the agent talks
+    ref[int(4.0 * RATE) : int(5.5 * RATE)] = 0.0  # the agent stops (the canceller goes dormant), then talks again
+    aec = EchoCanceller()
+    t = aec.tracker
+    padded = np.concatenate([np.zeros(t._ref_span), ref]).astype(np.float64)
+    whole_ref = half_rate(lowpass_windows(padded), 0, (len(padded) - CONTEXT) // 2)
+    lead = t._ref_span // 2 - CONTEXT // 2  # (the half-rate samples of the zeros in front)
+    checked = 0
+    for i in range(0, n, BLOCK):
+        far_pos = t._far2_pos
+        aec.process(inbound[i : i + BLOCK], ref[i : i + BLOCK])
+        assert t._ref_pos == i + BLOCK
+        if t._far2_pos != far_pos:  # (a hop was correlated)
+            end = lead + (i + BLOCK) // 2
+            np.testing.assert_allclose(t._far2, whole_ref[end - len(t._far2) : end], rtol=0, atol=1e-12)
+            hop = t._sig.shape[1] - CONTEXT
+            start = i + BLOCK - hop - CONTEXT
+            near = inbound[max(start, 0) : i + BLOCK].astype(np.float64)
+            near = np.concatenate([np.zeros(hop + CONTEXT - len(near)), near])
+            np.testing.assert_allclose(t._near2, half_rate(lowpass_windows(near), 0, hop // 2), rtol=0, atol=1e-12)
+            checked += 1
+    assert 50 < checked < n // BLOCK // 2 - 20  # (loud hops were correlated, quiet ones were not)
 
 
 def test_correlator_finds_a_delay_and_gain():

@@ -18,7 +18,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from scipy.fft import next_fast_len
 from scipy.signal import firwin
 
-__all__ = ["Correlator", "HalfRate", "Path", "DETECT_FLOOR", "MAX_GAIN", "cross_correlate"]
+__all__ = ["CONTEXT", "Correlator", "Path", "DETECT_FLOOR", "MAX_GAIN", "cross_correlate", "half_rate", "lowpass_windows"]
 
 _TINY = 1e-12
 DETECT_FLOOR = 0.25  # a correlation peak this weak is no sighting at all
@@ -36,65 +36,25 @@ class Path(NamedTuple):
     gain: float = 0.0
 
 
-class HalfRate:
-    """What the correlators see of ``rows`` signals fed ``block`` samples at a time: low-passed, at half the rate
-    (an echo of speech is plain enough below 2 kHz) and pre-emphasised (so that correlation peaks are sharp)."""
+LOWPASS = firwin(23, 0.45)[::-1].copy()  # (reversed: a window's dot product with it is the filter's output)
+CONTEXT = len(LOWPASS) + 1  # full-rate samples before a stretch that its half-rate samples depend on
 
-    def __init__(self, block: int, rows: int) -> None:
-        self._lp = firwin(23, 0.45)[::-1].copy()
-        self._buf = np.zeros((rows, block + len(self._lp) - 1))
-        self._windows = sliding_window_view(self._buf, len(self._lp), axis=1)[:, ::2]  # a view: made once
-        self._last = np.zeros(rows)
-        self._out = np.zeros((rows, block // 2))
-        self._tmp = np.zeros((rows, block // 2 - 1))
-        # A row left out of a block (:meth:`push` ``last_only``) owes its pre-emphasis memory, the last low-passed
-        # sample of that block: worked out from the block (kept here) only if the next block needs the row.
-        self._owed = [False] * rows
-        self._prev = np.zeros_like(self._buf)
-        self._prev_windows = sliding_window_view(self._prev, len(self._lp), axis=1)[:, ::2]
 
-    def push(self, signals: np.ndarray, last_only: bool = False) -> np.ndarray:
-        """One block of each signal in (one row each); their ``block // 2`` samples out, one row each (in an array
-        the next call reuses). ``last_only``: only the last row's are needed (the others' rows are left as they
-        were; their filters' memory follows the signals all the same)."""
-        taps = len(self._lp)
-        buf = self._buf
-        buf[:, taps - 1 :] = signals
-        out = self._out
-        if last_only:
-            n = len(buf) - 1
-            self._prev[:n] = buf[:n]
-            self._owed[:n] = [True] * n
-            self._settle(n)
-            low = self._windows[n] @ self._lp
-            out[n, 0] = low[0] - PRE_EMPHASIS * self._last[n]
-            np.subtract(low[1:], np.multiply(low[:-1], PRE_EMPHASIS, out=self._tmp[n]), out=out[n, 1:])
-            self._last[n] = low[-1]
-        else:
-            for row in range(len(buf)):
-                self._settle(row)
-            low = self._windows @ self._lp
-            out[:, 0] = low[:, 0] - PRE_EMPHASIS * self._last
-            tmp = np.multiply(low[:, :-1], PRE_EMPHASIS, out=self._tmp)
-            np.subtract(low[:, 1:], tmp, out=out[:, 1:])
-            self._last[:] = low[:, -1]
-        buf[:, : taps - 1] = buf[:, -(taps - 1) :]
-        return out
+def lowpass_windows(x: np.ndarray) -> np.ndarray:
+    """The low-pass filter's windows of ``x`` at every sample, along the last axis: a view, to be made once per
+    buffer (making it costs more than filtering a hop) and handed to :func:`half_rate`."""
+    return sliding_window_view(x, len(LOWPASS), axis=-1)
 
-    def _settle(self, row: int) -> None:
-        """The pre-emphasis memory a row left out of the previous block owes (the same arithmetic as if it had
-        been in: the row's own windows of that block)."""
-        if self._owed[row]:
-            self._owed[row] = False
-            self._last[row] = (self._prev_windows[row] @ self._lp)[-1]
 
-    def skip(self, *signals: np.ndarray | float) -> None:
-        """A block whose output nobody needs: only the filters' memory follows the signals."""
-        tail = len(self._lp) - 1
-        for row, signal in enumerate(signals):
-            self._buf[row, :tail] = signal[-tail:] if isinstance(signal, np.ndarray) else signal
-        self._last[:] = 0.0
-        self._owed = [False] * len(self._owed)
+def half_rate(windows: np.ndarray, start: int, n: int, out: np.ndarray | None = None) -> np.ndarray:
+    """What the correlators see of a signal: low-passed (an echo of speech is plain enough below 2 kHz), at half
+    the rate and pre-emphasised (so that correlation peaks are sharp) -- ``n`` samples, of the ``2 * n`` samples
+    that begin :data:`CONTEXT` samples after ``start`` in the buffer ``windows`` is of (:func:`lowpass_windows`).
+    A signal's half-rate samples depend only on its own samples, so a stretch can be made whenever it is needed,
+    from the full-rate signal, and comes out the same whatever was made before."""
+    # (One more low-passed sample than the stretch's: the one before it, for the pre-emphasis.)
+    low = windows[..., start : start + 2 * n + 1 : 2, :] @ LOWPASS
+    return np.subtract(low[..., 1:], low[..., :-1] * PRE_EMPHASIS, out=out)
 
 
 def cross_correlate(sig: np.ndarray, ref_spec: np.ndarray, nfft: int, lags: int) -> np.ndarray:

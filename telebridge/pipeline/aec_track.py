@@ -19,7 +19,7 @@ import numpy as np
 from .aec_fft import irfft_into, rfft_into
 from .aec_filter import AdaptiveFilter
 from .aec_gate import Verdict
-from .aec_path import Correlator, HalfRate, Path
+from .aec_path import CONTEXT, Correlator, Path, half_rate, lowpass_windows
 
 __all__ = ["QUIET", "PathTracker"]
 
@@ -51,12 +51,23 @@ class PathTracker:
         self.seed_ncc = seed_ncc
         self.echo_only = echo_only
         self._line_forget = math.exp(-hop_blocks * b / rate / line_memory)
-        # The correlators run at half the rate (an echo of speech is plain enough below 2 kHz), pre-emphasised.
-        # (Once per hop, on the hop's inbound, output and reference at the full rate: one filtering for all three.)
-        self._half = HalfRate(hop_blocks * b, 3)
-        self._hop_in = np.zeros((3, hop_blocks * b))
+        # The correlators run at half the rate (:func:`~.aec_path.half_rate`), on what they need only when a hop
+        # is worth correlating (most hops of a call are not): the signals are kept at the full rate until then.
+        # The hop's inbound audio and output, after the samples before the hop their half-rate samples depend on:
+        hop = hop_blocks * b
+        self._sig = np.zeros((2, CONTEXT + hop))
+        self._sig_windows = lowpass_windows(self._sig)
         self._hop_active = False  # some block of this hop had a reference in the delay range
-        hop2 = hop_blocks * b // 2
+        # The reference at the full rate, the newest ``_ref_span`` samples (what the correlators' half-rate reference
+        # of the delay range is made of) ending at ``_ref_end``; a linear buffer, moved back to its start when full.
+        self._ref_span = hop + self.max_lag + CONTEXT
+        self._ref = np.zeros(self._ref_span + 16 * hop)
+        self._ref_windows = lowpass_windows(self._ref)
+        self._ref_end = self._ref_span
+        self._ref_pos = 0  # reference samples pushed so far (every block, silent or not)
+        self._ref_zeros = self._ref_span  # trailing silent samples (once they span ``_ref_span``, nothing to write)
+        self._far2_pos = 0  # ``_ref_pos`` when the half-rate reference was last brought up to date
+        hop2 = hop // 2
         self.near_corr = Correlator(hop2, self.max_lag // 2)
         self.out_corr = Correlator(hop2, self.max_lag // 2)
         # What the correlators transform, zero-padded, one row each (so one call transforms all three): the
@@ -66,7 +77,6 @@ class PathTracker:
         self._far2 = self._rows[0, : hop2 + lags]
         self._sig2 = self._rows[1:, :hop2]
         self._near2, self._out2 = self._sig2
-        self._quiet_far2 = 0  # hops in a row without reference (once they span ``_far2``, it holds zeros only)
         # Work arrays of the hop's correlations (nothing is allocated per hop).
         self._specs = np.zeros((3, nfft // 2 + 1), np.complex128)
         self._corr = np.zeros((2, nfft))
@@ -101,30 +111,29 @@ class PathTracker:
         return max(fb[: self.history])
 
     def push_hop(self, k: int, d: np.ndarray, e: np.ndarray, x: np.ndarray) -> None:
-        """Block ``k`` of the hop: inbound ``d``, output ``e``, reference ``x`` (the hop is halved at its end, by
-        :meth:`correlate` or :meth:`skip_hop`)."""
+        """Block ``k`` of the hop: inbound ``d``, output ``e``, reference ``x`` (the hop ends with :meth:`correlate`
+        or :meth:`skip_hop`)."""
         b = self.block
-        hop_in = self._hop_in
-        hop_in[0, k * b : (k + 1) * b] = d
-        hop_in[1, k * b : (k + 1) * b] = e
-        hop_in[2, k * b : (k + 1) * b] = x
+        at = CONTEXT + k * b
+        sig = self._sig
+        sig[0, at : at + b] = d
+        sig[1, at : at + b] = e
+        self._push_ref(x)
         self._hop_active = True
 
     def push_idle(self, k: int, d: np.ndarray) -> None:
         """Block ``k`` of the hop without reference in the delay range: the output is the input."""
         self._hop_active = k > 0 and self._hop_active
         self.unsure = 0  # (no reference in the whole delay range: no echo of it can come back)
+        self._push_ref(None)  # (the reference is silent)
         if k == self.hop_blocks - 1 and not self._hop_active:
-            # A hop without reference: only the filters' memory needs (the end of) its last block.
-            self._half.skip(d, d, 0.0)
-            self._silent_hop()
+            # A hop without reference: only the start of the next hop's half-rate samples depends on this one.
+            self._sig[:, :CONTEXT] = d[-CONTEXT:]
             self.state = Verdict.PASS
             return
         b = self.block
-        hop_in = self._hop_in
-        hop_in[0, k * b : (k + 1) * b] = d
-        hop_in[1, k * b : (k + 1) * b] = d  # the output is the input
-        hop_in[2, k * b : (k + 1) * b] = 0.0  # the reference is silent
+        at = CONTEXT + k * b
+        self._sig[:, at : at + b] = d  # (the output is the input)
         if k == self.hop_blocks - 1:
             self.skip_hop()
 
@@ -141,26 +150,40 @@ class PathTracker:
         self._halve(False)
         self.state = Verdict.PASS
 
-    def _halve(self, signals: bool) -> None:
-        """The hop just completed (some block of it had a reference), at half the rate for the correlators: the
-        reference always (the correlations of later hops reach back into it), the inbound audio and the output
-        if ``signals`` (they are correlated now)."""
-        h = len(self._near2)
-        self._quiet_far2 = 0
-        self._far2[:-h] = self._far2[h:]
-        half = self._half.push(self._hop_in, last_only=not signals)
-        if signals:
-            self._sig2[:] = half[:2]
-        self._far2[-h:] = half[2]
+    def _push_ref(self, x: np.ndarray | None) -> None:
+        """The reference's newest block (``None``: a silent one)."""
+        b = self.block
+        self._ref_pos += b
+        if x is None:
+            if self._ref_zeros >= self._ref_span:  # (nothing but silence within reach: the buffer holds zeros)
+                return
+            self._ref_zeros += b
+        else:
+            self._ref_zeros = 0
+        end = self._ref_end
+        if end + b > len(self._ref):
+            span = self._ref_span
+            self._ref[:span] = self._ref[end - span : end]
+            end = span
+        self._ref[end : end + b] = 0.0 if x is None else x
+        self._ref_end = end + b
 
-    def _silent_hop(self) -> None:
-        """A hop without reference, at half the rate: zeros (nothing to shift once the history is zeros only)."""
-        h = len(self._near2)
-        if self._quiet_far2 * h <= len(self._far2):
-            self._quiet_far2 += 1
-            self._far2[:-h] = self._far2[h:]
-            self._far2[-h:] = 0.0
-            self._sig2[:] = 0.0
+    def _halve(self, signals: bool) -> None:
+        """The hop just completed (some block of it had a reference). ``signals``: it is correlated now -- the
+        hop's inbound audio and output, and the reference over the delay range (as far as it changed since the last
+        hop that was), at half the rate."""
+        sig = self._sig
+        if signals:
+            half_rate(self._sig_windows, 0, len(self._near2), out=self._sig2)
+            missing = self._ref_pos - self._far2_pos
+            if missing:
+                self._far2_pos = self._ref_pos
+                far2 = self._far2
+                new = min(missing // 2, len(far2))
+                if new < len(far2):
+                    far2[:-new] = far2[new:]
+                half_rate(self._ref_windows, self._ref_end - 2 * new - CONTEXT, new, out=far2[-new:])
+        sig[:, :CONTEXT] = sig[:, -CONTEXT:]
 
     def step(self, near_ms: float, echo_ms: float, raw: float, out_ms: float, floor: float) -> float:
         """Full while the inbound audio is (explained or explainable) echo, small while the caller talks over it:
