@@ -464,6 +464,46 @@ def test_fast_and_full_paths_agree_on_mutated_media(
     assert fast.stats.as_dict() == slow.stats.as_dict()
 
 
+def test_receive_audio_gives_marks_as_receive_does() -> None:
+    for doc in (DOC_MARK, json.dumps({k: v for k, v in json.loads(DOC_MARK).items() if k != "sequenceNumber"})):
+        dec, audio = started(), started()
+        a, b = dec.receive(doc), audio.receive_audio(doc)
+        assert isinstance(a, MarkEvent) and a == b and a.model_fields_set == b.model_fields_set
+        assert dec.stats.as_dict() == audio.stats.as_dict() and audio.stats.marks == 1
+
+
+_MARK_KEYS = st.sampled_from(["name", "extra"])
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    top=st.dictionaries(st.sampled_from(["sequenceNumber", "streamSid", "mark", "extra"]), _json_values(), max_size=3),
+    inner=st.dictionaries(_MARK_KEYS, _json_values(), max_size=2),
+    drop=st.lists(st.sampled_from(["name", "streamSid", "sequenceNumber", "mark"])),
+)
+def test_receive_audio_and_receive_agree_on_mutated_marks(top: dict[str, Any], inner: dict[str, Any], drop: list[str]) -> None:
+    msg = json.loads(DOC_MARK)
+    msg["mark"].update(inner)
+    msg.update({k: v for k, v in top.items() if k != "mark"})
+    for key in drop:
+        msg.pop(key, None)
+        if isinstance(msg.get("mark"), dict):
+            msg["mark"].pop(key, None)
+    if "mark" in top:
+        msg["mark"] = top["mark"]
+    frame = json.dumps(msg)
+    fast, audio, slow = started(), started(), StreamDecoder(fast_path=False)
+    slow.receive(DOC_CONNECTED)
+    slow.receive(DOC_START)
+    a, c, b = fast.receive(frame), audio.receive_audio(frame), slow.receive(frame)
+    assert type(a) is type(b) is type(c)
+    if isinstance(a, ProtocolIssue):
+        assert isinstance(b, ProtocolIssue) and isinstance(c, ProtocolIssue) and a.kind == b.kind == c.kind
+    else:
+        assert a == b == c and a.model_fields_set == b.model_fields_set
+    assert fast.stats.as_dict() == slow.stats.as_dict() == audio.stats.as_dict()
+
+
 # ---------------------------------------------------------------- fuzzing: receive() never raises
 
 

@@ -213,6 +213,10 @@ class StreamDecoder:
             msg = json.loads(frame)
         except (ValueError, RecursionError) as exc:
             return self._issue("invalid_json", f"{type(exc).__name__}: {str(exc)[:200]}")
+        return self._receive_parsed(msg)
+
+    def _receive_parsed(self, msg: object) -> Event | ProtocolIssue:
+        """:meth:`receive` of a frame's parsed JSON."""
         if type(msg) is not dict:
             return self._issue("not_an_object", f"top-level JSON {type(msg).__name__}")
         name = msg.get("event")
@@ -238,14 +242,14 @@ class StreamDecoder:
 
         Same checks, issues and counters as :meth:`receive` (the checks of
         :func:`~telebridge.twilio.messages.fast_media` and of the media acceptance, in one place): a frame that
-        fails any of them goes through :meth:`receive`, which explains it.
+        fails any of them goes on as :meth:`receive` takes it (without parsing its JSON twice), which explains it.
         """
         sid = self._stream_sid
         if type(frame) is str and self._fast and sid is not None and not self._stopped:
             try:
                 msg = json.loads(frame)
             except (ValueError, RecursionError):
-                msg = None
+                return self.receive(frame)  # (which explains it)
             fields = media_fields(msg) if type(msg) is dict and msg.get("event") == "media" else None
             if fields is not None:
                 seq, stream_sid, track, _, _, data = fields
@@ -253,6 +257,8 @@ class StreamDecoder:
                     self.stats.frames += 1
                     self._count_media(seq, len(data))
                     return data
+            self.stats.frames += 1
+            return self._receive_parsed(msg)  # (marks, the other events; a media frame that failed a check)
         return self.receive(frame)
 
     # -- acceptance ----------------------------------------------------------------------------------------
