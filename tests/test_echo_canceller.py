@@ -15,6 +15,7 @@ from speechutil import phone_line, synth
 from telebridge.audio.g711 import ulaw_decode_float, ulaw_encode
 from telebridge.pipeline.aec import AdaptiveFilter, Correlator, EchoCanceller, Verdict
 from telebridge.pipeline.aec_path import CONTEXT, half_rate, lowpass_windows
+from telebridge.pipeline.aec_ref import Reference
 from telebridge.pipeline.echo import PlayoutTrack
 from telebridge.simulator.echo_line import EchoLine
 from telebridge.simulator.script import LineEcho
@@ -309,12 +310,11 @@ def test_held_frames_in_runs_are_process_block_by_block(frames):
         assert a.blocks == b.blocks and a.floor == b.floor
         assert a.verdict(i - 256, i) == b.verdict(i - 256, i)
         ta, tb = a.tracker, b.tracker
-        assert (ta._hop_active, ta.unsure, ta.state, ta._ref_pos, ta._far2_pos) == (
-            tb._hop_active, tb.unsure, tb.state, tb._ref_pos, tb._far2_pos)
+        assert (ta._hop_active, ta.unsure, ta.state, a.ref.pos, ta._far2_pos) == (
+            tb._hop_active, tb.unsure, tb.state, b.ref.pos, tb._far2_pos)
         hop_k = a.blocks % a.hop_blocks  # (the unfinished hop's blocks, after what the next hop's depend on)
         np.testing.assert_array_equal(ta._sig[:, : CONTEXT + hop_k * BLOCK], tb._sig[:, : CONTEXT + hop_k * BLOCK])
-        np.testing.assert_array_equal(ta._ref[ta._ref_end - ta._ref_span : ta._ref_end],
-                                      tb._ref[tb._ref_end - tb._ref_span : tb._ref_end])
+        np.testing.assert_array_equal(a.ref.last(a.ref.span), b.ref.last(b.ref.span))
         np.testing.assert_array_equal(ta._far2, tb._far2)
         assert a.filter._head == b.filter._head and a.filter._silent == b.filter._silent
         np.testing.assert_array_equal(a.gate._v, b.gate._v)
@@ -338,14 +338,14 @@ def test_half_rate_signals_are_made_only_when_correlated_and_match_the_whole_sig
     ref[int(4.0 * RATE) : int(5.5 * RATE)] = 0.0  # the agent stops (the canceller goes dormant), then talks again
     aec = EchoCanceller()
     t = aec.tracker
-    padded = np.concatenate([np.zeros(t._ref_span), ref]).astype(np.float64)
+    padded = np.concatenate([np.zeros(t.span), ref]).astype(np.float64)
     whole_ref = half_rate(lowpass_windows(padded), 0, (len(padded) - CONTEXT) // 2)
-    lead = t._ref_span // 2 - CONTEXT // 2  # (the half-rate samples of the zeros in front)
+    lead = t.span // 2 - CONTEXT // 2  # (the half-rate samples of the zeros in front)
     checked = 0
     for i in range(0, n, BLOCK):
         far_pos = t._far2_pos
         aec.process(inbound[i : i + BLOCK], ref[i : i + BLOCK])
-        assert t._ref_pos == i + BLOCK
+        assert aec.ref.pos == i + BLOCK
         if t._far2_pos != far_pos:  # (a hop was correlated)
             end = lead + (i + BLOCK) // 2
             np.testing.assert_allclose(t._far2, whole_ref[end - len(t._far2) : end], rtol=0, atol=1e-12)
@@ -406,12 +406,13 @@ def test_seeded_filter_cancels_a_pure_delay_at_once():
     rng = np.random.default_rng(3)
     x = rng.standard_normal(30 * BLOCK) * 0.1
     d = 0.3 * np.concatenate([np.zeros(1234), x[:-1234]])
-    f = AdaptiveFilter(BLOCK, 6, 12)
+    ref = Reference(BLOCK, 19 * BLOCK)
+    f = AdaptiveFilter(BLOCK, 6, 12, ref)
     f.seed(1234.0, 0.3)
-    buf, err = np.zeros(2 * BLOCK), []
+    err = []
     for i in range(0, len(x), BLOCK):
-        buf[:BLOCK], buf[BLOCK:] = buf[BLOCK:], x[i : i + BLOCK]
-        f.push_reference(buf)
+        ref.push(x[i : i + BLOCK])
+        f.push_reference()
         y = f.estimate()
         err.append(np.mean((d[i : i + BLOCK] - y) ** 2) / (np.mean(d[i : i + BLOCK] ** 2) + 1e-12))
     assert max(err[10:]) < 1e-3  # 30 dB down from the first block the echo is in

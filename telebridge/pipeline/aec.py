@@ -46,7 +46,8 @@ import numpy as np
 
 from .aec_filter import AdaptiveFilter
 from .aec_gate import EchoGate, Verdict
-from .aec_path import Correlator, Path
+from .aec_path import CONTEXT, Correlator, Path
+from .aec_ref import Reference
 from .aec_track import QUIET, PathTracker
 
 __all__ = ["QUIET", "AdaptiveFilter", "Correlator", "EchoCanceller", "Path", "Verdict"]
@@ -100,12 +101,15 @@ class EchoCanceller:
         self.max_lag = self.history * b
         self.tail_blocks = max(1, math.ceil(tail * rate / b))
         self.far_floor = 10 ** (far_floor_dbfs / 10)
-        self.filter = AdaptiveFilter(b, self.partitions, self.history)
-        self.tracker = PathTracker(rate, b, self.history, self.tail_blocks, hop_blocks, self.filter, mu=mu,
+        # What the caller heard, at the full rate, as far back as the filter and the correlators look.
+        rows = self.history + self.partitions
+        hop = hop_blocks * b
+        self.ref = Reference(b, max((rows + 1) * b, hop + self.max_lag + CONTEXT))
+        self.filter = AdaptiveFilter(b, self.partitions, self.history, self.ref)
+        self.tracker = PathTracker(rate, b, self.history, self.tail_blocks, hop_blocks, self.filter, self.ref, mu=mu,
                                    detect=detect, dominant=dominant, strong=strong, lag_tolerance=lag_tolerance,
                                    seed_ncc=seed_ncc, echo_only=echo_only, line_memory=line_memory)
         self.gate = EchoGate(rate, b, margin=margin**2, prior=prior_gain**2, floor_memory=floor_memory, keep=keep)
-        self._far = np.zeros(2 * b)
         # Blocks of silent reference in a row: once they span everything that remembers the reference (the delay
         # range and the tail), a silent block changes nothing of it.
         self._silent = self._silent_span = len(self.tracker.far_blocks)
@@ -247,16 +251,16 @@ class EchoCanceller:
             if self._silent >= self._silent_span:  # (silence for longer than the reference is remembered)
                 return self._idle_block(d)
             self._silent += 1
+            self.ref.push(None)
         else:
             self._silent = 0
-        self._far[:b] = self._far[b:]
-        self._far[b:] = x
+            self.ref.push(x)
         track, gate = self.tracker, self.gate
         far_max = track.push_far(far_ms)
         if far_max <= 0.0:  # no reference within the delay range: no echo can come back (the idle fast path)
-            return self._idle_block(d)
+            return self._idle_block(d, pushed=True)
         filt = self.filter
-        filt.push_reference(self._far)
+        filt.push_reference()
         near_ms = float(d @ d) / b
         if filt.active:
             y = filt.estimate()
@@ -269,7 +273,7 @@ class EchoCanceller:
         if active:
             filt.adapt(e, track.step(near_ms, echo_ms, raw, out_ms, gate.floor))
         k = self.blocks % self.hop_blocks
-        track.push_hop(k, d, e, x)
+        track.push_hop(k, d, e)
         self.blocks += 1
         gate.track_floor(out_ms, self.blocks)
         track.note(k == 0, out_ms, near_ms)
@@ -295,9 +299,12 @@ class EchoCanceller:
         gate.judge(self.blocks - 1, out_ms, bound, far_max, active, track.state is Verdict.ECHO)
         return e
 
-    def _idle_block(self, d: np.ndarray) -> np.ndarray:
-        """A block with no reference anywhere in the delay range: the output is the input, every verdict PASS."""
+    def _idle_block(self, d: np.ndarray, pushed: bool = False) -> np.ndarray:
+        """A block with no reference anywhere in the delay range: the output is the input, every verdict PASS.
+        (``pushed``: its silent reference is in :attr:`ref` already.)"""
         b = self.block
+        if not pushed:
+            self.ref.push(None)
         self.filter.push_silence()
         k = self.blocks % self.hop_blocks
         self.tracker.push_idle(k, d)

@@ -9,29 +9,36 @@ import numpy as np
 from numpy.fft import rfft
 
 from .aec_fft import irfft_into, rfft_into
+from .aec_ref import Reference
 
 __all__ = ["AdaptiveFilter"]
 
 
 class AdaptiveFilter:
     """Partitioned-block frequency-domain NLMS (overlap-save): ``partitions`` blocks of ``block`` taps, starting
-    ``offset`` blocks into the reference's history (the echo delay, rounded down to a block)."""
+    ``offset`` blocks into the reference's history (the echo delay, rounded down to a block). The reference itself is
+    ``reference`` (pushed there before each block's :meth:`push_reference` or :meth:`push_silence`)."""
 
-    def __init__(self, block: int, partitions: int, history: int) -> None:
+    def __init__(self, block: int, partitions: int, history: int, reference: Reference) -> None:
         self.block = block
         self.partitions = partitions
         bins = block + 1
         rows = history + partitions
         self._rows = rows
+        self.span = (rows + 1) * block  # the reference the filter's frames are made of (each: two blocks)
+        if reference.span < self.span:
+            raise ValueError(f"the reference keeps {reference.span} samples, the filter needs {self.span}")
+        self._ref = reference
         # A ring of the reference's latest ``rows`` blocks (nothing is shifted per block): row ``_head`` is the
         # newest, ``_head + k`` (mod ``rows``) the one ``k`` blocks older. The spectra are kept twice over (row
         # ``r`` also at ``r + rows``), so that the ``partitions`` rows the filter uses are always one slice, a view.
         self._head = 0
         self._now: np.ndarray | None = None  # the spectra in use for the newest block (a view, found once per block)
         self._X = np.zeros((2 * rows, bins), np.complex128)  # reference spectra
-        # The reference frames themselves: their spectra are computed only while the filter is in use (a call
-        # without echo never needs them), for every stale row at once when it starts.
-        self._frames = np.zeros((rows, 2 * block))
+        # The frames' spectra are computed only while the filter is in use (a call without echo never needs them),
+        # for every stale row at once when it starts, from the reference (a row ``k`` blocks old: the two blocks
+        # that end ``k`` blocks before the newest).
+        self._frame = np.arange(2 * block)
         self._stale = np.zeros(2 * rows, bool)  # (twice over too)
         self._silent = rows  # the latest blocks of silent reference in a row (all of the ring: nothing to clear)
         self._W = np.zeros((partitions, bins), np.complex128)
@@ -64,24 +71,22 @@ class AdaptiveFilter:
         if self._silent >= rows:  # the whole ring is silence already: this row is zeros
             return
         self._silent += 1
-        self._frames[h] = 0.0
         self._X[h] = 0.0
         self._X[h + rows] = 0.0
         self._stale[h] = self._stale[h + rows] = False
 
-    def push_reference(self, frame: np.ndarray) -> None:
-        """The reference's newest ``2 * block`` samples (one new block)."""
+    def push_reference(self) -> None:
+        """The reference has a new block (its newest ``2 * block`` samples are the newest frame)."""
         rows = self._rows
         h = self._head = (self._head - 1) % rows
         self._now = None
         self._silent = 0
         if self.active:
             X = self._X
-            rfft_into(frame, 2 * self.block, X[h])
+            rfft_into(self._ref.last(2 * self.block), 2 * self.block, X[h])
             X[h + rows] = X[h]
             self._stale[h] = self._stale[h + rows] = False
         else:
-            self._frames[h] = frame
             self._stale[h] = self._stale[h + rows] = True
 
     def _spectra(self) -> np.ndarray:
@@ -94,7 +99,9 @@ class AdaptiveFilter:
             rows = self._rows
             todo = np.arange(first, last) % rows
             todo = todo[self._stale[todo]]
-            spectra = rfft(self._frames[todo], axis=1)
+            ref, b = self._ref, self.block
+            starts = ref.end - ((todo - self._head) % rows + 2) * b  # (each row's frame in the reference)
+            spectra = rfft(ref.buf[starts[:, None] + self._frame], axis=1)
             self._X[todo] = spectra
             self._X[todo + rows] = spectra
             self._stale[todo] = self._stale[todo + rows] = False

@@ -20,6 +20,7 @@ from .aec_fft import irfft_into, rfft_into
 from .aec_filter import AdaptiveFilter
 from .aec_gate import Verdict
 from .aec_path import CONTEXT, Correlator, Path, half_rate, lowpass_windows
+from .aec_ref import Reference
 
 __all__ = ["QUIET", "PathTracker"]
 
@@ -33,7 +34,7 @@ class PathTracker:
     :class:`~.aec.EchoCanceller`'s (which see)."""
 
     def __init__(self, rate: int, block: int, history: int, tail_blocks: int, hop_blocks: int, filt: AdaptiveFilter,
-                 *, mu: float, detect: float, dominant: float, strong: float, lag_tolerance: float, seed_ncc: float,
+                 reference: Reference, *, mu: float, detect: float, dominant: float, strong: float, lag_tolerance: float, seed_ncc: float,
                  echo_only: float, line_memory: float) -> None:
         b = block
         self.block = b
@@ -58,15 +59,14 @@ class PathTracker:
         self._sig = np.zeros((2, CONTEXT + hop))
         self._sig_windows = lowpass_windows(self._sig)
         self._hop_active = False  # some block of this hop had a reference in the delay range
-        # The reference at the full rate, the newest ``_ref_span`` samples (what the correlators' half-rate reference
-        # of the delay range is made of) ending at ``_ref_end``; a linear buffer, moved back to its start when full.
-        self._ref_span = hop + self.max_lag + CONTEXT
-        self._ref = np.zeros(self._ref_span + 16 * hop)
-        self._ref_windows = lowpass_windows(self._ref)
-        self._ref_end = self._ref_span
-        self._ref_pos = 0  # reference samples pushed so far (every block, silent or not)
-        self._ref_zeros = self._ref_span  # trailing silent samples (once they span ``_ref_span``, nothing to write)
-        self._far2_pos = 0  # ``_ref_pos`` when the half-rate reference was last brought up to date
+        self.span = hop + self.max_lag + CONTEXT  # the full-rate reference the correlators look back into
+        # The reference at the full rate (the canceller pushes it): the correlators' half-rate reference of the delay
+        # range is made of its newest ``span`` samples, when a hop is correlated.
+        self.ref = reference
+        if reference.span < self.span:
+            raise ValueError(f"the reference keeps {reference.span} samples, the correlators need {self.span}")
+        self._ref_windows = lowpass_windows(reference.buf)
+        self._far2_pos = 0  # ``ref.pos`` when the half-rate reference was last brought up to date
         hop2 = hop // 2
         self.near_corr = Correlator(hop2, self.max_lag // 2)
         self.out_corr = Correlator(hop2, self.max_lag // 2)
@@ -110,22 +110,20 @@ class PathTracker:
         fb.insert(0, ms)
         return max(fb[: self.history])
 
-    def push_hop(self, k: int, d: np.ndarray, e: np.ndarray, x: np.ndarray) -> None:
-        """Block ``k`` of the hop: inbound ``d``, output ``e``, reference ``x`` (the hop ends with :meth:`correlate`
-        or :meth:`skip_hop`)."""
+    def push_hop(self, k: int, d: np.ndarray, e: np.ndarray) -> None:
+        """Block ``k`` of the hop: inbound ``d``, output ``e`` (the reference is in :attr:`ref`; the hop ends with
+        :meth:`correlate` or :meth:`skip_hop`)."""
         b = self.block
         at = CONTEXT + k * b
         sig = self._sig
         sig[0, at : at + b] = d
         sig[1, at : at + b] = e
-        self._push_ref(x)
         self._hop_active = True
 
     def push_idle(self, k: int, d: np.ndarray) -> None:
         """Block ``k`` of the hop without reference in the delay range: the output is the input."""
         self._hop_active = k > 0 and self._hop_active
         self.unsure = 0  # (no reference in the whole delay range: no echo of it can come back)
-        self._push_ref(None)  # (the reference is silent)
         if k == self.hop_blocks - 1 and not self._hop_active:
             # A hop without reference: only the start of the next hop's half-rate samples depends on this one.
             self._sig[:, :CONTEXT] = d[-CONTEXT:]
@@ -150,24 +148,6 @@ class PathTracker:
         self._halve(False)
         self.state = Verdict.PASS
 
-    def _push_ref(self, x: np.ndarray | None) -> None:
-        """The reference's newest block (``None``: a silent one)."""
-        b = self.block
-        self._ref_pos += b
-        if x is None:
-            if self._ref_zeros >= self._ref_span:  # (nothing but silence within reach: the buffer holds zeros)
-                return
-            self._ref_zeros += b
-        else:
-            self._ref_zeros = 0
-        end = self._ref_end
-        if end + b > len(self._ref):
-            span = self._ref_span
-            self._ref[:span] = self._ref[end - span : end]
-            end = span
-        self._ref[end : end + b] = 0.0 if x is None else x
-        self._ref_end = end + b
-
     def _halve(self, signals: bool) -> None:
         """The hop just completed (some block of it had a reference). ``signals``: it is correlated now -- the
         hop's inbound audio and output, and the reference over the delay range (as far as it changed since the last
@@ -175,14 +155,15 @@ class PathTracker:
         sig = self._sig
         if signals:
             half_rate(self._sig_windows, 0, len(self._near2), out=self._sig2)
-            missing = self._ref_pos - self._far2_pos
+            ref = self.ref
+            missing = ref.pos - self._far2_pos
             if missing:
-                self._far2_pos = self._ref_pos
+                self._far2_pos = ref.pos
                 far2 = self._far2
                 new = min(missing // 2, len(far2))
                 if new < len(far2):
                     far2[:-new] = far2[new:]
-                half_rate(self._ref_windows, self._ref_end - 2 * new - CONTEXT, new, out=far2[-new:])
+                half_rate(self._ref_windows, ref.end - 2 * new - CONTEXT, new, out=far2[-new:])
         sig[:, :CONTEXT] = sig[:, -CONTEXT:]
 
     def step(self, near_ms: float, echo_ms: float, raw: float, out_ms: float, floor: float) -> float:
