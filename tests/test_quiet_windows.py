@@ -112,6 +112,8 @@ def state(x: Any, depth: int = 0) -> Any:
         return ("array", x.dtype.str, x.shape, x.tobytes())
     if isinstance(x, (bool, int, float, str, bytes, type(None), Enum)):
         return x
+    if isinstance(x, bytearray):
+        return ("bytearray", bytes(x))
     if isinstance(x, (list, tuple, collections.deque)):
         return [state(v, depth + 1) for v in x]
     if isinstance(x, dict):

@@ -209,7 +209,7 @@ class EchoCanceller:
             d, x = np.asarray(near[i : i + b], np.float64), np.asarray(far[i : i + b], np.float64)
             out[i : i + b] = self._block(d, x)
         self._in_near = np.asarray(near[whole:], np.float32)
-        self._in_far = np.asarray(far[whole:], np.float32)
+        self._in_far = np.array(far[whole:], np.float32)  # (a copy: ``far`` may be a view of the reply)
         return out
 
     def process_silent(self, near: np.ndarray, unsure: bool = False) -> np.ndarray:

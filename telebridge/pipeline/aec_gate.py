@@ -44,8 +44,10 @@ class EchoGate:
         self._floor_i = 0
         self.floor = 0.0
         n = max(8, int(keep * rate / block))
-        self._v = np.full(n, int(Verdict.PASS), np.int8)
-        self._bound = np.zeros(n)
+        # (Plain Python containers: a block writes one item of each and a query reads two or three, where numpy's
+        # per-item access costs more than the item.)
+        self._v = bytearray([Verdict.PASS]) * n
+        self._bound = [0.0] * n
         self._harsh_end = 0  # one past the newest block judged other than PASS: every block from here on passed
         self.suppressed = 0  # blocks judged ECHO (for metrics)
         self.held = 0  # blocks judged HOLD
@@ -59,14 +61,14 @@ class EchoGate:
         first = max(first, blocks - n, 0)
         if last < first or first >= self._harsh_end:  # (the latter: the quiet most of a call is made of)
             return Verdict.PASS
-        v = self._v  # (a VAD window spans two or three blocks: plain Python beats numpy's fancy indexing here)
+        v = self._v
         return _VERDICTS[min([v[i % n] for i in range(first, last + 1)])]
 
     def bound(self, start: int, end: int, blocks: int) -> float:
         """The largest echo bound (mean square) of the blocks ``[start, end)`` overlaps."""
         b, n = self.block, len(self._bound)
         first, last = max(start // b, blocks - n, 0), min((end - 1) // b, blocks - 1)
-        return float(self._bound[np.arange(first, last + 1) % n].max()) if last >= first else 0.0
+        return max(self._bound[i % n] for i in range(first, last + 1)) if last >= first else 0.0
 
     # --- per block and per hop ------------------------------------------------------------------------------
     def track_floor(self, out_ms: float, blocks: int) -> None:

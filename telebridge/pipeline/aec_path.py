@@ -36,6 +36,9 @@ class Path(NamedTuple):
     gain: float = 0.0
 
 
+_NO_PATH = Path()
+
+
 LOWPASS = firwin(23, 0.45)[::-1].copy()  # (reversed: a window's dot product with it is the filter's output)
 CONTEXT = len(LOWPASS) + 1  # full-rate samples before a stretch that its half-rate samples depend on
 
@@ -114,6 +117,9 @@ class Correlator:
             self._clear[i] = True
         self._i = (i + 1) % len(self._ring_y)
         self.steady = 0
+        if all(self._clear):  # (the short sum holds quiet hops only: no peak; most hops of a call without echo)
+            self.short = _NO_PATH
+            return
         ys = float(_sum(self._ring_y))
         self.short = self._peak_of_sums(ys) if ys > 0 else Path()
 

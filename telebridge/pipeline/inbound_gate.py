@@ -104,12 +104,13 @@ class InboundGate:
             track.stop()
             return aec.process_silent(pcm, unsure=track.settle())
         n = len(pcm)
-        far = np.zeros(n, np.float32)
         ledger = getattr(outbound, "ledger", None)
         sent = reply.base + (ledger.sent_samples(reply.segment) if ledger is not None else reply.enqueued)
         start, end = self._track.take(n, reply.base + outbound.heard(reply.segment), sent)
-        played = reply.audio.view(start, end)
-        far[: len(played)] = played
+        far = reply.audio.view(start, end)
+        if len(far) != n:  # (playback ran dry, or the reply ended, within the frame: silence after it)
+            played, far = far, np.zeros(n, np.float32)
+            far[: len(played)] = played
         return aec.process(pcm, far, unsure=self._track.settle())
 
     def can_hold(self, reply: Any) -> bool:
