@@ -295,7 +295,8 @@ def test_held_frames_in_runs_are_process_block_by_block(frames):
     ref[int(1.5 * RATE) : int(4.5 * RATE)] = 0.0  # the agent stops (the canceller goes dormant), then talks again
     a, b = EchoCanceller(keep=60.0), EchoCanceller(keep=60.0)
     runs = iter(frames * 100)
-    i = together = 0
+    i = together = asleep = 0
+    rng = np.random.default_rng(len(frames))
     while i < n:
         k = next(runs) if b.dormant else 1
         while k > 1 and ref[i : i + k * BLOCK].any():
@@ -307,8 +308,14 @@ def test_held_frames_in_runs_are_process_block_by_block(frames):
                                 for j in range(i, i + k * BLOCK, BLOCK)])
         np.testing.assert_array_equal(out_a, out_b)
         i += k * BLOCK
+        for span in (256, 512, 4 * RATE):  # (asleep: the verdicts the canceller gives before it catches up)
+            assert a.verdict(i - span, i) == b.verdict(i - span, i)
+        asleep += b._asleep_blocks > 0
+        if rng.random() < 0.3 or not b.dormant:  # (catching up now and then, and always when the agent talks)
+            b.wake()
+        else:
+            continue
         assert a.blocks == b.blocks and a.floor == b.floor
-        assert a.verdict(i - 256, i) == b.verdict(i - 256, i)
         ta, tb = a.tracker, b.tracker
         assert (ta._hop_active, ta.unsure, ta.state, a.ref.pos, ta._far2_pos) == (
             tb._hop_active, tb.unsure, tb.state, b.ref.pos, tb._far2_pos)
@@ -324,7 +331,54 @@ def test_held_frames_in_runs_are_process_block_by_block(frames):
                                                                        b.gate._floor_i)
     assert a.seeds == b.seeds and a.path == b.path and a.share == b.share
     assert together > 30  # (runs of several blocks were taken while dormant)
+    assert asleep > 30  # (and waited, asleep, to be caught up with)
     assert a.seeds >= 1  # (the echo was found again after the silence: the comparison covered real cancelling)
+
+
+@pytest.mark.parametrize("keep", [3.0, 60.0])
+@pytest.mark.parametrize("silence", [2.0, 9.0])
+def test_a_canceller_asleep_for_long_wakes_as_if_it_had_taken_every_block(keep, silence):
+    """Asleep (dormant, the frames held since the last tick handed over), the canceller only keeps the newest audio
+    and counts the rest; when the agent talks again it must be exactly where taking every block would have left
+    it -- floor, verdict and bound rings, hop phase, filter and reference positions -- and give the same output and
+    verdicts from then on, however long it slept (longer than the floor's memory and the verdicts kept, or not)."""
+    inbound, ref, _ = line([(0.5, LineEcho(-12, 0.25))], caller_at=1.0)
+    cut = int(1.5 * RATE) + 7 * BLOCK
+    gap = int(silence * RATE) // BLOCK * BLOCK
+    rng = np.random.default_rng(5)
+    quiet = (rng.standard_normal(gap) * 10 ** (-50 / 20)).astype(np.float32)  # (a line's noise while it sleeps)
+    quiet[: gap // 3] *= 0.01  # (quieter first: the floor after waking is of the newest audio only)
+    inbound = np.concatenate([inbound[:cut], quiet, inbound[cut : cut + 3 * RATE]])
+    ref = np.concatenate([ref[:cut], np.zeros(gap, np.float32), ref[cut : cut + 3 * RATE]])
+    a, b = EchoCanceller(keep=keep), EchoCanceller(keep=keep)
+    i, woke = 0, False
+    while i < len(inbound):
+        k = 2 if b.dormant and not ref[i : i + 2 * BLOCK].any() and i + 2 * BLOCK <= len(inbound) else 1
+        near, far = inbound[i : i + k * BLOCK], ref[i : i + k * BLOCK]
+        out_b = b.process(near, far) if far.any() or not b.dormant else b.process_silent(near)
+        out_a = np.concatenate([a.process(inbound[j : j + BLOCK], ref[j : j + BLOCK])
+                                for j in range(i, i + k * BLOCK, BLOCK)])
+        np.testing.assert_array_equal(out_a, out_b)
+        i += k * BLOCK
+        assert a.verdict(i - 512, i) == b.verdict(i - 512, i)
+        assert a.verdict(max(i - int((keep + 1) * RATE), 0), i) == b.verdict(max(i - int((keep + 1) * RATE), 0), i)
+        if b._asleep_blocks and ref[i : i + BLOCK].any():
+            if i >= cut + gap - 2 * BLOCK:  # (it slept through the long silence, untouched)
+                assert b._asleep_blocks >= gap // BLOCK - 40
+                woke = True
+            b.wake()
+            assert (a.blocks, a.floor, a.ref.pos, a.ref.end, a.filter._head, a.filter._silent) == (
+                b.blocks, b.floor, b.ref.pos, b.ref.end, b.filter._head, b.filter._silent)
+            np.testing.assert_array_equal(a.ref.last(a.ref.span), b.ref.last(b.ref.span))
+            assert a.gate._v == b.gate._v and a.gate._bound == b.gate._bound
+            np.testing.assert_array_equal(a.gate._floor_ring, b.gate._floor_ring)
+            assert (a.gate._floor_i, a.gate.fresh, a.gate.sound_hops) == (b.gate._floor_i, b.gate.fresh,
+                                                                          b.gate.sound_hops)
+            np.testing.assert_array_equal(a.tracker._sig, b.tracker._sig)
+            assert (a.tracker._hop_active, a.tracker.state, a.tracker.unsure) == (
+                b.tracker._hop_active, b.tracker.state, b.tracker.unsure)
+    assert woke
+    assert a.seeds == b.seeds >= 1 and a.path == b.path and a.share == b.share  # (it cancelled again after)
 
 
 def test_half_rate_signals_are_made_only_when_correlated_and_match_the_whole_signal():

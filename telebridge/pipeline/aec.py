@@ -116,6 +116,12 @@ class EchoCanceller:
         self._in_near = np.zeros(0, np.float32)
         self._in_far = np.zeros(0, np.float32)
         self.blocks = 0
+        # Asleep: blocks that came while dormant, not yet taken through the idle block (see :meth:`process_silent`):
+        # how many, and the newest of them (all that their lasting effect -- the floor, the hop's audio -- needs).
+        self._asleep: list[np.ndarray] = []
+        self._asleep_blocks = 0
+        self._asleep_samples = 0
+        self._wake_blocks = len(self.gate._floor_ring) + 8 + 2 * hop_blocks
 
     # --- what the parts know --------------------------------------------------------------------------------
     @property
@@ -159,6 +165,7 @@ class EchoCanceller:
     @property
     def floor(self) -> float:
         """The output's noise floor (mean square)."""
+        self.wake()
         return self.gate.floor
 
     @property
@@ -190,6 +197,8 @@ class EchoCanceller:
         lowered by inbound audio that lacks the echo the misplaced reference predicts."""
         if len(near) != len(far):
             raise ValueError(f"near and far must have the same length ({len(near)} != {len(far)})")
+        if self._asleep_blocks:
+            self.wake()
         if unsure:
             self.tracker.unsure = (self.history + self.tail_blocks + len(self._in_near) // self.block
                                    + len(near) // self.block)
@@ -220,13 +229,43 @@ class EchoCanceller:
         float32), which tells the caller the audio is unchanged."""
         b = self.block
         if self.dormant and len(near) % b == 0:
-            # (process() -> _block() -> _idle_block() per block; ``unsure`` is cleared there by the idle hop, see
-            # push_idle)
-            d = np.asarray(near, np.float64)
-            for i in range(0, len(d), b):
-                self._idle_block(d[i : i + b])
-            return np.asarray(near, np.float32)
+            # (process() -> _block() -> _idle_block() per block, which changes nothing but counters, the floor and
+            # the hop's audio -- so the blocks wait, asleep, until something needs them: see wake(). ``unsure`` is
+            # cleared by the idle hop, see push_idle.)
+            near = np.asarray(near, np.float32)
+            if len(near):
+                self._asleep.append(near.copy())
+                self._asleep_blocks += len(near) // b
+                self._asleep_samples += len(near)
+                if self._asleep_samples > 2 * self._wake_blocks * b:  # (only the newest are ever needed)
+                    kept = np.concatenate(self._asleep)[-self._wake_blocks * b :]
+                    self._asleep, self._asleep_samples = [kept], len(kept)
+            return near
         return self.process(near, np.zeros(len(near), np.float32), unsure)
+
+    def wake(self) -> None:
+        """Take the blocks that came while dormant through the idle block (:meth:`process_silent`), as if each had
+        when it came: the ones whose audio still matters one by one (the floor's memory and a couple of hops), the
+        older ones by their counters alone (their verdicts pass; what else they touched the newer ones overwrite).
+        Happens by itself when the reference comes back, or when the floor or the state is asked for."""
+        m = self._asleep_blocks
+        if not m:
+            return
+        b = self.block
+        d = np.concatenate(self._asleep).astype(np.float64)
+        self._asleep, self._asleep_blocks, self._asleep_samples = [], 0, 0
+        replay = min(m, self._wake_blocks)
+        skip = m - replay
+        if skip:
+            for _ in range(min(skip, self.ref.span // b + 1)):
+                self.ref.push(None)
+            self.ref.pos += b * max(0, skip - (self.ref.span // b + 1))
+            self.filter.push_silence(skip)
+            self.gate.skip_idle(self.blocks, skip, self.hop_blocks)
+            self.blocks += skip
+        d = d[len(d) - replay * b :]
+        for i in range(0, len(d), b):
+            self._idle_block(d[i : i + b])
 
     @property
     def dormant(self) -> bool:
@@ -236,10 +275,17 @@ class EchoCanceller:
 
     def verdict(self, start: int, end: int) -> Verdict:
         """The gate's verdict on output samples ``[start, end)``: the harshest of the blocks they overlap."""
+        if self._asleep_blocks:  # (asleep blocks all pass; only what the gate would still remember counts)
+            b = self.block
+            start = max(start, (self.blocks + self._asleep_blocks - self.gate.kept) * b)
+            end = min(end, self.blocks * b)
+            if end <= start:
+                return Verdict.PASS
         return self.gate.verdict(start, end, self.blocks)
 
     def bound(self, start: int, end: int) -> float:
         """The largest echo bound (mean square) of the blocks ``[start, end)`` overlaps (for tests and tuning)."""
+        self.wake()
         return self.gate.bound(start, end, self.blocks)
 
     # --- one block ------------------------------------------------------------------------------------------

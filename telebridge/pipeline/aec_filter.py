@@ -63,8 +63,17 @@ class AdaptiveFilter:
         self._grad = np.zeros((partitions, bins), np.complex128)
         self._w = np.zeros((partitions, 2 * block))
 
-    def push_silence(self) -> None:
-        """A block of silent reference (the spectra of zeros, without the FFT)."""
+    def push_silence(self, blocks: int = 1) -> None:
+        """``blocks`` blocks of silent reference (the spectra of zeros, without the FFT)."""
+        rows = self._rows
+        while blocks > 0 and self._silent < rows:
+            self._push_silence()
+            blocks -= 1
+        if blocks > 0:  # the whole ring is silence already: its rows are zeros
+            self._head = (self._head - blocks) % rows
+            self._now = None
+
+    def _push_silence(self) -> None:
         rows = self._rows
         h = self._head = (self._head - 1) % rows
         self._now = None

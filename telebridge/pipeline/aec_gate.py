@@ -93,6 +93,23 @@ class EchoGate:
             self.sound_hops += 1
             self.fresh = self.fresh and (self.sound_hops < 2 or (pending and self.sound_hops < 6))
 
+    @property
+    def kept(self) -> int:
+        """Blocks whose verdicts are kept."""
+        return len(self._v)
+
+    def skip_idle(self, index: int, blocks: int, hop_blocks: int) -> None:
+        """:meth:`idle` for ``blocks`` blocks from ``index`` on (hops of ``hop_blocks``), and the floor's position
+        moved past them (what they would have written there, later blocks overwrite: see
+        :meth:`~.aec.EchoCanceller.wake`)."""
+        n = len(self._v)
+        for i in range(index, index + min(blocks, n)):
+            self._v[i % n] = Verdict.PASS
+            self._bound[i % n] = 0.0
+        if (index % hop_blocks) + blocks >= hop_blocks:  # (a hop ended among them)
+            self.fresh, self.sound_hops = True, 0
+        self._floor_i = (self._floor_i + blocks) % len(self._floor_ring)
+
     def idle(self, index: int, hop_end: bool) -> None:
         """Block ``index`` had no reference anywhere in the delay range: it passes."""
         if hop_end:
