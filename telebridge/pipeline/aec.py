@@ -315,8 +315,10 @@ class EchoCanceller:
         else:  # (no echo estimate: the output is the input)
             e, out_ms, echo_ms = d, near_ms, 0.0
         active = far_max > self.far_floor
-        raw = track.raw_echo()
-        if active:
+        # (No echo path known -- most blocks of a call without echo -- means no raw echo and nothing to learn:
+        # step() would be 0; the calls are skipped, not their result.)
+        raw = track.raw_echo() if track.echo_gain > 0.0 else 0.0
+        if active and raw > 0.0:
             filt.adapt(e, track.step(near_ms, echo_ms, raw, out_ms, gate.floor))
         k = self.blocks % self.hop_blocks
         track.push_hop(k, d, e)
@@ -338,8 +340,10 @@ class EchoCanceller:
                 track.skip_hop()
             bound = max(track.share * max(track.raw_echo(), echo_ms), track.left_bound())
             gate.end_hop(track.hop_out, bound, track.pending)
-        else:
+        elif track.state is Verdict.ECHO:  # (else no echo is left in the output: left_bound() is 0)
             bound = max(track.share * max(raw, echo_ms), track.left_bound())
+        else:
+            bound = track.share * max(raw, echo_ms)
         if track.unsure:  # the echo may come back at any lag, uncancelled: the line's gain on the loudest reference
             bound = max(bound, track.line_gain * max(track.far_blocks[: self.history + self.tail_blocks]))
         gate.judge(self.blocks - 1, out_ms, bound, far_max, active, track.state is Verdict.ECHO)

@@ -139,7 +139,7 @@ class PathTracker:
         """The newest block's output and inbound mean squares, for the hop's figures (``first`` block of it)."""
         self.hop_out = out_ms if first else max(self.hop_out, out_ms)
         self._hop_near = near_ms if first else self._hop_near + near_ms
-        direct = self._direct_echo()
+        direct = self._direct_echo() if self.echo_gain > 0.0 else 0.0
         self._hop_direct = direct if first else self._hop_direct + direct
 
     def skip_hop(self) -> None:
