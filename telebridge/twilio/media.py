@@ -84,8 +84,16 @@ async def media_stream(ws: WebSocket) -> None:
     # (A private attribute: should a Starlette release drop it, the public receive gives the same messages.)
     receive = getattr(ws, "_receive", None) or ws.receive
 
+    # Likewise the ASGI send for the call's own messages (media, marks, clears: 25 a second while the agent talks),
+    # not Starlette's state checks per message. A send that fails fails all the same (OSError, or uvicorn's error
+    # after a close): the sender takes any failure as the end of the call.
+    raw_send = getattr(ws, "_send", None)
+
     async def send(text: str) -> None:
-        await ws.send_text(text)
+        if raw_send is None:
+            await ws.send_text(text)
+        else:
+            await raw_send({"type": "websocket.send", "text": text})
 
     async def close(code: int, reason: str) -> None:
         if decoder.call_sid:
