@@ -433,6 +433,20 @@ _MEDIA_KEYS = st.sampled_from(["track", "chunk", "timestamp", "payload", "extra"
 _TOP_KEYS = st.sampled_from(["sequenceNumber", "streamSid", "media", "event", "extra"])
 
 
+def mutated(msg: dict[str, Any], body: str, top: dict[str, Any], inner: dict[str, Any], drop: list[str]) -> str:
+    """``msg`` (an event whose fields sit in ``msg[body]``) with keys replaced (``top``, ``inner``: of the body) and
+    dropped (``drop``, at either level); the body itself replaced when ``top`` has it. As a frame."""
+    msg[body].update(inner)
+    msg.update({k: v for k, v in top.items() if k != body})
+    for key in drop:
+        msg.pop(key, None)
+        if isinstance(msg.get(body), dict):
+            msg[body].pop(key, None)
+    if body in top:
+        msg[body] = top[body]
+    return json.dumps(msg)
+
+
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     top=st.dictionaries(_TOP_KEYS, _json_values(), max_size=3),
@@ -442,16 +456,7 @@ _TOP_KEYS = st.sampled_from(["sequenceNumber", "streamSid", "media", "event", "e
 def test_fast_and_full_paths_agree_on_mutated_media(
     top: dict[str, Any], inner: dict[str, Any], drop: list[str]
 ) -> None:
-    msg = media_dict()
-    msg["media"].update(inner)
-    msg.update({k: v for k, v in top.items() if k != "media"})
-    for key in drop:
-        msg.pop(key, None)
-        if isinstance(msg.get("media"), dict):
-            msg["media"].pop(key, None)
-    if "media" in top:
-        msg["media"] = top["media"]
-    frame = json.dumps(msg)
+    frame = mutated(media_dict(), "media", top, inner, drop)
     fast, slow = StreamDecoder(), StreamDecoder(fast_path=False)
     fast.receive(DOC_START)
     slow.receive(DOC_START)
@@ -481,17 +486,10 @@ _MARK_KEYS = st.sampled_from(["name", "extra"])
     inner=st.dictionaries(_MARK_KEYS, _json_values(), max_size=2),
     drop=st.lists(st.sampled_from(["name", "streamSid", "sequenceNumber", "mark"])),
 )
-def test_receive_audio_and_receive_agree_on_mutated_marks(top: dict[str, Any], inner: dict[str, Any], drop: list[str]) -> None:
-    msg = json.loads(DOC_MARK)
-    msg["mark"].update(inner)
-    msg.update({k: v for k, v in top.items() if k != "mark"})
-    for key in drop:
-        msg.pop(key, None)
-        if isinstance(msg.get("mark"), dict):
-            msg["mark"].pop(key, None)
-    if "mark" in top:
-        msg["mark"] = top["mark"]
-    frame = json.dumps(msg)
+def test_receive_audio_and_receive_agree_on_mutated_marks(
+    top: dict[str, Any], inner: dict[str, Any], drop: list[str]
+) -> None:
+    frame = mutated(json.loads(DOC_MARK), "mark", top, inner, drop)
     fast, audio, slow = started(), started(), StreamDecoder(fast_path=False)
     slow.receive(DOC_CONNECTED)
     slow.receive(DOC_START)
