@@ -244,8 +244,8 @@ class EchoCanceller:
         return self.process(near, np.zeros(len(near), np.float32), unsure)
 
     def wake(self) -> None:
-        """Take the blocks that came while dormant through the idle block (:meth:`process_silent`), as if each had
-        when it came: the ones whose audio still matters one by one (the floor's memory and a couple of hops), the
+        """Take the blocks that came while dormant through the idle block (:meth:`process_silent`), as if each had gone
+        through when it came: the ones whose audio still matters one by one (the floor's memory and a couple of hops), the
         older ones by their counters alone (their verdicts pass; what else they touched the newer ones overwrite).
         Happens by itself when the reference comes back, or when the floor or the state is asked for."""
         m = self._asleep_blocks

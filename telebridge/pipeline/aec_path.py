@@ -5,7 +5,8 @@
 (*is this sound an echo right now?*). A peak (:class:`Path`) gives the delay (interpolated between samples), the
 normalised correlation (the share of the signal's amplitude the reference explains there through an echo path
 no louder than :data:`MAX_GAIN`) and the path's gain. Used by
-:class:`~.aec.EchoCanceller` on its input and on its output.
+:class:`~.aec.EchoCanceller` on its input and on its output. :func:`half_rate` makes what they see of a signal (from
+its full-rate samples, whenever a hop is correlated).
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from numpy.lib.stride_tricks import sliding_window_view
 from scipy.fft import next_fast_len
 from scipy.signal import firwin
 
-__all__ = ["CONTEXT", "Correlator", "Path", "DETECT_FLOOR", "MAX_GAIN", "cross_correlate", "half_rate", "lowpass_windows"]
+__all__ = ["CONTEXT", "Correlator", "Path", "DETECT_FLOOR", "MAX_GAIN", "cross_correlate", "half_rate",
+           "lowpass_windows"]
 
 _TINY = 1e-12
 DETECT_FLOOR = 0.25  # a correlation peak this weak is no sighting at all

@@ -34,8 +34,8 @@ class PathTracker:
     :class:`~.aec.EchoCanceller`'s (which see)."""
 
     def __init__(self, rate: int, block: int, history: int, tail_blocks: int, hop_blocks: int, filt: AdaptiveFilter,
-                 reference: Reference, *, mu: float, detect: float, dominant: float, strong: float, lag_tolerance: float, seed_ncc: float,
-                 echo_only: float, line_memory: float) -> None:
+                 reference: Reference, *, mu: float, detect: float, dominant: float, strong: float,
+                 lag_tolerance: float, seed_ncc: float, echo_only: float, line_memory: float) -> None:
         b = block
         self.block = b
         self.history = history
