@@ -117,11 +117,13 @@ class EchoCanceller:
         self._in_far = np.zeros(0, np.float32)
         self.blocks = 0
         # Asleep: blocks that came while dormant, not yet taken through the idle block (see :meth:`process_silent`):
-        # how many, and the newest of them (all that their lasting effect -- the floor, the hop's audio -- needs).
-        self._asleep: list[np.ndarray] = []
+        # how many, and all that their lasting effect needs -- the newest ones' mean squares (for the floor) and the
+        # newest two hops' audio (for the hop the next reference starts in).
         self._asleep_blocks = 0
-        self._asleep_samples = 0
-        self._wake_blocks = len(self.gate._floor_ring) + 8 + 2 * hop_blocks
+        self._asleep_ms: list[float] = []
+        self._asleep_audio: list[np.ndarray] = []
+        self._wake_blocks = len(self.gate._floor_ring) + 8  # (the floor's memory, and its next update)
+        self._wake_audio = 2 * hop_blocks
 
     # --- what the parts know --------------------------------------------------------------------------------
     @property
@@ -232,40 +234,50 @@ class EchoCanceller:
             # (process() -> _block() -> _idle_block() per block, which changes nothing but counters, the floor and
             # the hop's audio -- so the blocks wait, asleep, until something needs them: see wake(). ``unsure`` is
             # cleared by the idle hop, see push_idle.)
-            near = np.asarray(near, np.float32)
-            if len(near):
-                self._asleep.append(near.copy())
-                self._asleep_blocks += len(near) // b
-                self._asleep_samples += len(near)
-                if self._asleep_samples > 2 * self._wake_blocks * b:  # (only the newest are ever needed)
-                    kept = np.concatenate(self._asleep)[-self._wake_blocks * b :]
-                    self._asleep, self._asleep_samples = [kept], len(kept)
-            return near
+            d = np.array(near, np.float64)  # (a copy: the newest blocks are kept)
+            ms, audio = self._asleep_ms, self._asleep_audio
+            for i in range(0, len(d), b):
+                block = d[i : i + b]
+                ms.append(float(block @ block) / b)  # (as the idle block works it out)
+                audio.append(block)
+            self._asleep_blocks += len(d) // b
+            if len(ms) > 2 * self._wake_blocks:  # (only the newest are ever needed)
+                del ms[: -self._wake_blocks]
+            if len(audio) > self._wake_audio:
+                del audio[: -self._wake_audio]
+            return np.asarray(near, np.float32)
         return self.process(near, np.zeros(len(near), np.float32), unsure)
 
     def wake(self) -> None:
-        """Take the blocks that came while dormant through the idle block (:meth:`process_silent`), as if each had gone
-        through when it came: the ones whose audio still matters one by one (the floor's memory and a couple of hops), the
-        older ones by their counters alone (their verdicts pass; what else they touched the newer ones overwrite).
+        """Take the blocks that came while dormant (:meth:`process_silent`) through the idle block, as if each had
+        gone through when it came: the newest two hops in full, the floor's memory before them by their mean squares,
+        older ones by their counters alone (their verdicts pass; what else they touched, newer ones overwrite).
         Happens by itself when the reference comes back, or when the floor or the state is asked for."""
         m = self._asleep_blocks
         if not m:
             return
-        b = self.block
-        d = np.concatenate(self._asleep).astype(np.float64)
-        self._asleep, self._asleep_blocks, self._asleep_samples = [], 0, 0
-        replay = min(m, self._wake_blocks)
-        skip = m - replay
+        b, hop_blocks, gate = self.block, self.hop_blocks, self.gate
+        ms, audio = self._asleep_ms[-self._wake_blocks :], self._asleep_audio
+        self._asleep_blocks, self._asleep_ms, self._asleep_audio = 0, [], []
+        skip = m - len(ms)
         if skip:
             for _ in range(min(skip, self.ref.span // b + 1)):
                 self.ref.push(None)
             self.ref.pos += b * max(0, skip - (self.ref.span // b + 1))
             self.filter.push_silence(skip)
-            self.gate.skip_idle(self.blocks, skip, self.hop_blocks)
+            gate.skip_idle(self.blocks, skip, hop_blocks)
             self.blocks += skip
-        d = d[len(d) - replay * b :]
-        for i in range(0, len(d), b):
-            self._idle_block(d[i : i + b])
+        # The blocks before the newest two hops: their mean squares (the hop's audio they wrote, later hops overwrite;
+        # the tracker's flags are the idle ones already), then the newest blocks in full.
+        for block_ms in ms[: len(ms) - len(audio)]:
+            self.ref.push(None)
+            self.filter.push_silence()
+            k = self.blocks % hop_blocks
+            self.blocks += 1
+            gate.track_floor(block_ms, self.blocks)
+            gate.idle(self.blocks - 1, k == hop_blocks - 1)
+        for block in audio:  # (never more than ``ms`` holds)
+            self._idle_block(block)
 
     @property
     def dormant(self) -> bool:
