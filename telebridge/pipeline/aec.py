@@ -122,7 +122,7 @@ class EchoCanceller:
         self._asleep_blocks = 0
         self._asleep_ms: list[float] = []
         self._asleep_audio: list[np.ndarray] = []
-        self._wake_blocks = len(self.gate._floor_ring) + 8  # (the floor's memory, and its next update)
+        self._wake_blocks = self.gate.floor_blocks + 8  # (the floor's memory, and its next update)
         self._wake_audio = 2 * hop_blocks
 
     # --- what the parts know --------------------------------------------------------------------------------
@@ -256,22 +256,19 @@ class EchoCanceller:
         m = self._asleep_blocks
         if not m:
             return
-        b, hop_blocks, gate = self.block, self.hop_blocks, self.gate
+        hop_blocks, gate = self.hop_blocks, self.gate
         ms, audio = self._asleep_ms[-self._wake_blocks :], self._asleep_audio
         self._asleep_blocks, self._asleep_ms, self._asleep_audio = 0, [], []
+        # All but the newest two hops: silent reference for the filter and the correlators; the oldest by their
+        # counters alone, the floor's memory by their mean squares (the hop's audio they wrote, later hops overwrite;
+        # the tracker's flags are the idle ones already). Then the newest blocks in full.
+        self.ref.push_silence(m - len(audio))
+        self.filter.push_silence(m - len(audio))
         skip = m - len(ms)
         if skip:
-            for _ in range(min(skip, self.ref.span // b + 1)):
-                self.ref.push(None)
-            self.ref.pos += b * max(0, skip - (self.ref.span // b + 1))
-            self.filter.push_silence(skip)
             gate.skip_idle(self.blocks, skip, hop_blocks)
             self.blocks += skip
-        # The blocks before the newest two hops: their mean squares (the hop's audio they wrote, later hops overwrite;
-        # the tracker's flags are the idle ones already), then the newest blocks in full.
         for block_ms in ms[: len(ms) - len(audio)]:
-            self.ref.push(None)
-            self.filter.push_silence()
             k = self.blocks % hop_blocks
             self.blocks += 1
             gate.track_floor(block_ms, self.blocks)

@@ -94,6 +94,11 @@ class EchoGate:
             self.fresh = self.fresh and (self.sound_hops < 2 or (pending and self.sound_hops < 6))
 
     @property
+    def floor_blocks(self) -> int:
+        """Blocks the noise floor remembers."""
+        return len(self._floor_ring)
+
+    @property
     def kept(self) -> int:
         """Blocks whose verdicts are kept."""
         return len(self._v)

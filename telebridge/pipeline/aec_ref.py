@@ -43,6 +43,13 @@ class Reference:
         buf[end : end + b] = 0.0 if x is None else x
         self.end = end + b
 
+    def push_silence(self, blocks: int) -> None:
+        """``blocks`` silent blocks (once the span is silent, only counted)."""
+        while blocks > 0 and self._zeros < self.span:
+            self.push(None)
+            blocks -= 1
+        self.pos += blocks * self.block
+
     def last(self, n: int) -> np.ndarray:
         """The newest ``n`` samples (``n`` at most ``span``), oldest first: a view, valid until the next push."""
         return self.buf[self.end - n : self.end]
