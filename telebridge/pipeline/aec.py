@@ -46,7 +46,7 @@ import numpy as np
 
 from .aec_filter import AdaptiveFilter
 from .aec_gate import EchoGate, Verdict
-from .aec_path import CONTEXT, Correlator, Path
+from .aec_path import Correlator, Path
 from .aec_ref import Reference
 from .aec_track import QUIET, PathTracker
 
@@ -102,9 +102,8 @@ class EchoCanceller:
         self.tail_blocks = max(1, math.ceil(tail * rate / b))
         self.far_floor = 10 ** (far_floor_dbfs / 10)
         # What the caller heard, at the full rate, as far back as the filter and the correlators look.
-        rows = self.history + self.partitions
-        hop = hop_blocks * b
-        self.ref = Reference(b, max((rows + 1) * b, hop + self.max_lag + CONTEXT))
+        self.ref = Reference(b, max(AdaptiveFilter.reference_span(b, self.partitions, self.history),
+                                    PathTracker.reference_span(b, self.history, hop_blocks)))
         self.filter = AdaptiveFilter(b, self.partitions, self.history, self.ref)
         self.tracker = PathTracker(rate, b, self.history, self.tail_blocks, hop_blocks, self.filter, self.ref, mu=mu,
                                    detect=detect, dominant=dominant, strong=strong, lag_tolerance=lag_tolerance,

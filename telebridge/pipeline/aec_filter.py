@@ -25,7 +25,7 @@ class AdaptiveFilter:
         bins = block + 1
         rows = history + partitions
         self._rows = rows
-        self.span = (rows + 1) * block  # the reference the filter's frames are made of (each: two blocks)
+        self.span = self.reference_span(block, partitions, history)
         if reference.span < self.span:
             raise ValueError(f"the reference keeps {reference.span} samples, the filter needs {self.span}")
         self._ref = reference
@@ -62,6 +62,11 @@ class AdaptiveFilter:
         self._step = np.zeros(bins, np.complex128)
         self._grad = np.zeros((partitions, bins), np.complex128)
         self._w = np.zeros((partitions, 2 * block))
+
+    @staticmethod
+    def reference_span(block: int, partitions: int, history: int) -> int:
+        """The reference (samples) the filter's frames are made of: a frame (two blocks) per row of its history."""
+        return (history + partitions + 1) * block
 
     def push_silence(self, blocks: int = 1) -> None:
         """``blocks`` blocks of silent reference (the spectra of zeros, without the FFT)."""

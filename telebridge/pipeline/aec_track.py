@@ -59,7 +59,7 @@ class PathTracker:
         self._sig = np.zeros((2, CONTEXT + hop))
         self._sig_windows = lowpass_windows(self._sig)
         self._hop_active = False  # some block of this hop had a reference in the delay range
-        self.span = hop + self.max_lag + CONTEXT  # the full-rate reference the correlators look back into
+        self.span = self.reference_span(b, history, hop_blocks)
         # The reference at the full rate (the canceller pushes it): the correlators' half-rate reference of the delay
         # range is made of its newest ``span`` samples, when a hop is correlated.
         self.ref = reference
@@ -101,6 +101,12 @@ class PathTracker:
         self._worse_hops = 0  # hops in a row whose output was louder than the inbound audio
         self.pending = False  # the latest hop saw a correlation peak not yet confirmed as an echo
         self.seeds = 0  # times the filter started over from the correlator's path
+
+    @staticmethod
+    def reference_span(block: int, history: int, hop_blocks: int) -> int:
+        """The full-rate reference (samples) the correlators look back into: the hop and the delay range, after the
+        samples their half-rate samples depend on."""
+        return (hop_blocks + history) * block + CONTEXT
 
     # --- per block ------------------------------------------------------------------------------------------
     def push_far(self, ms: float) -> float:
