@@ -174,3 +174,19 @@ def test_frames_held_for_the_vad_pass_are_cancelled_as_frames_cancelled_as_they_
     verdicts = [(a.verdict(i, i + 256), b.verdict(i, i + 256)) for i in range(0, total - 256, 256)]
     assert all(x == y for x, y in verdicts)
     assert {x for x, _ in verdicts} >= {Verdict.ECHO, Verdict.PASS}
+
+
+def test_frames_wait_for_the_vad_pass_at_most_a_second():
+    """With the VAD hub stalled (or stopped), held frames do not pile up: after a second they go on to the STT and
+    the VAD stream (which bounds its own backlog) without waiting for a pass."""
+    audio, speech, vad, _ = _call(InboundGate(RATE, RATE, canceller=True, guard=False))
+    frames = _frames(2.5, 3)
+    for frame in frames[:50]:
+        audio.on_ulaw(frame)
+    assert not speech.fed and vad.samples == 0 and vad.held() == 1.0
+    audio.on_ulaw(frames[50])
+    assert vad.samples == 51 * FRAME and vad.held() == 0.0
+    for frame in frames[51:]:
+        audio.on_ulaw(frame)
+    assert vad.samples == 102 * FRAME and vad.held() == (len(frames) - 102) * FRAME / RATE
+    assert b"".join(u for _, u in speech.fed) == b"".join(frames[:102])

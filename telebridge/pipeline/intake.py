@@ -31,6 +31,9 @@ if TYPE_CHECKING:
     from .call import CallSession
 
 MAX_EARLY_AUDIO_SECONDS = 10.0  # buffer caller audio while configure_session runs
+# Phone frames wait for the VAD's pass at most this long (a stalled or stopped VAD hub): then they go on at once,
+# to the STT and the VAD stream (which keeps its own backlog bounded).
+MAX_HELD_SECONDS = 1.0
 
 
 class CallerAudio:
@@ -104,6 +107,8 @@ class CallerAudio:
                 refs.append((len(self._held), None))
             refs.append((n, ref))
         self._held += payload
+        if len(self._held) > MAX_HELD_SECONDS * self.input_rate:
+            self._feed_held()
 
     def _feed_held(self) -> None:
         """The held frames, decoded and cancelled with the references noted as they arrived, to the call's
