@@ -133,7 +133,7 @@ class InboundGate:
             far[: len(played)] = played
         return far, track.settle()
 
-    def cancel_held(self, pcm: np.ndarray, refs: list[tuple[int, FrameReference]] | None = None) -> np.ndarray:
+    def cancel_held(self, pcm: np.ndarray, refs: list[tuple[int, FrameReference | None]] | None = None) -> np.ndarray:
         """:meth:`cancel` of caller audio held since it arrived, in order, with the references :meth:`reference`
         gave for it then: ``refs`` lists ``(samples, reference)`` runs of ``pcm``; none, or ``None`` for a run: a
         silent reference whose timing is sure. The same output and state as :meth:`cancel` of each frame as it came;
@@ -229,4 +229,6 @@ class InboundGate:
         return reply.audio.mean_square(start, end) if end > start else 0.0
 
 
-__all__ = ["ECHO_ATTENUATION", "LINE_ECHO_FLOOR", "MAX_ONSET_BACKDATE", "FrameReference", "InboundGate", "WindowVerdict"]
+__all__ = [
+    "ECHO_ATTENUATION", "LINE_ECHO_FLOOR", "MAX_ONSET_BACKDATE", "FrameReference", "InboundGate", "WindowVerdict",
+]
