@@ -1,6 +1,8 @@
 """The inbound hot path (``pipeline/intake.py``) with the echo canceller on, as on every phone call: a μ-law STT
 stream gets the caller's frames as Twilio sent them whenever the canceller left them unchanged (the agent silent
-long enough, or no echo of it found), and the cancelled audio, re-encoded, when it took an echo away."""
+long enough, or no echo of it found), and the cancelled audio, re-encoded, when it took an echo away. Every phone
+frame waits for the VAD's pass and is cancelled there, with the reference noted as it arrived: the same as cancelling
+it as it came."""
 
 from __future__ import annotations
 
@@ -72,7 +74,7 @@ def test_frames_the_canceller_leaves_unchanged_reach_a_mulaw_stt_as_received():
 def test_frames_the_canceller_changes_reach_the_stt_as_the_cancelled_audio():
     gate = InboundGate(RATE, RATE, canceller=True, guard=False)
     audio, speech, vad, _ = _call(gate)
-    # The agent's voice was on the line a moment ago (the canceller remembers it: no frame is held) ...
+    # The agent's voice was on the line a moment ago (the canceller remembers it: it is not asleep) ...
     rng = np.random.default_rng(3)
     far = (rng.standard_normal(FRAME) * 0.3).astype(np.float32)
     gate.aec.process(np.zeros(FRAME, np.float32), far)
