@@ -27,12 +27,18 @@ __all__ = [
 PIPER_RATE = 22050
 
 
+_NUMBER_WORDS = ("zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
+                 "sixteen seventeen eighteen nineteen twenty").split()
+
+
 def normalise_words(text: str) -> list[str]:
     """Lower-case words without punctuation ("Hello, World!" → ["hello", "world"]); times of day written either
-    way Whisper writes them ("8 a.m.", "8am", "8 AM") come out the same: ["8", "am"]."""
+    way Whisper writes them ("8 a.m.", "8am", "8 AM") come out the same: ["eight", "am"]; so do the numbers up to
+    twenty, in words or digits ("We open at 9" → [..., "nine"]: Whisper writes either)."""
     text = re.sub(r"\b([ap])\.\s?m\b\.?", r"\1m", text.lower().replace("’", "'"))
     text = re.sub(r"(\d)([ap]m)\b", r"\1 \2", text)
-    return re.findall(r"[a-z0-9']+", text)
+    words = re.findall(r"[a-z0-9']+", text)
+    return [_NUMBER_WORDS[int(w)] if w.isdigit() and int(w) <= 20 else w for w in words]
 
 
 def fuzzy_ratio(a: str, b: str) -> float:
