@@ -103,14 +103,9 @@ class InboundGate:
         take away, see :meth:`~.aec.EchoCanceller.process`): the intake relies on that.
 
         The same as :meth:`reference` now, then :meth:`cancel_held` of the frame with it."""
-        aec = self.aec
-        if aec is None:
+        if self.aec is None:
             return pcm
-        ref = self.reference(len(pcm), reply, outbound)
-        if ref is None:
-            return aec.process_silent(pcm)
-        far, unsure = ref
-        return aec.process_silent(pcm, unsure) if far is None else aec.process(pcm, far, unsure)
+        return self._cancel(self.aec, pcm, self.reference(len(pcm), reply, outbound))
 
     def reference(self, n: int, reply: Any, outbound: Any) -> FrameReference | None:
         """The echo canceller's reference for the next ``n`` samples of caller audio, taken as they arrive (what
@@ -149,15 +144,18 @@ class InboundGate:
         for n, ref in refs:
             near = pcm[pos : pos + n]
             pos += n
-            if ref is None:
-                cleaned = aec.process_silent(near)
-            elif ref[0] is None:
-                cleaned = aec.process_silent(near, ref[1])
-            else:
-                cleaned = aec.process(near, ref[0], ref[1])
+            cleaned = self._cancel(aec, near, ref)
             changed = changed or cleaned is not near  # (a part block comes back later, with the next run's audio)
             out.append(cleaned)
         return np.concatenate(out) if changed else pcm
+
+    @staticmethod
+    def _cancel(aec: EchoCanceller, near: np.ndarray, ref: FrameReference | None) -> np.ndarray:
+        """``near`` through the canceller with the reference :meth:`reference` gave for it."""
+        if ref is None:
+            return aec.process_silent(near)
+        far, unsure = ref
+        return aec.process_silent(near, unsure) if far is None else aec.process(near, far, unsure)
 
     def note_audio(self, fed: int, reply: Any, outbound: Any) -> None:
         """Caller audio up to sample ``fed`` arrived: note how much of the reply had been heard by then (for the
