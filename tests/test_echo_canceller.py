@@ -245,6 +245,37 @@ def test_frames_of_any_size_give_the_same_output():
         EchoCanceller().process(np.zeros(160, np.float32), np.zeros(100, np.float32))
 
 
+def test_whole_blocks_left_as_they_are_come_back_as_the_input_itself():
+    """``process`` hands back ``near`` itself when it changed none of it -- one block or several, float32, no part
+    block before or after (the intake forwards Twilio's own bytes to a μ-law STT then) -- and a new array when it
+    changed any block or the blocks do not line up."""
+    rng = np.random.default_rng(4)
+    near = (rng.standard_normal(3 * BLOCK) * 0.01).astype(np.float32)
+    far = (rng.standard_normal(3 * BLOCK) * 0.1).astype(np.float32)
+    aec = EchoCanceller()
+    first = near[:BLOCK]
+    assert aec.process(first, far[:BLOCK]) is first
+    whole = near[BLOCK:]
+    assert aec.process(whole, far[BLOCK:]) is whole  # (no echo found yet: nothing to take away)
+    assert aec.process(whole.astype(np.float64), far[BLOCK:]) is not whole
+    part = near[:250]
+    out = aec.process(part, far[:250])
+    assert out is not part and len(out) == BLOCK  # (a part block waits for the rest)
+    rest = near[250 : 2 * BLOCK]
+    assert aec.process(rest, far[250 : 2 * BLOCK]) is not rest
+    # An echo path found (the filter starts from it, 200 samples late) and the echo of the reference's last
+    # block in the second of two blocks: the estimate is taken away there, a new array; the first as it came.
+    aec = EchoCanceller()
+    aec.process(np.zeros(BLOCK, np.float32), far[:BLOCK])
+    aec.filter.seed(200.0, 0.5)
+    echoing = near[: 2 * BLOCK].copy()
+    echoing[BLOCK : BLOCK + 40] += 0.5 * far[BLOCK - 40 : BLOCK]
+    out = aec.process(echoing, np.zeros(2 * BLOCK, np.float32))
+    assert out is not echoing
+    np.testing.assert_array_equal(out[:BLOCK], echoing[:BLOCK])
+    assert np.mean(out[BLOCK:] ** 2) < 0.5 * np.mean(echoing[BLOCK:] ** 2)
+
+
 def test_silence_from_the_agent_passes_everything_untouched():
     rng = np.random.default_rng(1)
     inbound = (rng.standard_normal(RATE) * 0.01).astype(np.float32)

@@ -186,10 +186,11 @@ class EchoCanceller:
 
     # --- streaming ------------------------------------------------------------------------------------------
     def process(self, near: np.ndarray, far: np.ndarray, unsure: bool = False) -> np.ndarray:
-        """The cleaned audio of every completed block (float32). A 20 ms frame (one block) of float32 that the
-        canceller leaves as it is -- no echo estimate to take away yet (no echo found on the line, or none since the
-        filter was cleared), or one that would only make the block louder (see :meth:`_block`) -- comes back as
-        ``near`` itself, which tells the caller the audio is unchanged.
+        """The cleaned audio of every completed block (float32). Whole blocks of float32 (a 20 ms frame, or several,
+        with no part block left over before or after) that the canceller leaves as they are -- no echo estimate to
+        take away yet (no echo found on the line, or none since the filter was cleared), or one that would only make
+        the block louder (see :meth:`_block`) -- come back as ``near`` itself, which tells the caller the audio is
+        unchanged.
 
         ``unsure``: the reference's timing may be off (an underrun at the phone, a segment not yet placed by
         its mark, see :class:`~.echo.PlayoutTrack`). Until every echo of that stretch is back (the delay range
@@ -215,12 +216,15 @@ class EchoCanceller:
             return e.astype(np.float32)
         whole = len(near) - len(near) % b
         out = np.empty(whole, np.float32)
+        changed = bool(len(self._in_near)) or whole != len(near) or near.dtype != np.float32
         for i in range(0, whole, b):
             d, x = np.asarray(near[i : i + b], np.float64), np.asarray(far[i : i + b], np.float64)
-            out[i : i + b] = self._block(d, x)
+            e = self._block(d, x)
+            changed = changed or e is not d
+            out[i : i + b] = e
         self._in_near = np.asarray(near[whole:], np.float32)
         self._in_far = np.array(far[whole:], np.float32)  # (a copy: ``far`` may be a view of the reply)
-        return out
+        return out if changed else near
 
     def process_silent(self, near: np.ndarray, unsure: bool = False) -> np.ndarray:
         """:meth:`process` with a silent reference (the agent is not audible): the same output and state. Once the

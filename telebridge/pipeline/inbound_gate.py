@@ -38,6 +38,11 @@ ECHO_ATTENUATION = np.float32(0.1)  # windows the echo canceller judged echo, in
 LINE_ECHO_FLOOR = 1e-4
 
 
+FrameReference = tuple[np.ndarray | None, bool]
+"""The echo canceller's reference for some caller audio, as :meth:`InboundGate.reference` takes it when the audio
+arrives: ``(far, unsure)``."""
+
+
 @dataclass(frozen=True, slots=True)
 class WindowVerdict:
     """``voice``: the segmenter may see the window's speech probability; ``window``: the audio it keeps
@@ -95,44 +100,62 @@ class InboundGate:
         """The caller's audio without the agent's echo (with a canceller; else unchanged). ``reply``: the reply
         the caller hears now (or ``None``); ``outbound``: the sink, which knows what was sent and heard. ``pcm``
         itself comes back when nothing changed it (no canceller, a dormant one, or one with no echo estimate to
-        take away, see :meth:`~.aec.EchoCanceller.process`): the intake relies on that."""
-        aec = self.aec
-        if aec is None:
+        take away, see :meth:`~.aec.EchoCanceller.process`): the intake relies on that.
+
+        The same as :meth:`reference` now, then :meth:`cancel_held` of the frame with it."""
+        if self.aec is None:
             return pcm
+        return self._cancel(self.aec, pcm, self.reference(len(pcm), reply, outbound))
+
+    def reference(self, n: int, reply: Any, outbound: Any) -> FrameReference | None:
+        """The echo canceller's reference for the next ``n`` samples of caller audio, taken as they arrive (what
+        the caller's phone plays at these very samples depends on the marks come back by now), for
+        :meth:`cancel_held` to cancel them with later: ``(far, unsure)`` -- ``far`` ``None`` while the agent is
+        silent, ``unsure`` as :meth:`~.aec.EchoCanceller.process` takes it -- or ``None`` for a silent reference
+        whose timing is sure (and always without a canceller: nothing is cancelled)."""
+        if self.aec is None:
+            return None
+        track = self._track
         if reply is None or not reply.audible or reply.paused:  # the agent is silent: so is the reference
-            track = self._track
             track.stop()
-            return aec.process_silent(pcm, unsure=track.settle())
-        n = len(pcm)
+            return (None, True) if track.settle() else None
         ledger = getattr(outbound, "ledger", None)
         sent = reply.base + (ledger.sent_samples(reply.segment) if ledger is not None else reply.enqueued)
-        start, end = self._track.take(n, reply.base + outbound.heard(reply.segment), sent)
-        far = reply.audio.view(start, end)
+        start, end = track.take(n, reply.base + outbound.heard(reply.segment), sent)
+        far = reply.audio.view(start, end)  # (the reply's audio is only ever appended to: the view stays as it is)
         if len(far) != n:  # (playback ran dry, or the reply ended, within the frame: silence after it)
             played, far = far, np.zeros(n, np.float32)
             far[: len(played)] = played
-        return aec.process(pcm, far, unsure=self._track.settle())
+        return far, track.settle()
 
-    def can_hold(self, reply: Any) -> bool:
-        """Whether caller audio arriving now may wait for the VAD tick (:meth:`hold`, then :meth:`cancel_held`)
-        with exactly the result it gets at once: the agent is silent, and the echo canceller (if any) dormant."""
-        if reply is not None and reply.audible and not reply.paused:
-            return False
+    def cancel_held(self, pcm: np.ndarray, refs: list[tuple[int, FrameReference | None]] | None = None) -> np.ndarray:
+        """:meth:`cancel` of caller audio held since it arrived, in order, with the references :meth:`reference`
+        gave for it then: ``refs`` lists ``(samples, reference)`` runs of ``pcm``; none, or ``None`` for a run: a
+        silent reference whose timing is sure. The same output and state as :meth:`cancel` of each frame as it came;
+        ``pcm`` itself comes back when nothing changed it."""
         aec = self.aec
-        return aec is None or aec.dormant
+        if aec is None:
+            return pcm
+        if not refs:
+            return aec.process_silent(pcm)
+        out: list[np.ndarray] = []
+        changed = False
+        pos = 0
+        for n, ref in refs:
+            near = pcm[pos : pos + n]
+            pos += n
+            cleaned = self._cancel(aec, near, ref)
+            changed = changed or cleaned is not near  # (a part block comes back later, with the next run's audio)
+            out.append(cleaned)
+        return np.concatenate(out) if changed else pcm
 
-    def hold(self) -> None:
-        """A frame arrived and is held (see :meth:`can_hold`): the reference's bookkeeping of :meth:`cancel`, now."""
-        if self.aec is not None:
-            track = self._track
-            track.stop()
-            track.settle()
-
-    def cancel_held(self, pcm: np.ndarray) -> np.ndarray:
-        """:meth:`cancel` of held frames (whole 20 ms blocks, received while the agent was silent), in order;
-        ``pcm`` itself comes back when nothing changed it, as from :meth:`cancel`."""
-        aec = self.aec
-        return pcm if aec is None else aec.process_silent(pcm)
+    @staticmethod
+    def _cancel(aec: EchoCanceller, near: np.ndarray, ref: FrameReference | None) -> np.ndarray:
+        """``near`` through the canceller with the reference :meth:`reference` gave for it."""
+        if ref is None:
+            return aec.process_silent(near)
+        far, unsure = ref
+        return aec.process_silent(near, unsure) if far is None else aec.process(near, far, unsure)
 
     def note_audio(self, fed: int, reply: Any, outbound: Any) -> None:
         """Caller audio up to sample ``fed`` arrived: note how much of the reply had been heard by then (for the
@@ -204,4 +227,6 @@ class InboundGate:
         return reply.audio.mean_square(start, end) if end > start else 0.0
 
 
-__all__ = ["ECHO_ATTENUATION", "LINE_ECHO_FLOOR", "MAX_ONSET_BACKDATE", "InboundGate", "WindowVerdict"]
+__all__ = [
+    "ECHO_ATTENUATION", "LINE_ECHO_FLOOR", "MAX_ONSET_BACKDATE", "FrameReference", "InboundGate", "WindowVerdict",
+]

@@ -6,9 +6,12 @@
 * **Each frame** passes the echo canceller (the call's :class:`~.inbound_gate.InboundGate`) and goes to its
   consumers: the answering-machine watch, the STT (the frame as received when nothing altered it, for a μ-law
   stream) and the process-wide VAD (resampled to its rate).
-* **While the agent is silent** a phone frame (:meth:`CallerAudio.on_ulaw`) only waits, raw, for the VAD hub's
-  next pass, which decodes and delivers every frame held at once (``before_take``): the VAD never ran before that
-  pass anyway, and the audio, its clock and its order are the same. Held audio counts in the VAD's lag.
+* **A phone frame** (:meth:`CallerAudio.on_ulaw`) only waits, raw, for the VAD hub's next pass, which decodes,
+  cancels and delivers every frame held at once (``before_take``): the VAD never ran before that pass anyway. What
+  must be known as the frame arrives is noted then: the call clock, and the echo canceller's reference (what the
+  caller's phone plays at these samples, placed by the marks come back so far); so the audio, its clock, its order
+  and what the canceller makes of it are the same. The STT and the answering-machine watch get the caller's audio
+  at the pass too (at most one tick, 32 ms, after it came). Held audio counts in the VAD's lag.
 
 :attr:`CallerAudio.fed` is the call clock of the newest caller audio (samples at the input rate). Called for every
 frame: no awaits, no tasks.
@@ -22,11 +25,15 @@ import numpy as np
 
 from ..audio.g711 import ulaw_decode_float
 from ..audio.resample import Resampler
+from .inbound_gate import FrameReference
 
 if TYPE_CHECKING:
     from .call import CallSession
 
 MAX_EARLY_AUDIO_SECONDS = 10.0  # buffer caller audio while configure_session runs
+# Phone frames wait for the VAD's pass at most this long (a stalled or stopped VAD hub): then they go on at once,
+# to the STT and the VAD stream (which keeps its own backlog bounded).
+MAX_HELD_SECONDS = 1.0
 
 
 class CallerAudio:
@@ -39,7 +46,10 @@ class CallerAudio:
         self.fed = 0  # caller samples received once ready (input rate): the call clock of the newest audio
         self._early: list[np.ndarray] = []
         self._early_samples = 0
-        self._held = bytearray()  # phone frames (μ-law) that wait for the VAD tick while the agent is silent
+        self._held = bytearray()  # phone frames (μ-law) that wait for the VAD tick
+        # ... and their echo canceller's references, as (samples, reference) runs, once one of them is not a silent
+        # one whose timing is sure (until then: none, the held frames' fast path).
+        self._refs: list[tuple[int, FrameReference | None]] = []
         self._upsample: Resampler | None = None
         self._vad: Any = None
 
@@ -62,6 +72,7 @@ class CallerAudio:
         if self._vad is not None:
             self._vad.close()
         self._held = bytearray()
+        self._refs = []
 
     def on_audio(self, pcm: np.ndarray, ulaw: bytes | None = None) -> None:
         """Caller audio, float32 at ``input_rate``. ``ulaw``: the frame as Twilio sent it, which a μ-law STT stream
@@ -79,29 +90,37 @@ class CallerAudio:
         self._deliver(pcm, gate.cancel(pcm, reply, s.outbound), ulaw)
 
     def on_ulaw(self, payload: bytes) -> None:
-        """A phone call's frame as Twilio sent it, μ-law at 8 kHz: held while the agent is silent and the echo
-        canceller has nothing left to cancel (see the module docstring), else (the frames held first) through
-        :meth:`on_audio`."""
+        """A phone call's frame as Twilio sent it, μ-law at 8 kHz: held for the VAD's next pass with what must be
+        noted now (see the module docstring); before the call is ready, kept by :meth:`on_audio`."""
         s = self.session
-        if s._ready and s.gate.can_hold(s._reply):
-            self.fed += len(payload)
-            s.gate.hold()
-            self._held += payload
+        if not s._ready:
+            self.on_audio(ulaw_decode_float(payload), payload)
             return
-        if self._held:
+        n = len(payload)
+        self.fed += n
+        gate, reply = s.gate, s._reply
+        gate.note_audio(self.fed, reply, s.outbound)
+        ref = gate.reference(n, reply, s.outbound)
+        refs = self._refs
+        if ref is not None or refs:
+            if not refs and self._held:  # (the frames held so far: silent references, all sure)
+                refs.append((len(self._held), None))
+            refs.append((n, ref))
+        self._held += payload
+        if len(self._held) > MAX_HELD_SECONDS * self.input_rate:
             self._feed_held()
-        self.on_audio(ulaw_decode_float(payload), payload)
 
     def _feed_held(self) -> None:
-        """The held frames, decoded, to the call's consumers of caller audio and the VAD (what :meth:`on_audio`
-        does per frame while the agent is silent)."""
+        """The held frames, decoded and cancelled with the references noted as they arrived, to the call's
+        consumers of caller audio and the VAD (what :meth:`on_audio` does per frame)."""
         held = self._held
         if not held or not self.session._ready:
             return
         self._held = bytearray()
+        refs, self._refs = self._refs, []
         ulaw = bytes(held)
         pcm = ulaw_decode_float(ulaw)
-        self._deliver(pcm, self.session.gate.cancel_held(pcm), ulaw)
+        self._deliver(pcm, self.session.gate.cancel_held(pcm, refs), ulaw)
 
     def _deliver(self, heard: np.ndarray, pcm: np.ndarray, ulaw: bytes | None) -> None:
         """Caller audio past the echo canceller (``heard`` before it, ``pcm`` after) to its consumers: the

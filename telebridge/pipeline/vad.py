@@ -163,7 +163,7 @@ class VadStream:
         self._taken = 0  # samples handed to the model (or dropped), i.e. stream time
         self.dropped_samples = 0
         self.closed = False
-        # The call's audio held before this stream (a phone call while the agent is silent, see
+        # The call's audio held before this stream (a phone call's frames until the pass, see
         # intake.CallerAudio.on_ulaw): ``before_take()`` feeds it at the start of each pass, ``held()`` says how many
         # seconds wait there (they count in :attr:`lag`).
         self.before_take: Callable[[], None] | None = None
