@@ -199,7 +199,9 @@ async def agents_words(ctx: Context) -> ScenarioResult:
     after = [t for t in clears(call) if bursts and t >= bursts[0][0]]
     result.check("clear sent after the caller started", after, clears(call))
     said = user_messages(record)
-    result.check("their words became the caller's turn", said and fuzzy_ratio(said[0], AGENTS_WORDS) > 0.7, said)
+    # (On a failure, the turn's story: pause / resume / interrupt, and the words heard, with their times.)
+    result.check("their words became the caller's turn", said and fuzzy_ratio(said[0], AGENTS_WORDS) > 0.7,
+                 (said, record.metrics.events, record.history))
     result.check("the agent answered them", any(_agent().LONG_ANSWER[:30] in s for s in assistant_messages(record)),
                  assistant_messages(record))
     return result
