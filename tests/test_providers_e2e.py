@@ -324,9 +324,9 @@ async def test_deepgram_and_elevenlabs_greet_and_answer(stack):
 # --- 3. barge-in over a cloud TTS ---------------------------------------------------------------------------------
 async def test_barge_in_over_elevenlabs_silences_the_caller_side_and_stops_the_provider(stack):
     """The long reply is generated about as fast as it plays (the fake paces its chunks), so a sentence is in
-    flight at the provider when the caller talks over it: its first sentence (~2.7 s of audio, the next is asked for
+    flight at the provider when the caller talks over it: its first sentence (2.6 s of audio; the next is asked for
     only once it is done) takes 8 pieces 0.4 s apart, and the caller starts 1.2 s into it, so the barge-in lands
-    more than a second before its last piece (starting at 2.0 s, a slow barge-in on a busy machine could miss it).
+    about a second before its last piece (starting at 2.0 s, a slow barge-in on a busy machine could miss it).
     The fake's Whisper, on two busy cores, takes seconds
     to send the words that confirm a barge-in (Deepgram: ~0.3 s), so this call waits up to 8 s for them before
     treating the speech as a false interruption: the pause (the silence measured here) is the same either way."""
