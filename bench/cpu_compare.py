@@ -99,12 +99,13 @@ def print_comparison(rows: Iterable[_Row], target_ratio: float, counterparts: Ma
                   "the stream it got further through, caller audio or agent audio, see per_duplex_second: still a "
                   "lower bound of its cost); the ratio uses it when Pipecat fell behind)")
     floors = [n for n in ns if ("baseline", n) in ms and ("floor", n) in ms]
+    paced = {r.n: getattr(r, "paced_ms_per_call_s", None) for r in rows if r.scenario == "floor"}
     if floors:
         print()
         print(f"Telebridge vs the floor = bare-WebSocket baseline + batched numpy/ONNX floor (target: inbound <= "
               f"{FLOOR_TARGET:.1f}x; the floor has no outbound work, so duplex is shown for scale only)")
         head = (f"{'N':>3} {'baseline':>8} {'floor':>6} {'sum':>6}   {'inbound':>7} {'x sum':>6}   "
-                f"{'duplex':>7} {'x sum':>6}")
+                f"{'duplex':>7} {'x sum':>6}   {'paced floor':>11} {'inbound x sum':>13}")
         print(head)
         print("-" * len(head))
         for n in floors:
@@ -113,4 +114,15 @@ def print_comparison(rows: Iterable[_Row], target_ratio: float, counterparts: Ma
             for scenario in ("inbound", "duplex"):
                 value = ms.get((scenario, n))
                 cells.append(f"{value:7.2f} {value / total:5.2f}x" if value is not None else f"{'-':>7} {'-':>6}")
-            print(f"{n:3d} {ms[('baseline', n)]:8.2f} {ms[('floor', n)]:6.2f} {total:6.2f}   {cells[0]}   {cells[1]}")
+            floor_rt, inbound = paced.get(n), ms.get(("inbound", n))
+            if floor_rt is None:
+                cells.append(f"{'-':>11} {'-':>13}")
+            else:
+                ratio = f"{inbound / (ms[('baseline', n)] + floor_rt):12.2f}x" if inbound is not None else f"{'-':>13}"
+                cells.append(f"{floor_rt:11.2f} {ratio}")
+            print(f"{n:3d} {ms[('baseline', n)]:8.2f} {ms[('floor', n)]:6.2f} {total:6.2f}   {cells[0]}   {cells[1]}"
+                  f"   {cells[2]}")
+        if any(paced.get(n) is not None for n in floors):
+            print("(paced floor: the floor's work done in real time, each frame when it is due, as a server must; "
+                  "here the same ONNX run costs about twice as much after a pause as back to back. For reading "
+                  "only: the target is against the back-to-back floor)")

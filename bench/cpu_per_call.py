@@ -808,10 +808,18 @@ class Row:
     processed_s: float | None = None  # pipecat: caller audio its calls processed over the window (all calls)
     fakes_cpu_s: float = 0.0  # cloud: the fakes process's CPU over the window (not the server's)
     fakes_stats: dict[str, Any] = field(default_factory=dict)  # cloud: the fakes' counters at the end
+    paced_cpu_s: float | None = None  # floor: the same work in real time (bench_floor.py --paced)
 
     @property
     def ms_per_call_s(self) -> float:
         return 1000 * self.server_cpu_s / max(1e-9, self.n * self.window_s)
+
+    @property
+    def paced_ms_per_call_s(self) -> float | None:
+        """Floor: CPU per call-second of the same work done in real time, frame by frame as it is due."""
+        if self.paced_cpu_s is None:
+            return None
+        return 1000 * self.paced_cpu_s / max(1e-9, self.n * self.window_s)
 
     @property
     def ms_per_processed_s(self) -> float | None:
@@ -986,10 +994,12 @@ def run_floor(n: int, seconds: float, rate: int) -> Row:
     with Silero at ``rate`` as the bench agents run it."""
     env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     out = subprocess.run([sys.executable, str(ROOT / "bench" / "bench_floor.py"), "--n", str(n), "--seconds",
-                          str(seconds), "--rate", str(rate), "--json"],
+                          str(seconds), "--rate", str(rate), "--paced", "--json"],
                          capture_output=True, text=True, env=env, check=True, timeout=600)
     result = json.loads(out.stdout.strip().splitlines()[-1])
-    return Row("floor", n, window_s=float(result["seconds"]), server_cpu_s=float(result["cpu_s"]))
+    paced = result.get("paced_cpu_s")
+    return Row("floor", n, window_s=float(result["seconds"]), server_cpu_s=float(result["cpu_s"]),
+               paced_cpu_s=float(paced) if paced is not None else None)
 
 
 def _run_scenario(scenario: Scenario, n: int, *, ramp: float, window: float, probe: bool, profile_s: float,

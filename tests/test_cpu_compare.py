@@ -28,6 +28,7 @@ class _Row:
     health: tuple[float, float, float] = (1.0, 2.0, 3.0)
     vad_drops: int = 0
     behind_s: float | None = None
+    paced_ms_per_call_s: float | None = None
 
 
 def test_a_talking_pipecat_is_judged_by_the_stream_it_got_further_through() -> None:
@@ -52,3 +53,22 @@ def test_the_verdicts_use_the_work_done_only_for_a_pipecat_that_fell_behind(caps
     inbound = next(line for line in out.splitlines() if " inbound " in line)
     assert "4.9x" in duplex and "short (14.76 needed)" in duplex
     assert "5.0x" in inbound and "meets" in inbound and "processed" not in inbound
+
+
+def test_the_floor_table_reads_inbound_against_both_floors(capsys: pytest.CaptureFixture[str]) -> None:
+    rows = [
+        _Row("baseline", 25, 3.8),
+        _Row("floor", 25, 1.7, paced_ms_per_call_s=2.9),
+        _Row("inbound", 25, 9.4),
+        _Row("baseline", 50, 3.0),
+        _Row("floor", 50, 1.2),  # (no paced figure: an older floor)
+        _Row("inbound", 50, 7.5),
+    ]
+    print_comparison(rows, 5.0, {"inbound": "pipecat"}, ())
+    out = capsys.readouterr().out
+    at25 = next(line for line in out.splitlines() if line.startswith(" 25 "))
+    at50 = next(line for line in out.splitlines() if line.startswith(" 50 "))
+    # 9.4 / (3.8 + 1.7) = 1.71x against the target's floor; 9.4 / (3.8 + 2.9) = 1.40x against the paced one.
+    assert at25.split()[5] == "1.71x" and at25.split()[-2:] == ["2.90", "1.40x"]
+    assert at50.split()[5] == "1.79x" and at50.split()[-2:] == ["-", "-"]
+    assert "paced floor:" in out and "target is against the back-to-back floor" in out
