@@ -154,7 +154,7 @@ class CallSession(CallWindows):
             # Phone audio (8 kHz μ-law both ways): cloud providers are asked for it natively.
             phone = self.input_rate == PHONE_RATE and self.outbound.sample_rate == PHONE_RATE
             self.speech = CallSpeech(self.runtime, self.config, call_id=self.call_id, input_rate=self.input_rate,
-                                     phone=phone)
+                                     phone=phone, output_rate=self.outbound.sample_rate)
             await self.speech.start()
         except Exception as exc:
             log.error("call %s: cannot start the agent: %s", self.call_id, exc)

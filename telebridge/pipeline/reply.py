@@ -231,7 +231,9 @@ class ReplyProducer:
                         reply.timings["tts_first_audio"] = time.perf_counter()
                     if chunk_rate != rate:  # a fallback provider took over mid-reply
                         rate, resampler = chunk_rate, Resampler(chunk_rate, self.sink_rate)
-                    if len(chunk) > rate * THREAD_RESAMPLE_SECONDS:  # a whole sentence at once (Piper, Google)
+                    # A whole sentence at once (Piper, Google) goes to a thread, unless it came at the call's rate
+                    # already (a cached phrase, see OneShotSession): the resampler only copies it then.
+                    if resampler.ratio != (1, 1) and len(chunk) > rate * THREAD_RESAMPLE_SECONDS:
                         pcm = np.asarray(await asyncio.to_thread(resampler.process, chunk), dtype=np.float32)
                     else:
                         pcm = np.asarray(resampler.process(chunk), dtype=np.float32)

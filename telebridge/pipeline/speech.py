@@ -60,12 +60,14 @@ def _chain(primary: Any, fallbacks: list[Any], local: Any, kind: str) -> list[An
 
 
 class CallSpeech:
-    def __init__(self, runtime: Runtime, config: SessionConfig, *, call_id: str, input_rate: int, phone: bool) -> None:
+    def __init__(self, runtime: Runtime, config: SessionConfig, *, call_id: str, input_rate: int, phone: bool,
+                 output_rate: int | None = None) -> None:
         self.runtime = runtime
         self.config = config
         self.call_id = call_id
         self.input_rate = input_rate
         self.phone = phone
+        self.output_rate = output_rate  # the rate the call plays at: cached phrases come at it (see OneShotSession)
         self._stt_chain = _chain(config.stt, list(config.fallback_stt), STT.Whisper(), "stt")
         self._tts_chain = _chain(config.tts, list(config.fallback_tts), TTS.Piper(), "tts")
         self.stt_cfg: Any = None
@@ -122,7 +124,7 @@ class CallSpeech:
                 cfg = resolve(cfg) if resolve is not None else cfg  # a store voice → its provider's config
                 engine = await self.runtime.tts_for(cfg, phone=self.phone)
                 await _check(engine)
-                session = await open_session(engine, call_id=self.call_id)
+                session = await open_session(engine, call_id=self.call_id, output_rate=self.output_rate)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

@@ -68,14 +68,23 @@ class StreamingTTSEngine(Protocol):
 
 
 class OneShotSession:
-    """A :class:`TTSSession` over a whole-sentence engine: each sentence arrives as one chunk."""
+    """A :class:`TTSSession` over a whole-sentence engine: each sentence arrives as one chunk.
 
-    def __init__(self, engine: Any) -> None:
+    ``output_rate``: the rate the call plays audio at. An engine that can hand its sentences over at that rate
+    (``synthesize_at``: the phrase cache, which keeps them resampled) does, and the session's rate is that one."""
+
+    def __init__(self, engine: Any, output_rate: int | None = None) -> None:
         self.engine = engine
         self.sample_rate: int = engine.sample_rate
+        self._at: int | None = None
+        if output_rate is not None and output_rate != self.sample_rate and hasattr(engine, "synthesize_at"):
+            self.sample_rate = self._at = output_rate
 
     async def stream(self, text: str, *, reply_id: int) -> AsyncIterator[np.ndarray]:
-        pcm = await self.engine.synthesize(text)
+        if self._at is None:
+            pcm = await self.engine.synthesize(text)
+        else:
+            pcm = await self.engine.synthesize_at(text, self._at)
         if len(pcm):
             yield pcm
 
@@ -89,9 +98,10 @@ class OneShotSession:
         return None
 
 
-async def open_session(engine: Any, *, call_id: str) -> Any:
-    """The engine's own streaming session when it has one, else a :class:`OneShotSession`."""
+async def open_session(engine: Any, *, call_id: str, output_rate: int | None = None) -> Any:
+    """The engine's own streaming session when it has one, else a :class:`OneShotSession` (``output_rate``: the
+    call's playback rate, see there)."""
     opener = getattr(engine, "open_session", None)
     if opener is not None:
         return await opener(call_id=call_id)
-    return OneShotSession(engine)
+    return OneShotSession(engine, output_rate)
