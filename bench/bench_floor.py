@@ -16,9 +16,10 @@ CPU is ``time.process_time()`` of this process while it works through ``--second
 printed as CPU milliseconds per call-second (= CPU ms / (N x seconds)), like ``cpu_per_call.py``.
 
 ``--paced`` also does the same work in real time, as a server must: each 20 ms frame's work when the frame is due,
-then a sleep until the next one. On the shared virtual machines this bench runs on, the same ONNX run costs about
-twice as much after tens of milliseconds of anything else (a sleep, or Python spinning) as it does back to back, so
-the paced figure is the floor a real-time server can reach here; the back-to-back one stays the issue's target.
+then a sleep until the next one. On the shared virtual machines this bench runs on, the same Silero ONNX run costs
+1.4-1.6x as much after 32 ms of anything else (a sleep, or Python spinning) as it does back to back
+(``bench_vad.py --gaps`` measures it), so the paced figure is the floor a real-time server can reach here; the
+back-to-back one stays the issue's target.
 
 Usage: python bench/bench_floor.py [--n 10,25,50] [--seconds 20] [--rate 16000] [--paced] [--json]
 """

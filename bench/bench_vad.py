@@ -10,7 +10,11 @@ Methods:
   hub        the real ``VadHub``: 20 ms frames fed per stream, one pass per 32 ms tick,
              through the 1-thread "vad" ``InferencePool`` (all overheads included)
 
-Usage: python bench/bench_vad.py [--seconds 10] [--rate 8000] [--streams 1,10,50]
+``--gaps``: instead, what one batched run (``--streams``' largest N) costs right after another one and after a pause
+of 0.5 to 32 ms of Python spinning (the hub runs once per 32 ms tick), interleaved in random order, median and
+quartiles of the wall time: on shared virtual machines the run slows down the longer the pause.
+
+Usage: python bench/bench_vad.py [--seconds 10] [--rate 8000] [--streams 1,10,50] [--gaps]
 """
 
 from __future__ import annotations
@@ -96,14 +100,47 @@ def run_hub(model: SileroModel, streams: list[np.ndarray], rate: int) -> float:
     return asyncio.run(go())
 
 
+def run_gaps(model: SileroModel, n: int, rate: int, repeats: int = 80) -> None:
+    """One ``[n, ctx + win]`` run after pauses of Python spinning, interleaved (see the module docstring)."""
+    import random
+
+    x = np.random.default_rng(0).standard_normal((n, model.context_size(rate) + model.window(rate)))
+    x = (0.01 * x).astype(np.float32)
+    state = model.initial_state(n)
+    gaps = [0.0, 0.0005, 0.002, 0.008, 0.032]
+    for _ in range(30):
+        model.infer(x, state, rate)
+    order = gaps * repeats
+    random.Random(1).shuffle(order)
+    took: dict[float, list[float]] = {g: [] for g in gaps}
+    for gap in order:
+        model.infer(x, state, rate)  # (so that no pause comes before the pause)
+        end = time.perf_counter() + gap
+        while time.perf_counter() < end:
+            pass
+        t0 = time.perf_counter()
+        model.infer(x, state, rate)
+        took[gap].append(time.perf_counter() - t0)
+    print(f"Silero @ {rate} Hz, one run of {n} streams after a pause of Python spinning ({repeats} each, interleaved)")
+    base = float(np.median(took[0.0]))
+    for gap in gaps:
+        us = 1e6 * np.array(took[gap])
+        print(f"  pause {1000 * gap:5.1f} ms: median {np.median(us):6.0f} µs (quartiles {np.percentile(us, 25):6.0f}"
+              f"-{np.percentile(us, 75):6.0f}), {np.median(us) / (1e6 * base):4.2f}x back to back")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=10.0, help="audio per stream")
     ap.add_argument("--rate", type=int, default=8000, choices=[8000, 16000])
     ap.add_argument("--streams", default="1,10,50")
+    ap.add_argument("--gaps", action="store_true", help="one batched run after pauses of 0-32 ms (see above)")
     args = ap.parse_args()
 
     model = SileroModel(threads=1)
+    if args.gaps:
+        run_gaps(model, max(int(s) for s in args.streams.split(",")), args.rate)
+        return
     win = model.window(args.rate)
     counts = [int(s) for s in args.streams.split(",")]
     # warm up ONNX Runtime's allocations for every batch size we will use

@@ -680,6 +680,29 @@ def py_spy() -> str | None:
     return found if Path(found).exists() else None
 
 
+SETTLE_MAX_S = 30.0  # the longest the window waits for the server's speech worker to finish its one-time work
+SETTLE_IDLE_CPU_S = 0.02  # ... "idle": less CPU than this in a second
+
+
+def settle_speech(pid: int, names: dict[int, str]) -> float:
+    """Wait (at most :data:`SETTLE_MAX_S`) until the server's speech worker (Whisper/Piper) has been idle for a
+    second; returns the seconds waited. What it does at a call's start is once per process: the talker's phrases,
+    synthesized by Piper for the first call and cached for all (Pipecat's talker plays pre-rendered audio), which
+    would otherwise land in the window by chance.
+    Nothing to wait for without py-spy (no thread names) or a speech worker."""
+    speech = [tid for tid, name in names.items() if name.startswith("infer-speech")]
+    if not speech:
+        return 0.0
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < SETTLE_MAX_S:
+        before = thread_cpu(pid)
+        time.sleep(1.0)
+        after = thread_cpu(pid)
+        if sum(after.get(t, 0.0) - before.get(t, 0.0) for t in speech) < SETTLE_IDLE_CPU_S:
+            break
+    return time.monotonic() - t0
+
+
 def thread_names(pid: int) -> dict[int, str]:
     """OS thread id -> Python thread name, via ``py-spy dump`` (empty if py-spy is unavailable)."""
     spy = py_spy()
@@ -809,6 +832,7 @@ class Row:
     fakes_cpu_s: float = 0.0  # cloud: the fakes process's CPU over the window (not the server's)
     fakes_stats: dict[str, Any] = field(default_factory=dict)  # cloud: the fakes' counters at the end
     paced_cpu_s: float | None = None  # floor: the same work in real time (bench_floor.py --paced)
+    settled_s: float = 0.0  # how long the window waited for the speech worker's one-time work (settle_speech)
 
     @property
     def ms_per_call_s(self) -> float:
@@ -1026,6 +1050,7 @@ def _run_scenario(scenario: Scenario, n: int, *, ramp: float, window: float, pro
         row.failures = ready["failures"]
         time.sleep(ramp)
         names = thread_names(server.pid)
+        row.settled_s = settle_speech(server.pid, names)
         cpu0, thr0, gen0, mach0 = proc_cpu(server.pid), thread_cpu(server.pid), proc_cpu(gen.pid), machine_busy()
         fakes0 = sum(proc_cpu(pid) for pid in other_pids or [])
         audio0 = _healthz(port).get("audio_s") if scenario.startswith("pipecat") else None
@@ -1276,6 +1301,9 @@ def print_report(rows: list[Row], baseline: dict[int, float]) -> None:
         if r.behind_s is not None and r.behind_s > 0.5:
             notes.append(f"{tag}: the slowest call's caller audio got through the VAD {r.behind_s:.1f} s behind "
                          "real time at the end of the window (the server did not keep up)")
+        if r.settled_s > 1.5:
+            notes.append(f"{tag}: the window started {r.settled_s:.0f} s after the ramp, once the speech worker's "
+                         "one-time work (the agent's phrases, synthesized once and cached) was done")
         if r.scenario == "inbound" and r.done and r.done.media_frames_received:
             notes.append(f"{tag}: the listener sent {r.done.media_frames_received} media frames (noise started turns?)")
     probes = [r for r in rows if r.probe_idle or r.probe_loaded]
