@@ -12,11 +12,16 @@ from __future__ import annotations
 
 import asyncio
 import collections
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import numpy as np
 
 from ...audio.resample import resample_once
+
+_Store = collections.OrderedDict[Any, np.ndarray]  # phrase (or (rate, phrase)) -> audio, oldest first
+_Inflight = dict[Any, "asyncio.Task[np.ndarray]"]
+_Make = Callable[[], Awaitable[np.ndarray]]
 
 
 class CachedTTS:
@@ -25,11 +30,11 @@ class CachedTTS:
         self.sample_rate: int = engine.sample_rate
         self.max_entries = max_entries
         self.max_chars = max_chars
-        self._cache: collections.OrderedDict[str, np.ndarray] = collections.OrderedDict()
-        self._inflight: dict[str, asyncio.Task[np.ndarray]] = {}
-        # The same phrases at the rates calls play them, float32 (see synthesize_at).
-        self._at_rate: collections.OrderedDict[tuple[int, str], np.ndarray] = collections.OrderedDict()
-        self._inflight_at: dict[tuple[int, str], asyncio.Task[np.ndarray]] = {}
+        self._cache: _Store = collections.OrderedDict()
+        self._inflight: _Inflight = {}
+        # The same phrases at the rates calls play them, float32, keyed (rate, phrase) (see synthesize_at).
+        self._at_rate: _Store = collections.OrderedDict()
+        self._inflight_at: _Inflight = {}
         self.hits = 0
         self.misses = 0
 
@@ -49,21 +54,7 @@ class CachedTTS:
         key = " ".join(text.split())
         if len(key) > self.max_chars:
             return await self.engine.synthesize(text)
-        cached = self._cache.get(key)
-        if cached is not None:
-            self._cache.move_to_end(key)
-            self.hits += 1
-            return cached
-        task = self._inflight.get(key)
-        if task is not None:
-            self.hits += 1
-        else:
-            self.misses += 1
-            # The synthesis runs in its own task: one caller hanging up must not cancel it for the others.
-            task = asyncio.get_running_loop().create_task(self._synthesize(key, text), name=f"tts-cache:{key[:24]}")
-            task.add_done_callback(lambda t: t.cancelled() or t.exception())  # no "never retrieved" noise
-            self._inflight[key] = task
-        return await asyncio.shield(task)
+        return await self._kept(self._cache, self._inflight, key, lambda: self.engine.synthesize(text))
 
     async def synthesize_at(self, text: str, rate: int) -> np.ndarray:
         """The phrase's audio at ``rate``: :meth:`synthesize`'s when that is the engine's rate, else float32 in
@@ -75,42 +66,43 @@ class CachedTTS:
         key = " ".join(text.split())
         if len(key) > self.max_chars:
             return await self._resample(await self.engine.synthesize(text), rate)
-        slot = (rate, key)
-        cached = self._at_rate.get(slot)
+
+        async def make() -> np.ndarray:
+            return await self._resample(await self.synthesize(text), rate)
+
+        return await self._kept(self._at_rate, self._inflight_at, (rate, key), make)
+
+    async def _kept(self, store: _Store, inflight: _Inflight, slot: Any, make: _Make) -> np.ndarray:
+        """``store[slot]``, made by ``make()`` once, however many calls ask for it at the same time."""
+        cached = store.get(slot)
         if cached is not None:
-            self._at_rate.move_to_end(slot)
+            store.move_to_end(slot)
             self.hits += 1
             return cached
-        task = self._inflight_at.get(slot)
-        if task is None:
-            task = asyncio.get_running_loop().create_task(self._synthesize_at(slot, text), name=f"tts-cache@{rate}")
-            task.add_done_callback(lambda t: t.cancelled() or t.exception())
-            self._inflight_at[slot] = task
+        task = inflight.get(slot)
+        if task is not None:
+            self.hits += 1
+        else:
+            self.misses += 1
+            # The synthesis runs in its own task: one caller hanging up must not cancel it for the others.
+            task = asyncio.get_running_loop().create_task(self._make(store, inflight, slot, make),
+                                                          name=f"tts-cache:{str(slot)[:24]}")
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())  # no "never retrieved" noise
+            inflight[slot] = task
         return await asyncio.shield(task)
 
-    async def _synthesize_at(self, slot: tuple[int, str], text: str) -> np.ndarray:
+    async def _make(self, store: _Store, inflight: _Inflight, slot: Any, make: _Make) -> np.ndarray:
         try:
-            audio = await self._resample(await self.synthesize(text), slot[0])
+            audio = await make()
         finally:
-            self._inflight_at.pop(slot, None)
+            inflight.pop(slot, None)
         audio.setflags(write=False)
-        self._at_rate[slot] = audio
-        if len(self._at_rate) > self.max_entries:
-            self._at_rate.popitem(last=False)
+        store[slot] = audio
+        if len(store) > self.max_entries:
+            store.popitem(last=False)
         return audio
 
     async def _resample(self, audio: np.ndarray, rate: int) -> np.ndarray:
         if not len(audio):
             return np.zeros(0, np.float32)
         return await asyncio.to_thread(resample_once, audio, self.sample_rate, rate)
-
-    async def _synthesize(self, key: str, text: str) -> np.ndarray:
-        try:
-            audio = await self.engine.synthesize(text)
-        finally:
-            self._inflight.pop(key, None)
-        audio.setflags(write=False)
-        self._cache[key] = audio
-        if len(self._cache) > self.max_entries:
-            self._cache.popitem(last=False)
-        return audio
