@@ -124,5 +124,5 @@ def print_comparison(rows: Iterable[_Row], target_ratio: float, counterparts: Ma
                   f"   {cells[2]}")
         if any(paced.get(n) is not None for n in floors):
             print("(paced floor: the floor's work done in real time, each frame when it is due, as a server must; "
-                  "on this machine the same ONNX run costs 1.4-1.6x as much 32 ms after the last as back to back. For reading "
-                  "only: the target is against the back-to-back floor)")
+                  "on this machine the same ONNX run costs 1.4-1.6x as much 32 ms after the last as back to back. "
+                  "For reading only: the target is against the back-to-back floor)")
