@@ -63,13 +63,12 @@ class CachedTTS:
         is resampled every time."""
         if rate == self.sample_rate:
             return await self.synthesize(text)
-        key = " ".join(text.split())
-        if len(key) > self.max_chars:
-            return await self._resample(await self.engine.synthesize(text), rate)
-
         async def make() -> np.ndarray:
             return await self._resample(await self.synthesize(text), rate)
 
+        key = " ".join(text.split())
+        if len(key) > self.max_chars:  # (synthesize() does not keep it either)
+            return await make()
         return await self._kept(self._at_rate, self._inflight_at, (rate, key), make)
 
     async def _kept(self, store: _Store, inflight: _Inflight, slot: Any, make: _Make) -> np.ndarray:
