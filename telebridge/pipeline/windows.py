@@ -5,7 +5,8 @@ parts it drives: ``gate``, ``_segmenter``, ``_eot``, ``engine``, ``listener``, `
 batched VAD (:meth:`CallWindows._on_window`): the keypad's hold on the floor, the inbound gate's verdict (may this
 be the caller's voice?), the segmenter's utterance events, the end-of-turn model's questions, the early and
 interim transcripts, then the engine's tick. A quiet window (below the VAD's threshold, the caller not speaking)
-takes a short way with the same resulting state (``tests/test_quiet_windows.py``).
+takes a short way with the same resulting state (``tests/test_quiet_windows.py``); while quiet windows come and
+nothing else happens, the call is at rest (:meth:`CallWindows._at_rest`) and its windows may come two at a time.
 """
 
 from __future__ import annotations
@@ -40,7 +41,9 @@ class CallWindows:
         judged = self.gate.window(window, end_time, len(window) / segmenter.params.sample_rate, self._reply)
         engine.echo_active = self.gate.echo_active
         window = judged.window
-        if self._quiet_path and prob < segmenter.params.activation_threshold and not segmenter.speaking:
+        self._quiet = quiet = (self._quiet_path and prob < segmenter.params.activation_threshold
+                               and not segmenter.speaking)
+        if quiet:
             # The quiet most of a call is made of: below the VAD's threshold while the caller is not speaking,
             # the window starts nothing (the same state as the full path below, see push_quiet and
             # EndOfTurn.quiet); the engine's tick returns at once unless a timer is due (see turn_idle).
@@ -86,6 +89,17 @@ class CallWindows:
         actions += engine.tick(end_time)
         if actions:
             self._run_actions(actions)
+
+    def _at_rest(self) -> bool:
+        """Nothing waits for this call's next VAD verdicts: its last window was quiet (the caller not speaking), no
+        reply is on its way or heard, no keypad tones play and the turn engine has nothing to do at the call's time
+        (no utterance, words, greeting or goodbye under way, no timer due). The VAD hub may then take its windows
+        every other tick (``VadHub.run``): the caller's first word is noticed up to one tick later (its onset time,
+        and everything that follows from the windows, is the same), and a timer falling due in the meantime fires up
+        to one tick late."""
+        engine = self.engine
+        return (self._quiet and self._reply is None and engine is not None and engine.reply_turn is None
+                and engine.idle_at(self._now) and not engine.floor_held and not self.keypad.pending)
 
     def _speech_ended(self, event: SpeechEnded, end_time: float) -> list[Any]:
         assert self._segmenter is not None and self.engine is not None
