@@ -105,13 +105,13 @@ def print_comparison(rows: Iterable[_Row], target_ratio: float, counterparts: Ma
         print(f"Telebridge vs the floor = bare-WebSocket baseline + batched numpy/ONNX floor (target: inbound <= "
               f"{FLOOR_TARGET:.1f}x; the floor has no outbound work, so duplex is shown for scale only)")
         head = (f"{'N':>3} {'baseline':>8} {'floor':>6} {'sum':>6}   {'inbound':>7} {'x sum':>6}   "
-                f"{'duplex':>7} {'x sum':>6}   {'paced floor':>11} {'inbound x sum':>13}")
+                f"{'awake':>7} {'x sum':>6}   {'duplex':>7} {'x sum':>6}   {'paced floor':>11} {'inbound x sum':>13}")
         print(head)
         print("-" * len(head))
         for n in floors:
             total = ms[("baseline", n)] + ms[("floor", n)]
             cells = []
-            for scenario in ("inbound", "duplex"):
+            for scenario in ("inbound", "inbound-awake", "duplex"):
                 value = ms.get((scenario, n))
                 cells.append(f"{value:7.2f} {value / total:5.2f}x" if value is not None else f"{'-':>7} {'-':>6}")
             floor_rt, inbound = paced.get(n), ms.get(("inbound", n))
@@ -120,8 +120,7 @@ def print_comparison(rows: Iterable[_Row], target_ratio: float, counterparts: Ma
             else:
                 ratio = f"{inbound / (ms[('baseline', n)] + floor_rt):12.2f}x" if inbound is not None else f"{'-':>13}"
                 cells.append(f"{floor_rt:11.2f} {ratio}")
-            print(f"{n:3d} {ms[('baseline', n)]:8.2f} {ms[('floor', n)]:6.2f} {total:6.2f}   {cells[0]}   {cells[1]}"
-                  f"   {cells[2]}")
+            print(f"{n:3d} {ms[('baseline', n)]:8.2f} {ms[('floor', n)]:6.2f} {total:6.2f}   {'   '.join(cells)}")
         if any(paced.get(n) is not None for n in floors):
             print("(paced floor: the floor's work done in real time, each frame when it is due, as a server must; "
                   "on this machine the same ONNX run costs 1.4-1.6x as much 32 ms after the last as back to back. "

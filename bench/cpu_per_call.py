@@ -15,7 +15,9 @@ measured in the same run). This script measures it end to end against the real s
 
 Scenarios: ``baseline`` (a bare Starlette WebSocket sink under the same uvicorn, ``json.loads`` per frame: the
 transport's own cost on this machine, to read the others as a ratio), ``inbound`` (``listener`` agent: VAD
-only), ``duplex`` (``talker`` agent: a two-minute monologue plays for the whole window), ``cloud`` (the same
+only; its quiet calls are at rest, so the VAD takes their windows every other tick, two at a time),
+``inbound-awake`` (the same with ``TELEBRIDGE_VAD_REST_TICKS=1``: every window at its tick, what a listening call
+costs while its caller or agent may speak any moment), ``duplex`` (``talker`` agent: a two-minute monologue plays for the whole window), ``cloud`` (the same
 monologue with Deepgram live STT + Deepgram Aura TTS against light fakes in a third process,
 ``bench/cloud_fakes.py``: caller audio streams up, provider audio streams down at real-time pace);
 ``duplex-off`` (the same with the energy guard instead of the echo canceller), ``duplex-echo`` and
@@ -74,12 +76,13 @@ sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 from bench.agents import vad_rate  # noqa: E402 - needs the path above
 from bench.cpu_compare import fell_behind, print_comparison  # noqa: E402 - needs the path above
 
-Scenario = Literal["baseline", "floor", "inbound", "duplex", "duplex-off", "duplex-echo", "duplex-echo-off", "cloud",
-                   "pipecat", "pipecat-duplex"]
-SCENARIOS: tuple[Scenario, ...] = ("baseline", "floor", "inbound", "duplex", "duplex-off", "duplex-echo",
-                                   "duplex-echo-off", "cloud", "pipecat", "pipecat-duplex")
+Scenario = Literal["baseline", "floor", "inbound", "inbound-awake", "duplex", "duplex-off", "duplex-echo",
+                   "duplex-echo-off", "cloud", "pipecat", "pipecat-duplex"]
+SCENARIOS: tuple[Scenario, ...] = ("baseline", "floor", "inbound", "inbound-awake", "duplex", "duplex-off",
+                                   "duplex-echo", "duplex-echo-off", "cloud", "pipecat", "pipecat-duplex")
 AGENT_FILES: dict[str, Path] = {
     "inbound": ROOT / "bench" / "agents" / "listener.py",
+    "inbound-awake": ROOT / "bench" / "agents" / "listener.py",
     "duplex": ROOT / "bench" / "agents" / "talker.py",
     "duplex-off": ROOT / "bench" / "agents" / "talker.py",
     "duplex-echo": ROOT / "bench" / "agents" / "talker.py",
@@ -90,7 +93,8 @@ DEFAULT_SCENARIOS = ("baseline", "floor", "inbound", "duplex", "cloud", "pipecat
 TALKING = ("duplex", "duplex-off", "duplex-echo", "duplex-echo-off", "cloud", "pipecat-duplex")
 ECHO_OFF = ("duplex-off", "duplex-echo-off")  # the talker with the energy guard, not the canceller (BENCH_ECHO_GUARD=0)
 LINE_ECHO = {"duplex-echo": (-12.0, 0.25), "duplex-echo-off": (-12.0, 0.25)}  # (gain dB, delay s) of the line  # scenarios where the agent talks for the whole window
-PIPECAT = {"inbound": "pipecat", "duplex": "pipecat-duplex", "cloud": "pipecat-duplex"}  # the Pipecat counterpart
+PIPECAT = {"inbound": "pipecat", "inbound-awake": "pipecat", "duplex": "pipecat-duplex",
+           "cloud": "pipecat-duplex"}  # the Pipecat counterpart
 TARGET_RATIO = 5.0  # telebridge must cost at most 1/5 of its Pipecat counterpart, same N, same run
 
 RATE = 8000
@@ -1039,6 +1043,8 @@ def _run_scenario(scenario: Scenario, n: int, *, ramp: float, window: float, pro
                     echo_delay=echo_delay)
     if scenario in ECHO_OFF:
         server_env = {**(server_env or {}), "BENCH_ECHO_GUARD": "0"}
+    if scenario == "inbound-awake":  # every call's windows at every tick, as if someone might speak any moment
+        server_env = {**(server_env or {}), "TELEBRIDGE_VAD_REST_TICKS": "1"}
     profile_to = workdir / f"profile-{scenario}-{n}.pstats" if profile_s > 0 and scenario != "baseline" else None
     with server_process(scenario, port, token, server_log, server_env, profile_to) as server, generator_process(cfg, gen_log) as (gen, io):
         io.expect("hello", timeout=120)
@@ -1304,7 +1310,7 @@ def print_report(rows: list[Row], baseline: dict[int, float]) -> None:
         if r.settled_s > 1.5:
             notes.append(f"{tag}: the window started {r.settled_s:.0f} s after the ramp, once the speech worker's "
                          "one-time work (the agent's phrases, synthesized once and cached) was done")
-        if r.scenario == "inbound" and r.done and r.done.media_frames_received:
+        if r.scenario in ("inbound", "inbound-awake") and r.done and r.done.media_frames_received:
             notes.append(f"{tag}: the listener sent {r.done.media_frames_received} media frames (noise started turns?)")
     probes = [r for r in rows if r.probe_idle or r.probe_loaded]
     if probes:

@@ -81,7 +81,7 @@ class Runtime:
         self.agent: Agent = agent if agent is not None else load_agent(settings.agent or DEMO_AGENT)
         self.vad_pool = InferencePool("vad", max_workers=1, max_pending=64)
         self.speech_pool = InferencePool("speech", max_workers=settings.speech_workers, max_pending=256)
-        self.vad_hub = VadHub(SileroModel(threads=1), self.vad_pool)
+        self.vad_hub = VadHub(SileroModel(threads=1), self.vad_pool, rest_every=settings.vad_rest_ticks)
         # The end-of-turn model (Smart Turn v3), asked at callers' pauses: its own worker, never the VAD's.
         self.turn_pool = InferencePool("turn", max_workers=1, max_pending=8)
         self.turn_classifier: TurnClassifier | None = _turn_classifier(self.turn_pool)

@@ -75,6 +75,11 @@ class Settings(BaseSettings):
     outbound_chunk_ms: int = Field(default=80, ge=20, le=500, description="Agent audio per media message.")
     outbound_lead_ms: int = Field(default=120, ge=0, le=2000, description="How far ahead of playback we send.")
     drain_timeout: float = Field(default=30.0, ge=0, description="On SIGTERM, seconds live calls may finish.")
+    vad_rest_ticks: int = Field(
+        default=2, ge=1, le=4, description="A call at rest (nobody speaks, no reply on its way, nothing due) has its "
+        "VAD windows taken every this many 32 ms ticks, a few at a time: less CPU per quiet line, the caller's first "
+        "word noticed up to (n - 1) x 32 ms later. 1: every tick.",
+    )
     preload_local: bool = Field(
         default=True, description="Load the embedded Whisper and Piper at start-up, so the first call that uses them "
         "does not wait for them. Off for agents on cloud speech: a worker starts ~2 s faster and holds ~310 MB less; a call "

@@ -60,6 +60,7 @@ def test_the_floor_table_reads_inbound_against_both_floors(capsys: pytest.Captur
         _Row("baseline", 25, 3.8),
         _Row("floor", 25, 1.7, paced_ms_per_call_s=2.9),
         _Row("inbound", 25, 9.4),
+        _Row("inbound-awake", 25, 11.0),  # (its quiet calls' windows at every tick)
         _Row("baseline", 50, 3.0),
         _Row("floor", 50, 1.2),  # (no paced figure: an older floor)
         _Row("inbound", 50, 7.5),
@@ -70,5 +71,6 @@ def test_the_floor_table_reads_inbound_against_both_floors(capsys: pytest.Captur
     at50 = next(line for line in out.splitlines() if line.startswith(" 50 "))
     # 9.4 / (3.8 + 1.7) = 1.71x against the target's floor; 9.4 / (3.8 + 2.9) = 1.40x against the paced one.
     assert at25.split()[5] == "1.71x" and at25.split()[-2:] == ["2.90", "1.40x"]
-    assert at50.split()[5] == "1.79x" and at50.split()[-2:] == ["-", "-"]
+    assert at25.split()[6:8] == ["11.00", "2.00x"]  # 11.0 / (3.8 + 1.7)
+    assert at50.split()[5] == "1.79x" and at50.split()[6:8] == ["-", "-"] and at50.split()[-2:] == ["-", "-"]
     assert "paced floor:" in out and "target is against the back-to-back floor" in out
