@@ -32,7 +32,7 @@ class SileroModel:
 
     Streaming follows the official ``OnnxWrapper`` for v5+: every inference input is the
     last ``context_size`` samples of the previous window followed by the new window;
-    the recurrent state is carried by the caller, which is what lets :class:`VadHub`
+    the recurrent state is carried by the caller, which is what lets :class:`~.vad.VadHub`
     batch unrelated streams together.
     """
 
