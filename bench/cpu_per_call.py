@@ -1037,7 +1037,7 @@ def _run_scenario(scenario: Scenario, n: int, *, ramp: float, window: float, pro
     token = secrets.token_hex(16)
     server_log = workdir / f"server-{scenario}-{n}.log"
     gen_log = workdir / f"generator-{scenario}-{n}.log"
-    probe = probe and scenario == "inbound"
+    probe = probe and scenario in ("inbound", "inbound-awake")
     echo_db, echo_delay = LINE_ECHO.get(scenario, (None, 0.25))
     cfg = GenConfig(url=f"http://127.0.0.1:{port}", token=token, calls=n, probe=probe, echo_db=echo_db,
                     echo_delay=echo_delay)
