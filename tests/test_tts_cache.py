@@ -128,3 +128,24 @@ async def test_a_one_shot_session_plays_cached_phrases_at_the_calls_rate():
     plain = await open_session(SineTTS(), call_id="CA4", output_rate=8000)
     assert plain.sample_rate == 22050
     assert [c async for c in plain.stream("Hello there.", reply_id=1)][0].dtype == np.int16
+
+
+async def test_a_realtime_voice_switched_to_plays_cached_phrases_at_the_sessions_rate():
+    """A voice a realtime client switches to mid-session (``SessionVoice.prepare``) opens its session at the rate the
+    session plays, like the agent's own voice: its cached phrases are not resampled again for every reply."""
+    from types import SimpleNamespace
+
+    from telebridge.realtime.voice import SessionVoice
+
+    tts = CachedTTS(SineTTS())
+
+    async def tts_for(cfg):
+        return tts
+
+    voice = SessionVoice(SimpleNamespace(tts_for=tts_for), "sess_1")  # type: ignore[arg-type]
+    voice.agent_tts = object()  # (the agent is configured)
+    await voice.prepare("joe", 24000)
+    name, _, session = voice._pending  # type: ignore[misc]
+    assert name == "joe" and session.sample_rate == 24000
+    chunks = [c async for c in session.stream("Hello there.", reply_id=1)]
+    assert chunks[0] is await tts.synthesize_at("Hello there.", 24000)

@@ -341,7 +341,8 @@ class RealtimeConnection:
             else:
                 if "voice" in fields and self.voice.store_name(merged.voice) != self.voice.next_name():
                     try:
-                        await self.voice.prepare(self.voice.store_name(merged.voice))
+                        await self.voice.prepare(self.voice.store_name(merged.voice),
+                                                 self.sink.sample_rate if self.sink is not None else None)
                     except Exception as exc:
                         log.warning("realtime %s: voice %r unusable: %s", self.id, merged.voice, exc)
                         self.emit(ErrorEvent(error=ErrorInfo(

@@ -47,15 +47,16 @@ class SessionVoice:
         voice = getattr(self.agent_tts, "voice", None)
         return voice if isinstance(voice, str) and voice else str(getattr(self.agent_tts, "provider", "default"))
 
-    async def prepare(self, name: str | None) -> None:
-        """Load the voice's engine now; it is switched in when the next reply starts."""
+    async def prepare(self, name: str | None, output_rate: int | None = None) -> None:
+        """Load the voice's engine now; it is switched in when the next reply starts. ``output_rate``: the rate the
+        session plays at (cached phrases come at it, as for the agent's own voice)."""
         cfg = PiperTTS(voice=name) if name is not None else self.agent_tts
         if cfg is None:  # the agent is not configured yet: agent_configured will pick the voice up
             self._pending = None
             self.name = name
             return
         engine = await self.runtime.tts_for(cfg)
-        self._pending = (name, cfg, await open_session(engine, call_id=self.session_id))
+        self._pending = (name, cfg, await open_session(engine, call_id=self.session_id, output_rate=output_rate))
 
     def before_reply(self, session: CallSession | None) -> None:
         """A reply is about to start: the prepared voice (if any) takes over from it on."""
