@@ -3,7 +3,7 @@
 from telebridge import TTS, VAD, Agent, SessionConfig
 
 API_KEY = "sk_car_e2e_0123456789abcdef"
-GREETING = "Hello, thanks for calling the lighthouse museum."
+GREETING = "Hello, thanks for calling the science museum."
 STORY = (
     "Once upon a time there was a little lighthouse on a rocky island. "
     "Every night it sent its beam across the dark water to guide the fishing boats home. "
