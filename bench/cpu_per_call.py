@@ -17,9 +17,10 @@ Scenarios: ``baseline`` (a bare Starlette WebSocket sink under the same uvicorn,
 transport's own cost on this machine, to read the others as a ratio), ``inbound`` (``listener`` agent: VAD
 only; its quiet calls are at rest, so the VAD takes their windows every other tick, two at a time),
 ``inbound-awake`` (the same with ``TELEBRIDGE_VAD_REST_TICKS=1``: every window at its tick, what a listening call
-costs while its caller or agent may speak any moment), ``duplex`` (``talker`` agent: a two-minute monologue plays for the whole window), ``cloud`` (the same
-monologue with Deepgram live STT + Deepgram Aura TTS against light fakes in a third process,
-``bench/cloud_fakes.py``: caller audio streams up, provider audio streams down at real-time pace);
+costs while its caller or agent may speak any moment), ``duplex`` (``talker`` agent: a two-minute monologue plays
+for the whole window), ``cloud`` (the same monologue with Deepgram live STT + Deepgram Aura TTS against light fakes
+in a third process, ``bench/cloud_fakes.py``: caller audio streams up, provider audio streams down at real-time
+pace);
 ``duplex-off`` (the same with the energy guard instead of the echo canceller), ``duplex-echo`` and
 ``duplex-echo-off`` (the duplex call over a line that echoes what the caller hears back, 12 dB down and 250 ms
 late, like a speakerphone: the canceller's cost while it cancels, against the same call without it);
