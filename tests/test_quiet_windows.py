@@ -159,10 +159,14 @@ def windows(plan: list[tuple[str, int, float]], seed: int) -> list[tuple[float, 
     return out
 
 
+# A call: its windows, its echo gate, whether a greeting waits for the callee, its timers.
+CALLS = dict(plan=st.lists(stretch, min_size=1, max_size=15), seed=st.integers(0, 2**16),
+             gate=st.sampled_from(["canceller", "guard", "noise"]), greet=st.booleans(),
+             silence_timeout=st.sampled_from([None, 1.0, 2.5]), max_call_duration=st.sampled_from([None, 6.0]))
+
+
 @settings(max_examples=30, deadline=None)
-@given(plan=st.lists(stretch, min_size=1, max_size=15), seed=st.integers(0, 2**16),
-       gate=st.sampled_from(["canceller", "guard", "noise"]), greet=st.booleans(),
-       silence_timeout=st.sampled_from([None, 1.0, 2.5]), max_call_duration=st.sampled_from([None, 6.0]))
+@given(**CALLS)
 async def test_quiet_windows_the_short_way_leave_the_call_as_the_full_path_does(
         plan, seed, gate, greet, silence_timeout, max_call_duration):
     params = TurnParams(min_silence_duration=0.3, min_endpointing_delay=0.3, silence_timeout=silence_timeout,
@@ -194,9 +198,7 @@ async def test_a_quiet_call_takes_the_short_way_and_its_timers_still_fire():
 
 
 @settings(max_examples=30, deadline=None)
-@given(plan=st.lists(stretch, min_size=1, max_size=15), seed=st.integers(0, 2**16),
-       gate=st.sampled_from(["canceller", "guard", "noise"]), greet=st.booleans(),
-       silence_timeout=st.sampled_from([None, 1.0, 2.5]), max_call_duration=st.sampled_from([None, 6.0]))
+@given(**CALLS)
 async def test_the_quiet_windows_of_a_resting_call_change_nothing_but_due_timers(
         plan, seed, gate, greet, silence_timeout, max_call_duration):
     """While a call is at rest (``_at_rest``), the VAD hub may hand it its windows a tick late (``VadHub.run``):
