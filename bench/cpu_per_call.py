@@ -92,6 +92,7 @@ AGENT_FILES: dict[str, Path] = {
 }
 DEFAULT_SCENARIOS = ("baseline", "floor", "inbound", "duplex", "cloud", "pipecat", "pipecat-duplex")
 TALKING = ("duplex", "duplex-off", "duplex-echo", "duplex-echo-off", "cloud", "pipecat-duplex")
+LISTENING = ("inbound", "inbound-awake")  # the listener agent: no outbound audio, the response probe's scenarios
 ECHO_OFF = ("duplex-off", "duplex-echo-off")  # the talker with the energy guard, not the canceller (BENCH_ECHO_GUARD=0)
 LINE_ECHO = {"duplex-echo": (-12.0, 0.25), "duplex-echo-off": (-12.0, 0.25)}  # (gain dB, delay s) of the line  # scenarios where the agent talks for the whole window
 PIPECAT = {"inbound": "pipecat", "inbound-awake": "pipecat", "duplex": "pipecat-duplex",
@@ -839,16 +840,18 @@ class Row:
     paced_cpu_s: float | None = None  # floor: the same work in real time (bench_floor.py --paced)
     settled_s: float = 0.0  # how long the window waited for the speech worker's one-time work (settle_speech)
 
+    def _per_call_s(self, cpu_s: float) -> float:
+        """CPU ms per call-second of ``cpu_s`` seconds of CPU over this row's calls and window."""
+        return 1000 * cpu_s / max(1e-9, self.n * self.window_s)
+
     @property
     def ms_per_call_s(self) -> float:
-        return 1000 * self.server_cpu_s / max(1e-9, self.n * self.window_s)
+        return self._per_call_s(self.server_cpu_s)
 
     @property
     def paced_ms_per_call_s(self) -> float | None:
         """Floor: CPU per call-second of the same work done in real time, frame by frame as it is due."""
-        if self.paced_cpu_s is None:
-            return None
-        return 1000 * self.paced_cpu_s / max(1e-9, self.n * self.window_s)
+        return None if self.paced_cpu_s is None else self._per_call_s(self.paced_cpu_s)
 
     @property
     def ms_per_processed_s(self) -> float | None:
@@ -859,7 +862,7 @@ class Row:
         return 1000 * self.server_cpu_s / self.processed_s
 
     def group_ms(self, name: str) -> float:
-        return 1000 * self.groups.get(name, 0.0) / max(1e-9, self.n * self.window_s)
+        return self._per_call_s(self.groups.get(name, 0.0))
 
 
 @contextlib.contextmanager
@@ -1038,7 +1041,7 @@ def _run_scenario(scenario: Scenario, n: int, *, ramp: float, window: float, pro
     token = secrets.token_hex(16)
     server_log = workdir / f"server-{scenario}-{n}.log"
     gen_log = workdir / f"generator-{scenario}-{n}.log"
-    probe = probe and scenario in ("inbound", "inbound-awake")
+    probe = probe and scenario in LISTENING
     echo_db, echo_delay = LINE_ECHO.get(scenario, (None, 0.25))
     cfg = GenConfig(url=f"http://127.0.0.1:{port}", token=token, calls=n, probe=probe, echo_db=echo_db,
                     echo_delay=echo_delay)
@@ -1311,7 +1314,7 @@ def print_report(rows: list[Row], baseline: dict[int, float]) -> None:
         if r.settled_s > 1.5:
             notes.append(f"{tag}: the window started {r.settled_s:.0f} s after the ramp, once the speech worker's "
                          "one-time work (the agent's phrases, synthesized once and cached) was done")
-        if r.scenario in ("inbound", "inbound-awake") and r.done and r.done.media_frames_received:
+        if r.scenario in LISTENING and r.done and r.done.media_frames_received:
             notes.append(f"{tag}: the listener sent {r.done.media_frames_received} media frames (noise started turns?)")
     probes = [r for r in rows if r.probe_idle or r.probe_loaded]
     if probes:
