@@ -601,6 +601,53 @@ def test_receive_audio_agrees_with_receive_on_mutated_media(key: str, media_key:
     assert full.stats == fast.stats
 
 
+# The text Twilio writes (compact, its key order: the simulator's twilio_media), which receive_audio reads without
+# parsing the JSON (messages.media_text); any change to it must give what receive() gives.
+WIRE_MEDIA = twilio_media(SID, PAYLOAD, chunk=1, timestamp_ms=5, sequence_number=2)
+
+
+def test_the_wire_text_of_a_media_frame_is_read_without_json() -> None:
+    assert messages.media_text(WIRE_MEDIA) == (2, SID, PAYLOAD)
+    assert json.loads(WIRE_MEDIA) == json.loads(DOC_MEDIA)  # (the same frame as the documented one)
+    full, fast = started(), started()
+    assert _same(full.receive(WIRE_MEDIA), fast.receive_audio(WIRE_MEDIA))
+    assert full.stats == fast.stats and fast.last_sequence_number == 2
+    # Not that text: the JSON way, with the same result (a space, another key order, an escaped character).
+    for other in (DOC_MEDIA, WIRE_MEDIA.replace('"media":{', '"media": {'),
+                  json.dumps(json.loads(WIRE_MEDIA), separators=(",", ":"), sort_keys=True),
+                  WIRE_MEDIA.replace('"inbound"', '"\\u0069nbound"')):
+        assert messages.media_text(other) is None
+        full, fast = started(), started()
+        a, b = full.receive(other), fast.receive_audio(other)
+        assert isinstance(a, MediaEvent) and _same(a, b)
+
+
+_WIRE_CHARS = st.sampled_from(list('0123456789"{}:,=+/ \\\x00aAzZ\u0663\u00e9') + ["MZ", "==", '","', "outbound"])
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cuts=st.lists(st.tuples(st.integers(0, len(WIRE_MEDIA)), st.integers(0, 3), st.lists(_WIRE_CHARS, max_size=3).map("".join)),
+                     min_size=1, max_size=3),
+       seq=st.sampled_from(["3", "2", "1", "007", "9" * 18, "9" * 19, "\u0663", ""]))
+def test_receive_audio_agrees_with_receive_on_mutated_wire_text(cuts: list[tuple[int, int, str]], seq: str) -> None:
+    """Characters replaced anywhere in Twilio's text (digits, quotes, braces, padding, non-ASCII digits, a
+    changed SID or track...): receive_audio gives what receive() gives, with the same counters, whether the text
+    is still read without JSON or not."""
+    frame = WIRE_MEDIA.replace('"sequenceNumber":"2"', f'"sequenceNumber":"{seq}"')
+    for at, drop, text in cuts:
+        at = min(at, len(frame))
+        frame = frame[:at] + text + frame[at + drop:]
+    full, fast = started(), started()
+    full.receive(WIRE_MEDIA)
+    fast.receive_audio(WIRE_MEDIA)
+    a, b = full.receive(frame), fast.receive_audio(frame)
+    assert _same(a, b), (frame, a, b)
+    if isinstance(a, ProtocolIssue):
+        assert a.kind == b.kind  # type: ignore[union-attr]
+    assert full.stats == fast.stats
+    assert full.last_sequence_number == fast.last_sequence_number
+
+
 # ---------------------------------------------------------------- server → Twilio encoders
 
 

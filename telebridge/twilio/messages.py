@@ -4,12 +4,15 @@ The wire's camelCase names are the models' validation aliases; counters (``seque
 ``timestamp``) arrive as decimal strings and become ints; ``payload`` arrives as base64 and becomes the μ-law
 bytes. :func:`fast_media` builds a :class:`MediaEvent` from an already parsed dict without pydantic, with checks
 that mirror the validators exactly (both use :func:`_parse_counter`), so a ``None`` from it only means "let
-pydantic explain". :class:`~telebridge.twilio.stream.StreamDecoder` uses both.
+pydantic explain". :func:`media_text` goes one step further for the frames of a running call: it reads a media
+frame in the exact text Twilio sends, without parsing its JSON at all. :class:`~telebridge.twilio.stream.StreamDecoder`
+uses all three.
 """
 
 from __future__ import annotations
 
 import binascii
+import re
 from typing import Annotated, Any, Final, Literal, TypeAlias
 
 from pydantic import AliasPath, BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter
@@ -27,6 +30,7 @@ __all__ = [
     "EVENT_ADAPTERS",
     "FAST_CONSTRUCT",
     "fast_media",
+    "media_text",
 ]
 
 # Longest counter we accept. Twilio's counters are small; the bound keeps int() cheap and away from
@@ -325,3 +329,33 @@ def fast_media(msg: dict[str, Any]) -> MediaEvent | None:
     check fails."""
     fields = media_fields(msg)
     return None if fields is None else _construct_media(*fields)
+
+
+# A media frame exactly as Twilio writes it: compact JSON with its keys in Twilio's order, the counters in ASCII
+# digits (at most _MAX_COUNTER_DIGITS, as _parse_counter takes them), a payload in the base64 alphabet and a stream
+# SID of letters and digits. Such a text is valid JSON whose values need no unescaping, and media_fields would find
+# in it just what the groups hold; any other text (spaces, another key order, an escape, an extra key) is not
+# matched and goes the JSON way.
+_COUNTER = f"[0-9]{{1,{_MAX_COUNTER_DIGITS}}}"
+_MEDIA_TEXT: Final = re.compile(
+    rf'\{{"event":"media","sequenceNumber":"({_COUNTER})","media":\{{"track":"inbound","chunk":"{_COUNTER}",'
+    rf'"timestamp":"{_COUNTER}","payload":"([A-Za-z0-9+/]*={{0,2}})"\}},"streamSid":"([A-Za-z0-9]+)"\}}'
+).fullmatch
+
+
+def media_text(frame: str) -> tuple[int, str, bytes] | None:
+    """``(sequence number, stream sid, payload bytes)`` of an inbound-track media frame in the text Twilio sends
+    (compact, in its key order), read without parsing the JSON (a third of the cost of ``json.loads`` and
+    :func:`media_fields`); None for any other text, which then goes the JSON way (it may still be a valid frame).
+
+    What it returns is what :func:`media_fields` returns for the same frame, chunk and timestamp checked but not
+    kept (nothing uses them)."""
+    m = _MEDIA_TEXT(frame)
+    if m is None:
+        return None
+    seq, payload, sid = m.groups()
+    try:
+        data = binascii.a2b_base64(payload, strict_mode=True)
+    except ValueError:  # (the alphabet is right, the padding or length is not)
+        return None
+    return int(seq), sid, data
