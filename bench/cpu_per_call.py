@@ -15,7 +15,7 @@ measured in the same run). This script measures it end to end against the real s
 
 Scenarios: ``baseline`` (a bare Starlette WebSocket sink under the same uvicorn, ``json.loads`` per frame: the
 transport's own cost on this machine, to read the others as a ratio), ``inbound`` (``listener`` agent: VAD
-only; its quiet calls are at rest, so the VAD takes their windows every other tick, two at a time),
+only; its quiet calls are at rest, so the VAD takes their windows every fourth tick, four at a time),
 ``inbound-awake`` (the same with ``TELEBRIDGE_VAD_REST_TICKS=1``: every window at its tick, what a listening call
 costs while its caller or agent may speak any moment), ``duplex`` (``talker`` agent: a two-minute monologue plays
 for the whole window), ``cloud`` (the same monologue with Deepgram live STT + Deepgram Aura TTS against light fakes

@@ -76,7 +76,7 @@ class Settings(BaseSettings):
     outbound_lead_ms: int = Field(default=120, ge=0, le=2000, description="How far ahead of playback we send.")
     drain_timeout: float = Field(default=30.0, ge=0, description="On SIGTERM, seconds live calls may finish.")
     vad_rest_ticks: int = Field(
-        default=2, ge=1, le=4, description="A call at rest (nobody speaks, no reply on its way, nothing due) has its "
+        default=4, ge=1, le=4, description="A call at rest (nobody speaks, no reply on its way, nothing due) has its "
         "VAD windows taken every this many 32 ms ticks, a few at a time: less CPU per quiet line, the caller's first "
         "word noticed up to (n - 1) x 32 ms later. 1: every tick.",
     )

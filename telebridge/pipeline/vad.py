@@ -258,12 +258,12 @@ class VadHub:
         """Background loop: one batched pass per tick until cancelled.
 
         A stream at rest (:attr:`VadStream.rests`: nobody on its call speaks and nothing is due, so no verdict is
-        awaited) takes part in every :attr:`rest_every`-th pass only, its windows two (or ``rest_every``) at a time:
-        the same windows, results and order, up to ``(rest_every - 1) * tick`` later. A pass with no stream to take
-        does not wake the inference thread: while every call rests, the thread runs every other tick, and its second
-        round of a pass runs warm (on this machine one Silero run costs 1.4-1.6x as much 32 ms after the last as
-        right after it), and each stream's per-pass work (held frames decoded and cancelled, windows taken, results
-        delivered) is done half as often. A stream stops resting as soon as its call says so, at the next tick."""
+        awaited) takes part in every :attr:`rest_every`-th pass only, its windows ``rest_every`` at a time: the same
+        windows, results and order, up to ``(rest_every - 1) * tick`` later. A pass with no stream to take does not
+        wake the inference thread: while every call rests, the thread runs every ``rest_every``-th tick, and the
+        later rounds of a pass run warm (on this machine one Silero run costs 1.4-1.6x as much 32 ms after the last
+        as right after it), and each stream's per-pass work (held frames decoded and cancelled, windows taken,
+        results delivered) is done ``rest_every`` times less often. A stream stops resting as soon as its call says so, at the next tick."""
         loop = asyncio.get_running_loop()
         next_at = loop.time()
         while True:

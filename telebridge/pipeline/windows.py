@@ -6,7 +6,7 @@ batched VAD (:meth:`CallWindows._on_window`): the keypad's hold on the floor, th
 be the caller's voice?), the segmenter's utterance events, the end-of-turn model's questions, the early and
 interim transcripts, then the engine's tick. A quiet window (below the VAD's threshold, the caller not speaking)
 takes a short way with the same resulting state (``tests/test_quiet_windows.py``); while quiet windows come and
-nothing else happens, the call is at rest (:meth:`CallWindows._at_rest`) and its windows may come two at a time.
+nothing else happens, the call is at rest (:meth:`CallWindows._at_rest`) and its windows may come a few at a time.
 """
 
 from __future__ import annotations
@@ -94,9 +94,9 @@ class CallWindows:
         """Nothing waits for this call's next VAD verdicts: its last window was quiet (the caller not speaking), no
         reply is on its way or heard, no keypad tones play and the turn engine has nothing to do at the call's time
         (no utterance, words, greeting or goodbye under way, no timer due). The VAD hub may then take its windows
-        every other tick (``VadHub.run``): the caller's first word is noticed up to one tick later (its onset time,
-        and everything that follows from the windows, is the same), and a timer falling due in the meantime fires up
-        to one tick late."""
+        every few ticks (``VadHub.run``, ``TELEBRIDGE_VAD_REST_TICKS``): the caller's first word is noticed up to
+        that many ticks less one later (its onset time, and everything that follows from the windows, is the same),
+        and a timer falling due in the meantime fires as late."""
         engine = self.engine
         return (self._quiet and self._reply is None and engine is not None and engine.reply_turn is None
                 and engine.idle_at(self._now) and not engine.floor_held and not self.keypad.pending)
