@@ -2,7 +2,9 @@
 
 Why: every call sends 50 media frames a second and telebridge aims at 50 concurrent calls, i.e. 2,500
 ``StreamDecoder.receive`` calls a second on a 2-core box. This prints µs per media frame for the fast path
-(json.loads + type checks + direct model construction) and for full pydantic validation, plus the outbound encoder.
+(json.loads + type checks + direct model construction) and for full pydantic validation; for ``receive_audio``, the
+media route's hot path, on frames in the text Twilio writes (read without parsing the JSON) and on the same frames
+with spaces (the JSON way); plus the outbound encoder.
 Run: .venv/bin/python bench/bench_codec.py [--frames N]
 """
 
@@ -42,10 +44,10 @@ def _started(fast_path: bool) -> StreamDecoder:
     return dec
 
 
-def _time_receive(frames: list[str], fast_path: bool) -> float:
-    """µs per frame for one pass of a fresh decoder over all frames."""
+def _time_receive(frames: list[str], fast_path: bool, audio: bool = False) -> float:
+    """µs per frame for one pass of a fresh decoder over all frames (``receive``, or ``receive_audio``)."""
     dec = _started(fast_path)
-    receive = dec.receive
+    receive = dec.receive_audio if audio else dec.receive
     t0 = time.perf_counter()
     for f in frames:
         receive(f)
@@ -76,6 +78,9 @@ def main() -> None:
 
     fast = [_time_receive(frames, True) for _ in range(args.repeats)]
     full = [_time_receive(frames, False) for _ in range(args.repeats)]
+    wire = [_time_receive(frames, True, audio=True) for _ in range(args.repeats)]
+    spaced_frames = [json.dumps(json.loads(f)) for f in frames]
+    spaced = [_time_receive(spaced_frames, True, audio=True) for _ in range(args.repeats)]
     msg = json.loads(frames[0])
     loads = [_time_call(lambda: json.loads(frames[0]), args.frames) for _ in range(args.repeats)]
     validate_json = [
@@ -103,6 +108,8 @@ def main() -> None:
 
     print(f"receive(), fast path            : {_best(fast)}")
     print(f"receive(), full pydantic        : {_best(full)}")
+    print(f"receive_audio(), Twilio's text  : {_best(wire)}")
+    print(f"receive_audio(), spaced JSON    : {_best(spaced)}")
     print(f"  (json.loads alone             : {_best(loads)})")
     print(f"  (json.loads+model_construct   : {_best(construct)})")
     print(f"  (MediaEvent.model_validate    : {_best(validate_py)})")
