@@ -626,8 +626,8 @@ _WIRE_CHARS = st.sampled_from(list('0123456789"{}:,=+/ \\\x00aAzZ\u0663\u00e9') 
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(cuts=st.lists(st.tuples(st.integers(0, len(WIRE_MEDIA)), st.integers(0, 3), st.lists(_WIRE_CHARS, max_size=3).map("".join)),
-                     min_size=1, max_size=3),
+@given(cuts=st.lists(st.tuples(st.integers(0, len(WIRE_MEDIA)), st.integers(0, 3),
+                               st.lists(_WIRE_CHARS, max_size=3).map("".join)), min_size=1, max_size=3),
        seq=st.sampled_from(["3", "2", "1", "007", "9" * 18, "9" * 19, "\u0663", ""]))
 def test_receive_audio_agrees_with_receive_on_mutated_wire_text(cuts: list[tuple[int, int, str]], seq: str) -> None:
     """Characters replaced anywhere in Twilio's text (digits, quotes, braces, padding, non-ASCII digits, a

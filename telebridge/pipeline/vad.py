@@ -263,7 +263,8 @@ class VadHub:
         wake the inference thread: while every call rests, the thread runs every ``rest_every``-th tick, and the
         later rounds of a pass run warm (on this machine one Silero run costs 1.4-1.6x as much 32 ms after the last
         as right after it), and each stream's per-pass work (held frames decoded and cancelled, windows taken,
-        results delivered) is done ``rest_every`` times less often. A stream stops resting as soon as its call says so, at the next tick."""
+        results delivered) is done ``rest_every`` times less often. A stream stops resting as soon as its call says
+        so, at the next tick."""
         loop = asyncio.get_running_loop()
         next_at = loop.time()
         while True:
