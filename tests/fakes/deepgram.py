@@ -5,9 +5,10 @@ on the WebSocket upgrade too):
 
 * ``WS /v1/listen`` -- binary audio (``encoding`` mulaw or linear16 at ``sample_rate``) is buffered and really
   transcribed: interim ``Results`` every ``interim_every`` seconds of new audio (when ``interim_results``), a
-  final one (``speech_final``) after ``max(endpointing, min_endpoint_silence)`` of silence, a final one with
-  ``from_finalize`` on ``Finalize``; ``KeepAlive`` is silent; ``CloseStream`` finalizes, sends ``Metadata`` and
-  closes 1000. No audio nor KeepAlive for ``idle_timeout`` seconds closes 1011 ``NET-0001``. Word times are
+  final one (``speech_final``) after ``max(endpointing, min_endpoint_silence)`` of silence, a final one (not
+  ``speech_final``) once speech has gone on for ``max_segment`` seconds without such a pause (and an empty one
+  every ``max_segment`` seconds while nobody speaks), a final one with ``from_finalize`` on ``Finalize``;
+  ``KeepAlive`` is silent; ``CloseStream`` finalizes, sends ``Metadata`` and closes 1000. No audio nor KeepAlive for ``idle_timeout`` seconds closes 1011 ``NET-0001``. Word times are
   seconds of audio received on the socket; they are spread over the voiced part of each segment.
 * ``POST /v1/listen`` (WAV body, or raw with ``encoding``/``sample_rate``) → Deepgram's pre-recorded JSON.
 * ``WS /v1/speak`` -- ``Metadata`` on open; ``Speak`` buffers text, ``Flush`` synthesizes it (Piper) and streams
@@ -431,6 +432,9 @@ class _ListenSession:
         pending = self.audio[self.final_upto :]
         voiced = _voiced(pending, self.rate)
         if not voiced.any():
+            if len(pending) / self.rate >= fake.max_segment:  # (nobody speaks: an empty final, as Deepgram sends)
+                self.jobs.put_nowait(("final", self.now, False, False))
+                self.final_upto = self.interim_mark = self.now
             return True
         silent_tail = 0
         for v in voiced[::-1]:
@@ -440,7 +444,9 @@ class _ListenSession:
         if self.endpoint is not None and silent_tail * FRAME >= self.endpoint:
             self.jobs.put_nowait(("final", self.now, True, False))
             self.final_upto = self.interim_mark = self.now
-        elif len(pending) / self.rate >= fake.max_segment:
+        elif (len(voiced) - int(np.argmax(voiced))) * FRAME >= fake.max_segment:
+            # (speech going on for max_segment without such a pause: counted from its first voiced frame, not from
+            # the last final -- silence before it makes no segment long, and must not cut its first word off)
             self.jobs.put_nowait(("final", self.now, False, False))
             self.final_upto = self.interim_mark = self.now
         elif self.interim and (self.now - self.interim_mark) / self.rate >= fake.interim_every:
