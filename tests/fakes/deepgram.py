@@ -8,8 +8,9 @@ on the WebSocket upgrade too):
   final one (``speech_final``) after ``max(endpointing, min_endpoint_silence)`` of silence, a final one (not
   ``speech_final``) once speech has gone on for ``max_segment`` seconds without such a pause (and an empty one
   every ``max_segment`` seconds while nobody speaks), a final one with ``from_finalize`` on ``Finalize``;
-  ``KeepAlive`` is silent; ``CloseStream`` finalizes, sends ``Metadata`` and closes 1000. No audio nor KeepAlive for ``idle_timeout`` seconds closes 1011 ``NET-0001``. Word times are
-  seconds of audio received on the socket; they are spread over the voiced part of each segment.
+  ``KeepAlive`` is silent; ``CloseStream`` finalizes, sends ``Metadata`` and closes 1000. No audio nor KeepAlive
+  for ``idle_timeout`` seconds closes 1011 ``NET-0001``. Word times are seconds of audio received on the socket;
+  they are spread over the voiced part of each segment.
 * ``POST /v1/listen`` (WAV body, or raw with ``encoding``/``sample_rate``) → Deepgram's pre-recorded JSON.
 * ``WS /v1/speak`` -- ``Metadata`` on open; ``Speak`` buffers text, ``Flush`` synthesizes it (Piper) and streams
   it in ``tts_chunk_ms`` binary frames, then ``Flushed`` with ``sequence_id``; ``Clear`` stops it (``Cleared``);
