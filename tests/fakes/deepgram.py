@@ -433,9 +433,12 @@ class _ListenSession:
         pending = self.audio[self.final_upto :]
         voiced = _voiced(pending, self.rate)
         if not voiced.any():
-            if len(pending) / self.rate >= fake.max_segment:  # (nobody speaks: an empty final, as Deepgram sends)
-                self.jobs.put_nowait(("final", self.now, False, False))
-                self.final_upto = self.interim_mark = self.now
+            if len(pending) / self.rate >= fake.max_segment:
+                # Nobody speaks: an empty final, as Deepgram sends. The newest audio stays pending: a soft onset in
+                # it, below the voiced level, belongs to what follows.
+                upto = self.now - int(fake.min_endpoint_silence * self.rate)
+                self.jobs.put_nowait(("final", upto, False, False))
+                self.final_upto = self.interim_mark = upto
             return True
         silent_tail = 0
         for v in voiced[::-1]:
