@@ -318,7 +318,7 @@ async def test_a_resting_stream_takes_every_other_tick_with_the_same_windows(mod
     taken at the next tick; a pass with only resting streams does not wake the inference thread; ``flush_now``
     takes them all."""
     pool = SpyPool()
-    hub = VadHub(model, pool)  # type: ignore[arg-type]
+    hub = VadHub(model, pool, rest_every=2)  # type: ignore[arg-type]
     x = speech_signal(8000)[: 256 * 25]
     awake, resting, wakes = Collector(), Collector(), Collector()
     a, b, c = hub.open(8000, awake), hub.open(8000, resting), hub.open(8000, wakes)
@@ -351,7 +351,7 @@ async def test_a_resting_stream_takes_every_other_tick_with_the_same_windows(mod
 
 async def test_a_failing_rest_check_counts_as_not_resting(model: SileroModel, caplog: pytest.LogCaptureFixture) -> None:
     pool = InferencePool("vad", 1, 4)
-    hub = VadHub(model, pool)
+    hub = VadHub(model, pool, rest_every=2)
     col, other = Collector(), Collector()
     s, t = hub.open(8000, col), hub.open(8000, other)
     s.rests = lambda: 1 / 0  # type: ignore[assignment,return-value]

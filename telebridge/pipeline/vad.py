@@ -222,7 +222,7 @@ class VadHub:
         pool: InferencePool,
         *,
         tick: float = 0.032,
-        rest_every: int = 2,
+        rest_every: int = 1,
         max_rounds_per_pass: int = 32,
         max_backlog_s: float = 5.0,
     ) -> None:
@@ -231,7 +231,7 @@ class VadHub:
         self.model = model
         self.pool = pool
         self.tick = tick
-        self.rest_every = rest_every
+        self.rest_every = rest_every  # 1: no stream rests (the service sets TELEBRIDGE_VAD_REST_TICKS)
         self._ticks = 0  # passes run by run() (resting streams take part in every rest_every-th)
         self.max_rounds_per_pass = max_rounds_per_pass
         self.max_backlog_s = max_backlog_s

@@ -406,8 +406,7 @@ class _ListenSession:
                     kind = None
                 self.record.controls.append(str(kind))
                 if kind == "Finalize":
-                    self.jobs.put_nowait(("final", self.now, False, True))
-                    self.final_upto = self.interim_mark = self.now
+                    self._final(self.now, from_finalize=True)
                 elif kind == "CloseStream":
                     await self._finish()
                     return
@@ -437,8 +436,7 @@ class _ListenSession:
                 # Nobody speaks: an empty final, as Deepgram sends. The newest audio stays pending: a soft onset in
                 # it, below the voiced level, belongs to what follows.
                 upto = self.now - int(fake.min_endpoint_silence * self.rate)
-                self.jobs.put_nowait(("final", upto, False, False))
-                self.final_upto = self.interim_mark = upto
+                self._final(upto)
             return True
         silent_tail = 0
         for v in voiced[::-1]:
@@ -446,17 +444,20 @@ class _ListenSession:
                 break
             silent_tail += 1
         if self.endpoint is not None and silent_tail * FRAME >= self.endpoint:
-            self.jobs.put_nowait(("final", self.now, True, False))
-            self.final_upto = self.interim_mark = self.now
+            self._final(self.now, speech_final=True)
         elif (len(voiced) - int(np.argmax(voiced))) * FRAME >= fake.max_segment:
             # (speech going on for max_segment without such a pause: counted from its first voiced frame, not from
             # the last final -- silence before it makes no segment long, and must not cut its first word off)
-            self.jobs.put_nowait(("final", self.now, False, False))
-            self.final_upto = self.interim_mark = self.now
+            self._final(self.now)
         elif self.interim and (self.now - self.interim_mark) / self.rate >= fake.interim_every:
             self.interim_mark = self.now
             self.jobs.put_nowait(("interim", self.now, False, False))
         return True
+
+    def _final(self, upto: int, *, speech_final: bool = False, from_finalize: bool = False) -> None:
+        """A final result of the audio up to sample ``upto`` is on its way; what comes after starts the next one."""
+        self.jobs.put_nowait(("final", upto, speech_final, from_finalize))
+        self.final_upto = self.interim_mark = upto
 
     async def _worker(self) -> None:
         done_upto = 0  # samples covered by the last final result
