@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 import uvicorn
 
+from .websocket import websocket_protocol
+
 if TYPE_CHECKING:
     from .settings import Settings
 
@@ -79,7 +81,7 @@ def server_config(app: Any, settings: Settings) -> uvicorn.Config:
         host=settings.host,
         port=settings.port,
         log_config=None,
-        ws="websockets-sansio" if has_sansio_ws() else "websockets",
+        ws=websocket_protocol(),  # uvicorn's sans-I/O protocol, tuned for media streams (telebridge.websocket)
         ws_ping_interval=None,  # Twilio does not answer pings reliably; a dead call ends with its stream
         timeout_graceful_shutdown=5,
         **uvicorn_proxy_options(settings),  # X-Forwarded-* believed only from TELEBRIDGE_TRUSTED_PROXIES

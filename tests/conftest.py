@@ -42,14 +42,18 @@ class LiveServer:
 
     warmed = False  # a server of this process has run the start-up warm-up
 
-    def __init__(self, *, bind: str = "127.0.0.1", warmup: bool | None = None, **settings_overrides) -> None:
+    def __init__(self, *, bind: str = "127.0.0.1", warmup: bool | None = None, ws: str | None = None,
+                 **settings_overrides) -> None:
         """``bind``: the interface to listen on (``0.0.0.0`` lets a test connect from a non-loopback address).
-        ``warmup``: run the start-up warm-up (default: only if no server of this process has yet)."""
+        ``warmup``: run the start-up warm-up (default: only if no server of this process has yet). ``ws``: uvicorn's
+        WebSocket protocol (default: the server's own, :mod:`telebridge.websocket`; ``"websockets-sansio"``:
+        uvicorn's, without the ``telebridge.direct`` extension)."""
         import uvicorn
 
         from telebridge.app import create_app
         from telebridge.security import uvicorn_proxy_options
         from telebridge.settings import Settings
+        from telebridge.websocket import websocket_protocol
 
         # The listening socket is bound here and handed to uvicorn: no other process (a parallel test worker)
         # can take the port between choosing it and listening on it.
@@ -63,7 +67,7 @@ class LiveServer:
                                  twilio_auth_token=AUTH_TOKEN, **settings_overrides)
         self.warmup = not LiveServer.warmed if warmup is None else warmup
         self.app = create_app(self.settings, warmup=self.warmup)
-        config = uvicorn.Config(self.app, host=bind, port=self.port, log_config=None, ws="websockets-sansio",
+        config = uvicorn.Config(self.app, host=bind, port=self.port, log_config=None, ws=ws or websocket_protocol(),
                                 ws_ping_interval=None, lifespan="on", **uvicorn_proxy_options(self.settings))
         self.server = uvicorn.Server(config)
         self.loop: asyncio.AbstractEventLoop | None = None

@@ -9,7 +9,7 @@ import httpx
 import pytest
 import websockets
 
-from conftest import finished_call
+from conftest import LiveServer, finished_call
 from speechutil import fuzzy_ratio
 from telebridge.agents.demo import GREETING
 from telebridge.simulator import Hangup, Say, simulate_call
@@ -27,7 +27,23 @@ def wait_for_no_call_tasks(server, timeout: float = 5.0) -> list:
     return server.call_tasks()
 
 
-async def test_full_call_greeting_question_answer(server, auth_token):
+@pytest.fixture(scope="module")
+def asgi_server():
+    """The demo agent on uvicorn's own WebSocket protocol, which offers no ``telebridge.direct`` extension: the
+    media route takes its frames through ASGI ``receive()`` there (the path of any other ASGI server)."""
+    srv = LiveServer(ws="websockets-sansio").start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(params=["direct", "asgi"])
+def either_server(request):
+    """The server as it runs (frames taken where they are parsed), and on uvicorn's own protocol."""
+    return request.getfixturevalue("server" if request.param == "direct" else "asgi_server")
+
+
+async def test_full_call_greeting_question_answer(either_server, auth_token):
+    server = either_server
     call = await simulate_call(
         server.url,
         script=[Say(at=None, text="What are your opening hours?", after_agent_quiet=0.8)],
@@ -74,7 +90,8 @@ async def test_media_stream_upgrade_rejects_bad_signature(server, auth_token):
         assert info.value.response.status_code == 403
 
 
-async def test_malformed_and_out_of_order_messages_do_not_break_the_call(server, auth_token):
+async def test_malformed_and_out_of_order_messages_do_not_break_the_call(either_server, auth_token):
+    server = either_server
     ws_url = server.url.replace("http", "ws") + "/twilio/media"
     headers = {"X-Twilio-Signature": compute_signature(ws_url, {}, auth_token)}
     sid, call_sid = "MZ" + "a" * 32, "CA" + "b" * 32

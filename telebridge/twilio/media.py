@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -14,6 +14,7 @@ from ..pipeline.call import PHONE_RATE, CallSession
 from ..pipeline.outbound import OutboundAudio
 from ..realtime.phone import phone_recording
 from ..session import SessionConfig
+from ..websocket import DIRECT
 from .stream import (
     DtmfEvent,
     MarkEvent,
@@ -33,6 +34,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("telebridge.media")
 
 MAX_ISSUE_LOGS = 5  # per call; after that only counters grow
+EVENT = "telebridge.event"  # in a message the receiver queued: the frame, decoded already
+_UNDECODED = object()
 
 
 def phone_defaults(config: SessionConfig) -> SessionConfig:
@@ -84,16 +87,21 @@ async def media_stream(ws: WebSocket) -> None:
     # (A private attribute: should a Starlette release drop it, the public receive gives the same messages.)
     receive = getattr(ws, "_receive", None) or ws.receive
 
-    # Likewise the ASGI send for the call's own messages (media, marks, clears: 25 a second while the agent talks),
-    # not Starlette's state checks per message. A send that fails fails all the same (OSError, or uvicorn's error
-    # after a close): the sender takes any failure as the end of the call.
+    # Where the server offers it (telebridge.websocket), frames are taken as they are parsed, without the ASGI
+    # queue and a task switch each (see receiver() below), and the call's own messages (media, marks, clears: 25 a
+    # second while the agent talks) are sent without an ASGI message each.
+    direct = ws.scope.get("extensions", {}).get(DIRECT)
+    # Elsewhere the ASGI send, not Starlette's state checks per message. A send that fails fails all the same
+    # (OSError, or uvicorn's error after a close): the sender takes any failure as the end of the call.
     raw_send = getattr(ws, "_send", None)
 
-    async def send(text: str) -> None:
+    async def asgi_send(text: str) -> None:
         if raw_send is None:
             await ws.send_text(text)
         else:
             await raw_send({"type": "websocket.send", "text": text})
+
+    send: Callable[[str], Awaitable[None]] = direct["send_text"] if direct is not None else asgi_send
 
     async def close(code: int, reason: str) -> None:
         if decoder.call_sid:
@@ -103,27 +111,62 @@ async def media_stream(ws: WebSocket) -> None:
         except Exception:  # already closed
             pass
 
+    def take(event: Any) -> bool:
+        """Handle a decoded frame that needs no waiting (all but ``start`` and ``stop``): whether it did."""
+        nonlocal issues_logged
+        if type(event) is MediaEvent:  # a media frame the hot path left to pydantic, accepted
+            event = event.payload
+        if type(event) is bytes:  # an accepted media frame's μ-law payload (the hot path)
+            if session is not None:
+                session.on_ulaw(event)
+                if recording is not None:
+                    recording.client_audio(len(event), 8000)
+                if tap is not None:
+                    tap.caller(event)
+        elif isinstance(event, MarkEvent):
+            if sink is not None:
+                sink.mark_echoed(event.name)
+        elif isinstance(event, DtmfEvent):
+            if session is not None:
+                session.on_dtmf(event.digit)
+        elif isinstance(event, ProtocolIssue):
+            if issues_logged < MAX_ISSUE_LOGS:
+                issues_logged += 1
+                log.warning("media stream %s: %s (%s)", decoder.stream_sid or "?", event.kind, event.detail)
+        else:
+            return False
+        return True
+
+    # With the extension, the receiver takes every frame but ``start`` and ``stop``, which come to the loop below
+    # decoded; whatever arrives while the loop has one of them in hand waits in the queue behind it, in order.
+    waiting = False  # the loop below has (or will have) a frame in hand: the receiver leaves frames to it
+
+    def receiver(text: str) -> dict[str, Any] | None:
+        nonlocal waiting
+        if waiting:
+            return {"type": "websocket.receive", "text": text}
+        event = decoder.receive_audio(text)
+        if take(event):
+            return None
+        waiting = True
+        return {"type": "websocket.receive", "text": text, EVENT: event}
+
+    if direct is not None:
+        direct["set_receiver"](receiver)
+
     try:
         while True:
             message = await receive()
             if message["type"] == "websocket.disconnect":
                 break
-            frame = message.get("text")
-            if frame is None:
-                frame = message.get("bytes") or b""
-            event = decoder.receive_audio(frame)
-            if type(event) is MediaEvent:  # a media frame the hot path left to pydantic, accepted
-                event = event.payload
-            if type(event) is bytes:  # an accepted media frame's μ-law payload (the hot path)
-                if session is not None:
-                    session.on_ulaw(event)
-                    if recording is not None:
-                        recording.client_audio(len(event), 8000)
-                    if tap is not None:
-                        tap.caller(event)
-            elif isinstance(event, MarkEvent):
-                if sink is not None:
-                    sink.mark_echoed(event.name)
+            event = message.get(EVENT, _UNDECODED)
+            if event is _UNDECODED:
+                frame = message.get("text")
+                if frame is None:
+                    frame = message.get("bytes") or b""
+                event = decoder.receive_audio(frame)
+            if take(event):
+                pass
             elif isinstance(event, StartEvent):
                 info = event.start
                 try:  # outbound calls: data from where it cannot be forged, maybe their own agent
@@ -160,18 +203,15 @@ async def media_stream(ws: WebSocket) -> None:
                 runtime.register(session)
                 session.start()
                 log.info("call %s: stream %s started", session.call_id, info.stream_sid)
-            elif isinstance(event, DtmfEvent):
-                if session is not None:
-                    session.on_dtmf(event.digit)
             elif isinstance(event, StopEvent):
+                waiting = True  # (nothing after the stop is the call's)
                 break
-            elif isinstance(event, ProtocolIssue):
-                if issues_logged < MAX_ISSUE_LOGS:
-                    issues_logged += 1
-                    log.warning("media stream %s: %s (%s)", decoder.stream_sid or "?", event.kind, event.detail)
+            waiting = False
     except WebSocketDisconnect:
         pass
     finally:
+        if direct is not None:
+            direct["set_receiver"](None)
         if session is not None:
             runtime.console.close_tap(session.call_id)
             await session.aclose()

@@ -29,16 +29,20 @@ def _bound_socket() -> socket.socket:
     return sock
 
 
-def _config(app: Any) -> uvicorn.Config:
+def _config(app: Any, ws: Any = "websockets-sansio") -> uvicorn.Config:
     return uvicorn.Config(app, log_level="warning", lifespan="off", timeout_graceful_shutdown=1,
-                          ws="websockets-sansio", ws_ping_interval=None)
+                          ws=ws, ws_ping_interval=None)
 
 
 @asynccontextmanager
-async def serve_app(app: Any) -> AsyncIterator[str]:
+async def serve_app(app: Any, *, ws: Any = "websockets-sansio",
+                    servers: list[uvicorn.Server] | None = None) -> AsyncIterator[str]:
+    """``ws``: uvicorn's WebSocket protocol; ``servers``: a list the running server is appended to."""
     sock = _bound_socket()
     port = sock.getsockname()[1]
-    server = uvicorn.Server(_config(app))
+    server = uvicorn.Server(_config(app, ws))
+    if servers is not None:
+        servers.append(server)
     task = asyncio.create_task(server.serve(sockets=[sock]), name=f"fake-{port}")
     try:
         while not server.started:
