@@ -27,6 +27,8 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from .wsframes import TEXT, FrameSplitter, Message, Raw
+
 log = logging.getLogger("telebridge.websocket")
 
 DIRECT = "telebridge.direct"
@@ -53,6 +55,7 @@ try:
     from uvicorn.protocols.utils import ClientDisconnected
     from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
     from websockets.exceptions import InvalidState
+    from websockets.protocol import State
 except ImportError:  # (uvicorn before its sans-I/O protocol: the server falls back to its default one)
     WebSocketsSansIOProtocol = None  # type: ignore[assignment,misc]
 
@@ -67,6 +70,42 @@ if WebSocketsSansIOProtocol is not None:
             super().__init__(*args, **kwargs)
             self._receiver: Receiver | None = None
             self._queued_bytes = 0
+            # Frames after the opening handshake (see data_received): None until it has come, False if the library
+            # is to parse them all.
+            self._splitter: FrameSplitter | None | bool = None
+
+        # --- bytes in ---------------------------------------------------------------------------------------
+        def data_received(self, data: bytes) -> None:
+            """The library parses the opening handshake; after it, a :class:`~.wsframes.FrameSplitter` reads the
+            common frame here and hands the library every other one, whole and in order (see :mod:`.wsframes`)."""
+            splitter = self._splitter
+            if splitter is None:  # (uvicorn hands over the upgrade request, and nothing else, in one piece)
+                super().data_received(data)
+                self._splitter = self._after_handshake()
+                return
+            if splitter is False:
+                super().data_received(data)
+                return
+            conn = self.conn
+            for item in splitter.feed(data):  # type: ignore[union-attr]
+                if type(item) is Message and conn.state is State.OPEN and conn.current_size is None:
+                    self._to_app(item.opcode == TEXT, item.data)
+                else:  # the library's, or a message the library must judge (a state the fast path does not know)
+                    super().data_received(item.data if type(item) is Raw else item.frame)  # type: ignore[union-attr]
+
+        def _after_handshake(self) -> FrameSplitter | bool:
+            """A splitter for what follows the opening handshake, if the library's parser waits at a frame's start
+            (it has parsed the request and holds nothing more) and nothing it reads alters a frame (no extension
+            such as permessage-deflate is in use); else False: the library parses everything."""
+            conn = self.conn
+            reader = getattr(conn, "reader", None)
+            if (not self.handshake_initiated or conn.handshake_exc is not None or conn.parser_exc is not None
+                    or reader is None or getattr(reader, "buffer", b"?") or not hasattr(conn, "current_size")):
+                return False
+            response = getattr(self, "response", None)
+            if response is None or response.status_code != 101 or conn.extensions:
+                return False
+            return FrameSplitter(self.config.ws_max_size)
 
         # --- the extension ----------------------------------------------------------------------------------
         def handle_connect(self, event: Any) -> None:
@@ -107,11 +146,15 @@ if WebSocketsSansIOProtocol is not None:
         def send_receive_event_to_app(self) -> None:
             data = self.frames[0] if len(self.frames) == 1 else b"".join(self.frames)
             self.frames = []
+            self._to_app(self.curr_msg_data_type == "text", data)
+
+        def _to_app(self, text_message: bool, data: bytes) -> None:
+            """A whole message, to the receiver or the queue."""
             if self.close_sent:
                 # The app is past `websocket.close`: the message is dropped (reads go on until the peer's close).
                 return
             message: dict[str, Any] | None
-            if self.curr_msg_data_type == "text":
+            if text_message:
                 try:
                     text = data.decode()
                 except UnicodeDecodeError:

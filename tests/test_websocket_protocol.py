@@ -11,10 +11,24 @@ import websockets
 from fakes.serve import serve_app
 
 from telebridge.websocket import DIRECT, HIGH_WATER_BYTES, HIGH_WATER_MESSAGES, WebSocketProtocol
+from telebridge.wsframes import FrameSplitter
 
 
 def url(origin: str) -> str:
     return origin.replace("http", "ws") + "/"
+
+
+@pytest.fixture(params=["frames read here", "permessage-deflate"])
+def connect(request):  # noqa: ANN001, ANN201
+    """A WebSocket client: without compression (as Twilio connects: the server reads the common frame itself,
+    telebridge.wsframes), or with permessage-deflate (the library parses every frame)."""
+    compression = None if request.param == "frames read here" else "deflate"
+
+    def connect(origin: str):  # noqa: ANN202
+        return websockets.connect(url(origin), compression=compression)
+
+    connect.fast = compression is None
+    return connect
 
 
 def protocols(servers: list) -> list[WebSocketProtocol]:
@@ -28,7 +42,7 @@ async def until(check, timeout: float = 5.0) -> None:  # noqa: ANN001
         await asyncio.sleep(0.01)
 
 
-async def test_without_a_receiver_every_message_reaches_receive_in_order():
+async def test_without_a_receiver_every_message_reaches_receive_in_order(connect):
     got: list[Any] = []
 
     async def app(scope, receive, send):  # noqa: ANN001
@@ -42,16 +56,21 @@ async def test_without_a_receiver_every_message_reaches_receive_in_order():
             got.append(message.get("text", message.get("bytes")))
             await send({"type": "websocket.send", "text": f"ok {len(got)}"})
 
-    async with serve_app(app, ws=WebSocketProtocol) as origin, websockets.connect(url(origin)) as ws:
+    servers: list = []
+    async with serve_app(app, ws=WebSocketProtocol, servers=servers) as origin, connect(origin) as ws:
         sent: list[Any] = [f"text {i}" if i % 3 else bytes([i]) * 5 for i in range(30)]
+        sent += ["é" * 40_000, b"\x00" * 70_000]  # (beyond what is read here: the library's, in order)
         for item in sent:
             await ws.send(item)
+        await ws.ping(b"still there?")  # (a control frame: the library answers it)
         replies = [await ws.recv() for _ in sent]
+        splitter = protocols(servers)[0]._splitter
+        assert isinstance(splitter, FrameSplitter) if connect.fast else splitter is False
     assert got == sent
     assert replies == [f"ok {i + 1}" for i in range(len(sent))]
 
 
-async def test_the_receiver_takes_messages_while_nothing_is_queued_and_what_it_hands_back_keeps_its_place():
+async def test_the_receiver_takes_messages_while_nothing_is_queued_and_what_it_hands_back_keeps_its_place(connect):
     taken: list[str] = []
     asked: list[str] = []
     received: list[tuple[str, Any]] = []
@@ -76,7 +95,7 @@ async def test_the_receiver_takes_messages_while_nothing_is_queued_and_what_it_h
             received.append((message["text"], message.get("decoded")))
             await send({"type": "websocket.send", "text": "got " + message["text"]})
 
-    async with serve_app(app, ws=WebSocketProtocol) as origin, websockets.connect(url(origin)) as ws:
+    async with serve_app(app, ws=WebSocketProtocol) as origin, connect(origin) as ws:
         await ws.send("m0")
         await until(lambda: taken == ["m0"])
         for text in ("hold 1", "m1", "m2", "hold 2"):
@@ -92,7 +111,7 @@ async def test_the_receiver_takes_messages_while_nothing_is_queued_and_what_it_h
     assert replies == ["got hold 1", "got m1", "got m2", "got hold 2"]
 
 
-async def test_a_failing_receiver_closes_its_connection_with_1011_and_no_other():
+async def test_a_failing_receiver_closes_its_connection_with_1011_and_no_other(connect):
     ends: list[Any] = []
 
     def receiver(text: str) -> dict | None:
@@ -112,7 +131,7 @@ async def test_a_failing_receiver_closes_its_connection_with_1011_and_no_other()
             await send({"type": "websocket.send", "text": "echo " + message["text"]})
 
     async with serve_app(app, ws=WebSocketProtocol) as origin:
-        async with websockets.connect(url(origin)) as bad, websockets.connect(url(origin)) as good:
+        async with connect(origin) as bad, connect(origin) as good:
             await bad.send("fine")
             await bad.send("boom")
             with pytest.raises(websockets.exceptions.ConnectionClosedError) as info:
@@ -125,7 +144,7 @@ async def test_a_failing_receiver_closes_its_connection_with_1011_and_no_other()
     assert sorted(ends) == [1000, 1011] or ends[0] == 1011, ends
 
 
-async def test_reading_stops_only_when_much_is_queued_and_starts_again_as_the_app_catches_up():
+async def test_reading_stops_only_when_much_is_queued_and_starts_again_as_the_app_catches_up(connect):
     proceed = asyncio.Event()
     got: list[str] = []
 
@@ -144,7 +163,7 @@ async def test_reading_stops_only_when_much_is_queued_and_starts_again_as_the_ap
     servers: list = []
     total = 4 * HIGH_WATER_MESSAGES
     async with serve_app(app, ws=WebSocketProtocol, servers=servers) as origin, \
-            websockets.connect(url(origin)) as ws:
+            connect(origin) as ws:
         for i in range(10):
             await ws.send(f"frame {i}")
         await until(lambda: protocols(servers) and protocols(servers)[0].queue.qsize() == 10)
@@ -169,7 +188,7 @@ async def test_reading_stops_only_when_much_is_queued_and_starts_again_as_the_ap
     assert got == [f"frame {i}" for i in range(total)]
 
 
-async def test_one_large_message_stops_reading_at_once():
+async def test_one_large_message_stops_reading_at_once(connect):
     proceed = asyncio.Event()
     sizes: list[int] = []
 
@@ -184,7 +203,7 @@ async def test_one_large_message_stops_reading_at_once():
 
     servers: list = []
     async with serve_app(app, ws=WebSocketProtocol, servers=servers) as origin, \
-            websockets.connect(url(origin)) as ws:
+            connect(origin) as ws:
         await ws.send(b"x" * HIGH_WATER_BYTES)
         await until(lambda: protocols(servers) and protocols(servers)[0].read_paused)
         await ws.send(b"y" * 10)
@@ -193,7 +212,7 @@ async def test_one_large_message_stops_reading_at_once():
     assert sizes == [HIGH_WATER_BYTES, 10]
 
 
-async def test_send_text_sends_and_fails_once_the_client_is_gone():
+async def test_send_text_sends_and_fails_once_the_client_is_gone(connect):
     failures: list[BaseException] = []
     gone = asyncio.Event()
 
@@ -211,7 +230,7 @@ async def test_send_text_sends_and_fails_once_the_client_is_gone():
         gone.set()
 
     async with serve_app(app, ws=WebSocketProtocol) as origin:
-        async with websockets.connect(url(origin)) as ws:
+        async with connect(origin) as ws:
             assert [await ws.recv() for _ in range(3)] == ["hello 0", "hello 1", "hello 2"]
         await asyncio.wait_for(gone.wait(), 5)
     assert len(failures) == 1
