@@ -125,3 +125,14 @@ def print_comparison(rows: Iterable[_Row], target_ratio: float, counterparts: Ma
             print("(paced floor: the floor's work done in real time, each frame when it is due, as a server must; "
                   "on this machine the same ONNX run costs 1.4-1.6x as much 32 ms after the last as back to back. "
                   "For reading only: the target is against the back-to-back floor)")
+        direct = [n for n in floors if ("baseline-direct", n) in ms]
+        for n in direct:
+            total = ms[("baseline-direct", n)] + ms[("floor", n)]
+            inbound = ms.get(("inbound", n))
+            ratio = f"inbound {inbound:.2f} = {inbound / total:.2f}x" if inbound is not None else "inbound -"
+            print(f"N={n}: on telebridge's own transport (baseline-direct {ms[('baseline-direct', n)]:.2f} + floor "
+                  f"{ms[('floor', n)]:.2f} = {total:.2f}): {ratio}")
+        if direct:
+            print("(baseline-direct: the same bare sink on telebridge's WebSocket protocol, frames taken where they "
+                  "are parsed, as the media route takes them; the target above is judged against the bare sink on "
+                  "uvicorn's own protocol, as the issue defines it)")

@@ -13,8 +13,10 @@ measured in the same run). This script measures it end to end against the real s
   (Twilio's behaviour), and strictly decoding every server frame as Twilio would;
 * the callers stream line noise at about -45 dBFS: the VAD runs on every window, but no turn starts.
 
-Scenarios: ``baseline`` (a bare Starlette WebSocket sink under the same uvicorn, ``json.loads`` per frame: the
-transport's own cost on this machine, to read the others as a ratio), ``inbound`` (``listener`` agent: VAD
+Scenarios: ``baseline`` (a bare Starlette WebSocket sink under the same uvicorn, on uvicorn's own WebSocket protocol,
+``json.loads`` per frame: the transport's own cost on this machine, to read the others as a ratio),
+``baseline-direct`` (the same sink on telebridge's WebSocket protocol, each frame taken where it is parsed, as the
+media route takes it: the transport telebridge runs on), ``inbound`` (``listener`` agent: VAD
 only; its quiet calls are at rest, so the VAD takes their windows every fourth tick, four at a time),
 ``inbound-awake`` (the same with ``TELEBRIDGE_VAD_REST_TICKS=1``: every window at its tick, what a listening call
 costs while its caller or agent may speak any moment), ``duplex`` (``talker`` agent: a two-minute monologue plays
@@ -77,10 +79,11 @@ sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 from bench.agents import vad_rate  # noqa: E402 - needs the path above
 from bench.cpu_compare import fell_behind, print_comparison  # noqa: E402 - needs the path above
 
-Scenario = Literal["baseline", "floor", "inbound", "inbound-awake", "duplex", "duplex-off", "duplex-echo",
-                   "duplex-echo-off", "cloud", "pipecat", "pipecat-duplex"]
-SCENARIOS: tuple[Scenario, ...] = ("baseline", "floor", "inbound", "inbound-awake", "duplex", "duplex-off",
-                                   "duplex-echo", "duplex-echo-off", "cloud", "pipecat", "pipecat-duplex")
+Scenario = Literal["baseline", "baseline-direct", "floor", "inbound", "inbound-awake", "duplex", "duplex-off",
+                   "duplex-echo", "duplex-echo-off", "cloud", "pipecat", "pipecat-duplex"]
+SCENARIOS: tuple[Scenario, ...] = ("baseline", "baseline-direct", "floor", "inbound", "inbound-awake", "duplex",
+                                   "duplex-off", "duplex-echo", "duplex-echo-off", "cloud", "pipecat",
+                                   "pipecat-duplex")
 AGENT_FILES: dict[str, Path] = {
     "inbound": ROOT / "bench" / "agents" / "listener.py",
     "inbound-awake": ROOT / "bench" / "agents" / "listener.py",
@@ -581,8 +584,10 @@ def generator_main(cfg_json: str) -> None:
 # =================================================================================================================
 
 
-def sink_main(port: int) -> None:
-    """The bare transport: same uvicorn settings as ``telebridge serve``; the WebSocket only receives + json.loads."""
+def sink_main(port: int, direct: bool = False) -> None:
+    """The bare transport: uvicorn's own WebSocket protocol; the WebSocket only receives + json.loads. ``direct``:
+    telebridge's protocol instead (``telebridge serve``'s: telebridge.websocket), each frame taken where it is
+    parsed (the ``telebridge.direct`` extension) -- the same transport as the media route's."""
     import logging
 
     import uvicorn
@@ -593,6 +598,7 @@ def sink_main(port: int) -> None:
     from starlette.websockets import WebSocket
 
     from telebridge.twilio.twiml import connect_stream
+    from telebridge.websocket import DIRECT, WebSocketProtocol
 
     logging.basicConfig(level=logging.WARNING)
 
@@ -606,6 +612,13 @@ def sink_main(port: int) -> None:
     async def media(ws: WebSocket) -> None:
         await ws.accept()
         loads = json.loads
+        extension = ws.scope.get("extensions", {}).get(DIRECT)
+        if direct:
+
+            def receiver(text: str) -> None:
+                loads(text)
+
+            extension["set_receiver"](receiver)
         while True:
             message = await ws.receive()
             if message["type"] == "websocket.disconnect":
@@ -632,7 +645,7 @@ def sink_main(port: int) -> None:
         port=port,
         log_config=None,
         log_level="warning",
-        ws="websockets-sansio" if _has_sansio_ws() else "websockets",
+        ws=WebSocketProtocol if direct else "websockets-sansio" if _has_sansio_ws() else "websockets",
         ws_ping_interval=None,
         proxy_headers=True,
         forwarded_allow_ips="*",
@@ -886,8 +899,10 @@ def server_process(
     for key in ("TELEBRIDGE_PUBLIC_URL", "TELEBRIDGE_AGENT", "OPENAI_API_KEY", "TELEBRIDGE_LLM_BASE_URL"):
         env.pop(key, None)
     env.update(extra_env or {})
-    if scenario == "baseline":
+    if scenario in ("baseline", "baseline-direct"):
         cmd = [sys.executable, str(Path(__file__).resolve()), "--sink", "--port", str(port)]
+        if scenario == "baseline-direct":
+            cmd.append("--sink-direct")
     elif scenario.startswith("pipecat"):
         from bench.pipecat_setup import pipecat_python, talker_audio  # Pipecat runs from its own venv
 
@@ -1049,7 +1064,8 @@ def _run_scenario(scenario: Scenario, n: int, *, ramp: float, window: float, pro
         server_env = {**(server_env or {}), "BENCH_ECHO_GUARD": "0"}
     if scenario == "inbound-awake":  # every call's windows at every tick, as if someone might speak any moment
         server_env = {**(server_env or {}), "TELEBRIDGE_VAD_REST_TICKS": "1"}
-    profile_to = workdir / f"profile-{scenario}-{n}.pstats" if profile_s > 0 and scenario != "baseline" else None
+    profiled = profile_s > 0 and not scenario.startswith("baseline")
+    profile_to = workdir / f"profile-{scenario}-{n}.pstats" if profiled else None
     with server_process(scenario, port, token, server_log, server_env, profile_to) as server, generator_process(cfg, gen_log) as (gen, io):
         io.expect("hello", timeout=120)
         if probe:
@@ -1358,6 +1374,7 @@ def main() -> None:
     # internal modes
     ap.add_argument("--generate", metavar="CONFIG_JSON", help=argparse.SUPPRESS)
     ap.add_argument("--sink", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--sink-direct", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--profiled-serve", metavar="PSTATS_PATH", help=argparse.SUPPRESS)
     argv = sys.argv[1:]
@@ -1371,7 +1388,7 @@ def main() -> None:
         generator_main(args.generate)
         return
     if args.sink:
-        sink_main(args.port)
+        sink_main(args.port, direct=args.sink_direct)
         return
 
     ns = [10] if args.quick else [int(x) for x in args.n.split(",") if x.strip()]
