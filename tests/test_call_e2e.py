@@ -8,12 +8,14 @@ import time
 import httpx
 import pytest
 import websockets
+from websockets.frames import Frame, Opcode
 
 from conftest import LiveServer, finished_call
 from speechutil import fuzzy_ratio
 from telebridge.agents.demo import GREETING
 from telebridge.simulator import Hangup, Say, simulate_call
 from telebridge.simulator.wire import twilio_connected, twilio_media, twilio_start
+from telebridge.twilio import media
 from telebridge.twilio.signature import compute_signature
 
 
@@ -116,6 +118,40 @@ async def test_malformed_and_out_of_order_messages_do_not_break_the_call(either_
                 continue
             got_media = '"media"' in frame
         assert got_media, "the greeting still arrives after malformed frames"
+
+
+async def test_frames_sent_as_the_call_starts_all_reach_it(either_server, auth_token, monkeypatch):
+    """Frames that arrive while the agent is being loaded (the media route's loop has the ``start`` in hand) wait
+    behind it and reach the call, every one, in order; none is taken before the call exists."""
+    server = either_server
+    prepare = media.prepare_stream_call
+
+    async def slow_prepare(*args, **kwargs):  # an agent that takes a while to load
+        await asyncio.sleep(0.5)
+        return await prepare(*args, **kwargs)
+
+    monkeypatch.setattr(media, "prepare_stream_call", slow_prepare)
+    ws_url = server.url.replace("http", "ws") + "/twilio/media"
+    headers = {"X-Twilio-Signature": compute_signature(ws_url, {}, auth_token)}
+    sid, call_sid = "MZ" + "d" * 32, "CA" + "e" * 32
+    async with websockets.connect(ws_url, additional_headers=headers, compression=None) as ws:
+        # ``connected`` and ``start`` in one write, as Twilio often sends them: the route's receiver sees the first and
+        # the second is queued behind it.
+        start = twilio_start(sid, call_sid, "AC" + "c" * 32, {"From": "+15551230001"}, 1)
+        ws.transport.write(b"".join(Frame(Opcode.TEXT, text.encode()).serialize(mask=True)
+                                    for text in (twilio_connected(), start)))
+        await asyncio.sleep(0.2)  # (the route's loop has the start in hand now, and nothing else is queued)
+        for seq in range(2, 52):  # 50 frames while the agent loads
+            await ws.send(twilio_media(sid, b"\xff" * 160, seq, (seq - 2) * 20, seq - 1))
+        deadline = asyncio.get_running_loop().time() + 20
+        fed = -1
+        while asyncio.get_running_loop().time() < deadline:
+            session = server.runtime.calls.get(call_sid)
+            fed = session.caller_audio.fed if session is not None else -1
+            if fed >= 50 * 160:
+                break
+            await asyncio.sleep(0.05)
+        assert fed == 50 * 160, fed
 
 
 async def test_hang_up_mid_reply_leaves_no_tasks(server, auth_token):

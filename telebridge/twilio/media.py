@@ -137,18 +137,18 @@ async def media_stream(ws: WebSocket) -> None:
             return False
         return True
 
-    # With the extension, the receiver takes every frame but ``start`` and ``stop``, which come to the loop below
-    # decoded; whatever arrives while the loop has one of them in hand waits in the queue behind it, in order.
-    waiting = False  # the loop below has (or will have) a frame in hand: the receiver leaves frames to it
+    # With the extension, the receiver takes every frame but ``start`` and ``stop``, which go to the loop below
+    # decoded. The server asks it only while nothing is queued (what comes meanwhile is queued behind, in order),
+    # and the loop handles all but a ``start`` without waiting; while it waits on one (the agent loading) or after
+    # a ``stop``, the receiver leaves every frame to the queue: none is taken before the call exists.
+    waiting = False
 
     def receiver(text: str) -> dict[str, Any] | None:
-        nonlocal waiting
         if waiting:
             return {"type": "websocket.receive", "text": text}
         event = decoder.receive_audio(text)
         if take(event):
             return None
-        waiting = True
         return {"type": "websocket.receive", "text": text, EVENT: event}
 
     if direct is not None:
@@ -168,6 +168,7 @@ async def media_stream(ws: WebSocket) -> None:
             if take(event):
                 pass
             elif isinstance(event, StartEvent):
+                waiting = True
                 info = event.start
                 try:  # outbound calls: data from where it cannot be forged, maybe their own agent
                     prepared = await prepare_stream_call(runtime, settings, info.call_sid, info.stream_sid,
@@ -203,10 +204,10 @@ async def media_stream(ws: WebSocket) -> None:
                 runtime.register(session)
                 session.start()
                 log.info("call %s: stream %s started", session.call_id, info.stream_sid)
+                waiting = False
             elif isinstance(event, StopEvent):
                 waiting = True  # (nothing after the stop is the call's)
                 break
-            waiting = False
     except WebSocketDisconnect:
         pass
     finally:
