@@ -68,8 +68,8 @@ except ImportError:  # (uvicorn before its sans-I/O protocol: the server falls b
 if WebSocketsSansIOProtocol is not None:
 
     class WebSocketProtocol(WebSocketsSansIOProtocol):  # type: ignore[misc,valid-type]
-        """uvicorn's ``websockets-sansio`` protocol with flow control by what is queued and the
-        ``telebridge.direct`` extension (see the module docstring)."""
+        """uvicorn's ``websockets-sansio`` protocol with flow control by what is queued, the common frame read
+        here, and the ``telebridge.direct`` extension (see the module docstring)."""
 
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
