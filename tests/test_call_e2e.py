@@ -122,7 +122,7 @@ async def test_malformed_and_out_of_order_messages_do_not_break_the_call(either_
 
 async def test_frames_sent_as_the_call_starts_all_reach_it(either_server, auth_token, monkeypatch):
     """Frames that arrive while the agent is being loaded (the media route's loop has the ``start`` in hand) wait
-    behind it and reach the call, every one, in order; none is taken before the call exists."""
+    behind it and reach the call, every one; none is taken before the call exists."""
     server = either_server
     prepare = media.prepare_stream_call
 
@@ -135,8 +135,8 @@ async def test_frames_sent_as_the_call_starts_all_reach_it(either_server, auth_t
     headers = {"X-Twilio-Signature": compute_signature(ws_url, {}, auth_token)}
     sid, call_sid = "MZ" + "d" * 32, "CA" + "e" * 32
     async with websockets.connect(ws_url, additional_headers=headers, compression=None) as ws:
-        # ``connected`` and ``start`` in one write, as Twilio often sends them: the route's receiver sees the first and
-        # the second is queued behind it.
+        # ``connected`` and ``start`` in one write (they may come in one read): the route's receiver sees the first,
+        # and the second is queued behind it.
         start = twilio_start(sid, call_sid, "AC" + "c" * 32, {"From": "+15551230001"}, 1)
         ws.transport.write(b"".join(Frame(Opcode.TEXT, text.encode()).serialize(mask=True)
                                     for text in (twilio_connected(), start)))
