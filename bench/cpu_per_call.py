@@ -612,13 +612,12 @@ def sink_main(port: int, direct: bool = False) -> None:
     async def media(ws: WebSocket) -> None:
         await ws.accept()
         loads = json.loads
-        extension = ws.scope.get("extensions", {}).get(DIRECT)
         if direct:
 
             def receiver(text: str) -> None:
                 loads(text)
 
-            extension["set_receiver"](receiver)
+            ws.scope["extensions"][DIRECT]["set_receiver"](receiver)
         while True:
             message = await ws.receive()
             if message["type"] == "websocket.disconnect":
