@@ -70,9 +70,7 @@ class FrameSplitter:
         buf = self._buf + data if self._buf else data
         pos, end = 0, len(buf)
         limit = self.limit
-        while pos < end:
-            if end - pos < 2:
-                break
+        while end - pos >= 2:
             b0, b1 = buf[pos], buf[pos + 1]
             length = b1 & 0x7F
             head = 2
