@@ -33,25 +33,29 @@ def wire(frame: Frame, *, mask: bool = True, rsv1: bool = False) -> bytes:
 
 
 def events(conn: ServerProtocol) -> list[tuple]:
-    out = []
+    """What the library has parsed since last asked: a final text or binary frame as a message, else the frame."""
+    out: list[tuple] = []
     for event in conn.events_received():
-        out.append(("frame", event.opcode, bytes(event.data), event.fin))
+        if event.opcode in (Opcode.TEXT, Opcode.BINARY) and event.fin:  # (a whole message)
+            out.append(("message", int(event.opcode), bytes(event.data)))
+        else:
+            out.append(("frame", event.opcode, bytes(event.data), event.fin))
     return out
 
 
+def outcome(conn: ServerProtocol, got: list[tuple]) -> tuple[list, bytes, str | None]:
+    """The messages and events, what the library sends back, and its failure."""
+    return got, b"".join(conn.data_to_send()), type(conn.parser_exc).__name__ if conn.parser_exc else None
+
+
 def alone(stream: bytes, cuts: list[int]) -> tuple[list, bytes, str | None]:
-    """The library alone, fed the stream in the given pieces: its events (a final text or binary frame as a
-    message), what it sends back, and its failure."""
+    """The library alone, fed the stream in the given pieces."""
     conn = library()
     got: list[tuple] = []
     for piece in pieces(stream, cuts):
         conn.receive_data(piece)
-        for kind, opcode, data, fin in events(conn):
-            if opcode in (Opcode.TEXT, Opcode.BINARY) and fin:  # (a whole message)
-                got.append(("message", int(opcode), data))
-            else:
-                got.append((kind, opcode, data, fin))
-    return got, b"".join(conn.data_to_send()), type(conn.parser_exc).__name__ if conn.parser_exc else None
+        got += events(conn)
+    return outcome(conn, got)
 
 
 def split(stream: bytes, cuts: list[int]) -> tuple[list, bytes, str | None]:
@@ -60,22 +64,14 @@ def split(stream: bytes, cuts: list[int]) -> tuple[list, bytes, str | None]:
     conn = library()
     splitter = FrameSplitter(MAX_SIZE)
     got: list[tuple] = []
-
-    def library_takes(data: bytes) -> None:
-        conn.receive_data(data)
-        for kind, opcode, payload, fin in events(conn):
-            if opcode in (Opcode.TEXT, Opcode.BINARY) and fin:
-                got.append(("message", int(opcode), payload))
-            else:
-                got.append((kind, opcode, payload, fin))
-
     for piece in pieces(stream, cuts):
         for item in splitter.feed(piece):
             if type(item) is Message and conn.state is State.OPEN and conn.current_size is None:
                 got.append(("message", item.opcode, item.data))
             else:
-                library_takes(item.data if type(item) is Raw else item.frame)
-    return got, b"".join(conn.data_to_send()), type(conn.parser_exc).__name__ if conn.parser_exc else None
+                conn.receive_data(item.data if type(item) is Raw else item.frame)
+                got += events(conn)
+    return outcome(conn, got)
 
 
 def pieces(stream: bytes, cuts: list[int]) -> list[bytes]:
